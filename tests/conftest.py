@@ -1,0 +1,43 @@
+"""Shared test fixtures: where the authors' reference material lives, and how its absence is handled.
+
+The reference folder (``../shared/reference`` beside the repository) is not part of the repository.
+Where it is absent (a user's clone) the tests that need it skip with a one-line reason; CI sets
+``CLIPLIT_REQUIRE_REFERENCE=1`` so that a missing folder fails instead of skipping.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = REPO_ROOT.parent / 'shared' / 'reference'
+
+
+def _require(path: Path, what: str) -> Path:
+    if path.exists():
+        return path
+    message = f'{what} not found at {path}'
+    if os.environ.get('CLIPLIT_REQUIRE_REFERENCE'):
+        pytest.fail(message + ' (CLIPLIT_REQUIRE_REFERENCE is set)', pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope='session')
+def reference_dir() -> Path:
+    """The authors' checkpoints, samples and expected outputs."""
+    return _require(REFERENCE_DIR, 'reference folder')
+
+
+@pytest.fixture(scope='session')
+def parity_dir() -> Path:
+    """The tiny-CLIP parity fixtures (``CLIPLIT_PARITY_DIR`` overrides the default location)."""
+    return _require(Path(os.environ.get('CLIPLIT_PARITY_DIR', REFERENCE_DIR / 'parity')), 'parity fixtures')
+
+
+@pytest.fixture(scope='session')
+def parity_fixtures(parity_dir):
+    """The values the authors' code computes with the tiny CLIP models (``fixtures.pt``)."""
+    import torch
+    return torch.load(parity_dir / 'fixtures.pt', weights_only=False)
