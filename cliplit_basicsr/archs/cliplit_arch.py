@@ -1,0 +1,89 @@
+"""CLIP-LIT's enhancement network: a light-map estimator (SPEC A1).
+
+A faithful port of the authors' ``UNet_emb_oneBranch_symmetry`` (test script) and
+``UNet_emb_oneBranch_symmetry_noreflect`` (training script): parameter names match their checkpoints, so a
+state dict with the ``module.`` prefix removed loads as is. The module stays plain and differentiable
+(training uses it); the fast inference engine lives in :mod:`cliplit_basicsr.inference`.
+"""
+from typing import Sequence
+
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+from torch.nn import functional as F
+
+PPM_BINS = (1, 2, 3, 6)
+
+
+class ResidualBlock(nn.Module):
+    """Two bias-free 3x3 convs with reflect padding, identity skip, LeakyReLU(0.2) after the sum."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False, padding_mode='reflect')
+        self.relu = nn.LeakyReLU(0.2, inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False, padding_mode='reflect')
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.relu(self.conv1(x)))
+        return self.relu(out + x)
+
+
+class PPM(nn.Module):
+    """Pyramid pooling: whole-image average pools at several bin counts, projected and upsampled back."""
+
+    def __init__(self, in_dim: int, reduction_dim: int, bins: Sequence[int]):
+        super().__init__()
+        self.features = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_dim, reduction_dim, 1, bias=False), nn.PReLU())
+            for b in bins)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(in_dim + reduction_dim * len(bins), in_dim, 3, 1, 1, bias=False), nn.PReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[2:]
+        branches = [F.interpolate(f(x), size, mode='bilinear', align_corners=True) for f in self.features]
+        return self.fuse(torch.cat([x] + branches, 1))
+
+
+@ARCH_REGISTRY.register()
+class CLIPLITNet(nn.Module):
+    """Estimates the light map ``L`` (B,1,H,W) of a backlit image ``x`` (B,3,H,W) in [0,1].
+
+    The enhanced image is ``clamp(x / L, 0, 1)``. ``padding`` selects the padding of ``cond1``, ``condx``,
+    ``condy`` and ``cond_add1``: ``'zeros'`` as the authors train, ``'reflect'`` as their test script infers.
+    The residual blocks always pad by reflection and the PPM fuse conv by zeros.
+    """
+
+    def __init__(self, padding: str = 'zeros'):
+        super().__init__()
+        if padding not in ('zeros', 'reflect'):
+            raise ValueError(f"padding must be 'zeros' or 'reflect', got {padding!r}")
+        self.padding = padding
+        self.cond1 = nn.Conv2d(3, 32, 3, 1, 1, bias=True, padding_mode=padding)
+        self.cond_add1 = nn.Conv2d(32, 1, 3, 1, 1, bias=True, padding_mode=padding)
+        self.condx = nn.Conv2d(32, 64, 3, 1, 1, bias=True, padding_mode=padding)
+        self.condy = nn.Conv2d(64, 32, 3, 1, 1, bias=True, padding_mode=padding)
+        self.relu = nn.ReLU(inplace=True)
+        self.lrelu = nn.LeakyReLU(0.2, inplace=True)
+        self.ResidualBlock1 = ResidualBlock(32)
+        self.ResidualBlock2 = ResidualBlock(32)
+        self.ResidualBlock3 = ResidualBlock(64)
+        self.ResidualBlock4 = ResidualBlock(64)
+        self.ResidualBlock5 = ResidualBlock(32)
+        self.ResidualBlock6 = ResidualBlock(32)
+        self.PPM1 = PPM(32, 8, PPM_BINS)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """The authors' ``weights_init``: every conv weight ~ N(0, 0.02); biases keep PyTorch's default."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.lrelu(self.cond1(x))
+        feat = self.PPM1(self.ResidualBlock2(self.ResidualBlock1(feat)))
+        feat = self.ResidualBlock4(self.ResidualBlock3(self.condx(feat)))
+        feat = self.ResidualBlock6(self.ResidualBlock5(self.condy(feat)))
+        return self.relu(self.cond_add1(feat))
