@@ -1,0 +1,144 @@
+"""Reading training images from a folder or an LMDB, as RGB float32 resized the authors' way.
+
+The authors open images with PIL and resize them with ``Image.ANTIALIAS`` (Pillow's antialiased
+Lanczos) to a square. Here the bytes come through BasicSR's ``FileClient`` (disk or LMDB) and are
+decoded by OpenCV without EXIF rotation (``IMREAD_UNCHANGED``, like PIL's ``Image.open``, and like
+BasicSR's LMDB writer, so a folder and its LMDB give the same pixels); the resize is Pillow's Lanczos.
+Conversions the authors' code did not support (it crashed on them) are documented choices:
+grayscale is replicated to RGB, an alpha channel is dropped (as ``PIL.Image.convert('RGB')`` does),
+16-bit images are scaled by 1/65535 and resized in float.
+"""
+import os
+from typing import List, Optional
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from basicsr.data.data_util import paths_from_lmdb
+from basicsr.utils import FileClient, imfrombytes, scandir
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+
+
+class DataError(ValueError):
+    """A data problem reported as one line (bad root, unreadable image, bad option).
+
+    torch's DataLoader re-raises a worker's exception in the main process as ``type(message)`` with the
+    whole worker traceback as ``message``; only that traceback's last line (this error's own message) is
+    kept, so the report stays one line.
+    """
+
+    def __init__(self, message: str) -> None:
+        if 'Original Traceback' in message:
+            message = message.rstrip().splitlines()[-1].split(': ', 1)[-1]
+        super().__init__(message)
+
+
+class ImageReadError(DataError):
+    """An image that cannot be read or decoded; the message names the file."""
+
+
+def to_rgb(img: np.ndarray, name: str) -> np.ndarray:
+    """HW, HWC BGR or BGRA (uint8 or uint16) as an HWC RGB array of the same dtype."""
+    if img.dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(f'{name}: unsupported pixel type {img.dtype} (8- or 16-bit images only)')
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
+        raise ImageReadError(f'{name}: unsupported image shape {img.shape}')
+    if img.shape[2] <= 2:  # gray, or gray + alpha
+        return np.repeat(img[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(img[:, :, 2::-1])  # BGR(A) -> RGB, alpha dropped
+
+
+def resize_lanczos(img: np.ndarray, size: Optional[int]) -> np.ndarray:
+    """Resize an HWC RGB uint8/uint16 image to ``size`` x ``size`` with Pillow's Lanczos; float32 in [0, 1].
+
+    8-bit images are resized in Pillow's RGB mode (the authors' exact pixels), 16-bit ones per channel in
+    float mode. ``size=None`` keeps the size.
+    """
+    scale = float(np.iinfo(img.dtype).max)
+    if size is None or img.shape[:2] == (size, size):
+        return img.astype(np.float32) / scale
+    if img.dtype == np.uint8:
+        resized = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.LANCZOS))
+        return resized.astype(np.float32) / scale
+    channels = [
+        np.asarray(Image.fromarray(img[:, :, c].astype(np.float32)).resize((size, size), Image.Resampling.LANCZOS))
+        for c in range(img.shape[2])
+    ]
+    return np.clip(np.stack(channels, axis=2) / scale, 0, 1).astype(np.float32)
+
+
+def decode_image(content: Optional[bytes], name: str) -> np.ndarray:
+    """Decode encoded image bytes into an HWC RGB uint8/uint16 array; `ImageReadError` if impossible."""
+    if content is None:
+        raise ImageReadError(f'{name}: not found')
+    img = imfrombytes(content, flag='unchanged') if len(content) else None
+    if img is None:
+        raise ImageReadError(f'{name}: cannot decode image (corrupt or unsupported format)')
+    return to_rgb(img, name)
+
+
+class ImageSource:
+    """The images of one root (a folder, or an ``.lmdb`` made by ``scripts/create_lmdb.py``).
+
+    ``names`` are file paths (disk) or LMDB keys, sorted. The file client is opened lazily, so that
+    each data-loader worker opens its own LMDB environment.
+    """
+
+    def __init__(self, root: str, io_backend: dict, option: str) -> None:
+        self.root = os.path.expanduser(str(root))
+        self.backend = dict(io_backend)
+        self.backend_type = self.backend.pop('type', 'disk')
+        self._client = None
+        if self.backend_type == 'disk':
+            self.names = self._folder_names(option)
+        elif self.backend_type == 'lmdb':
+            self.names = self._lmdb_names(option)
+        else:
+            raise DataError(f"io_backend.type: '{self.backend_type}' is not supported (use disk or lmdb)")
+
+    def _folder_names(self, option: str) -> List[str]:
+        if not os.path.isdir(self.root):
+            raise DataError(f'{option}: folder {self.root} does not exist')
+        names = sorted(path for path in scandir(self.root, full_path=True) if path.lower().endswith(IMAGE_EXTENSIONS))
+        if not names:
+            raise DataError(f'{option}: no images ({", ".join(IMAGE_EXTENSIONS)}) in folder {self.root}')
+        return names
+
+    def _lmdb_names(self, option: str) -> List[str]:
+        for required in ('meta_info.txt', 'data.mdb'):
+            if not os.path.isfile(os.path.join(self.root, required)):
+                raise DataError(f'{option}: {self.root} is not an LMDB made by scripts/create_lmdb.py '
+                                f'(no {required})')
+        try:
+            names = sorted(paths_from_lmdb(self.root))
+        except ValueError:
+            raise DataError(f"{option}: LMDB folder {self.root} must end with '.lmdb'") from None
+        if not names:
+            raise DataError(f'{option}: LMDB {self.root} lists no images in meta_info.txt')
+        return names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _read(self, name: str) -> Optional[bytes]:
+        if self._client is None:
+            if self.backend_type == 'lmdb':
+                self._client = FileClient('lmdb', db_paths=[self.root], client_keys=['default'], **self.backend)
+            else:
+                self._client = FileClient('disk', **self.backend)
+        try:
+            return self._client.get(name, 'default')
+        except Exception as err:  # OSError from disk, lmdb.Error from LMDB: report the file, one line
+            raise ImageReadError(f'{self._describe(name)}: cannot read ({err})') from err
+
+    def _describe(self, name: str) -> str:
+        return f'{self.root}[{name}]' if self.backend_type == 'lmdb' else name
+
+    def load(self, index: int, size: Optional[int]) -> np.ndarray:
+        """Image ``index`` as HWC RGB float32 in [0, 1], Lanczos-resized to ``size`` x ``size``."""
+        name = self.names[index]
+        return resize_lanczos(decode_image(self._read(name), self._describe(name)), size)

@@ -1,0 +1,117 @@
+"""Unpaired backlit / well-lit training images for CLIP-LIT (SPEC A5, item 6)."""
+import numpy as np
+from torch.utils import data
+
+from basicsr.utils import img2tensor
+from basicsr.utils.registry import DATASET_REGISTRY
+
+from .augment import AugmentParams, apply_augmentation, draw_augmentation
+from .image_io import DataError, ImageSource
+
+# Keys BasicSR itself adds to or reads from a dataset's options (options.py, data/__init__.py).
+_BASICSR_KEYS = frozenset({
+    'name', 'type', 'phase', 'scale', 'batch_size_per_gpu', 'num_worker_per_gpu', 'use_shuffle',
+    'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory', 'persistent_workers'
+})
+_OWN_KEYS = frozenset(
+    {'dataroot_backlit', 'dataroot_welllit', 'use_welllit', 'io_backend', 'image_size', 'augment', 'zoom_range'})
+
+
+@DATASET_REGISTRY.register()
+class CLIPLITUnpairedDataset(data.Dataset):
+    """Backlit images, optionally paired index-wise with well-lit ones, resized and augmented.
+
+    Options (besides BasicSR's loader keys; an unknown key is an error):
+        dataroot_backlit (str): folder, or ``.lmdb`` made by ``scripts/create_lmdb.py``.
+        dataroot_welllit (str): the same for well-lit references; needed when ``use_welllit``.
+        use_welllit (bool): return well-lit images too (prompt phases). Default: True.
+        io_backend (dict): ``{type: disk}`` or ``{type: lmdb}`` for both roots. Default: disk.
+        image_size (int): square side after Lanczos resize (authors: 512 enhancement, 256 prompts).
+        augment (bool): apply the authors' augmentation. Default: True.
+        zoom_range ([float, float]): per-axis zoom factors (authors: [0.7, 1.3] enhancement,
+            [0.5, 1.5] prompts). Required when ``augment``.
+
+    Item ``i`` pairs backlit ``i % n_backlit`` with well-lit ``i % n_welllit``; the length is the longer
+    list's, so the shorter one is cycled. An item holds ``backlit`` (and ``welllit``): (3, S, S) RGB
+    float32 tensors in [0, 1] sharing one augmentation draw, ``backlit_path`` (and ``welllit_path``),
+    ``index`` (the backlit index) and ``aug`` (the draw, `AugmentParams.as_dict`).
+
+    Enhanced versions of the backlit images (I_t, I_{t-1}) are made by the model, so they cannot live
+    in data-loader workers; instead the model enhances `load_backlit` (the un-augmented resized image
+    of a backlit index) and, for a batch, applies the batch's draws with
+    ``augment.augment_batch(enhanced[batch['index']], batch['aug'])``: the same OpenCV warps as here.
+    """
+
+    def __init__(self, opt: dict) -> None:
+        super().__init__()
+        unknown = sorted(set(opt) - _BASICSR_KEYS - _OWN_KEYS)
+        if unknown:
+            raise DataError(f'{type(self).__name__}: unknown option(s) {", ".join(unknown)} '
+                            f'(known: {", ".join(sorted(_OWN_KEYS))})')
+        self.image_size = _positive_int(opt.get('image_size'), 'image_size')
+        self.use_welllit = _flag(opt.get('use_welllit', True), 'use_welllit')
+        self.augment = _flag(opt.get('augment', True), 'augment')
+        self.zoom_range = _zoom_range(opt.get('zoom_range')) if self.augment else None
+        io_backend = opt.get('io_backend', {'type': 'disk'})
+        if not isinstance(io_backend, dict):
+            raise DataError(f'io_backend: expected a mapping such as {{type: disk}}, got {io_backend!r}')
+        self.backlit = ImageSource(_root(opt, 'dataroot_backlit'), io_backend, 'dataroot_backlit')
+        self.welllit = (ImageSource(_root(opt, 'dataroot_welllit'), io_backend, 'dataroot_welllit')
+                        if self.use_welllit else None)
+
+    @property
+    def num_backlit(self) -> int:
+        """Number of distinct backlit images (the range of ``index``)."""
+        return len(self.backlit)
+
+    def __len__(self) -> int:
+        return max(len(self.backlit), len(self.welllit)) if self.use_welllit else len(self.backlit)
+
+    def load_backlit(self, index: int) -> np.ndarray:
+        """Backlit image ``index`` resized to ``image_size``, not augmented: HWC RGB float32 in [0, 1]."""
+        return self.backlit.load(index, self.image_size)
+
+    def __getitem__(self, item: int) -> dict:
+        index = item % len(self.backlit)
+        images = [self.load_backlit(index)]
+        sample = {'backlit_path': self.backlit.names[index], 'index': index}
+        if self.use_welllit:
+            welllit_index = item % len(self.welllit)
+            images.append(self.welllit.load(welllit_index, self.image_size))
+            sample['welllit_path'] = self.welllit.names[welllit_index]
+        params = draw_augmentation(self.zoom_range) if self.augment else AugmentParams()
+        tensors = [img2tensor(img, bgr2rgb=False) for img in apply_augmentation(images, params)]
+        sample['backlit'] = tensors[0]
+        if self.use_welllit:
+            sample['welllit'] = tensors[1]
+        sample['aug'] = params.as_dict()
+        return sample
+
+
+def _root(opt: dict, key: str) -> str:
+    root = opt.get(key)
+    if not root:
+        raise DataError(f'{key}: missing (a folder of images, or an .lmdb made by scripts/create_lmdb.py)')
+    return str(root)
+
+
+def _positive_int(value, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise DataError(f'{key}: expected a positive integer, got {value!r}')
+    return value
+
+
+def _flag(value, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise DataError(f'{key}: expected true or false, got {value!r}')
+    return value
+
+
+def _zoom_range(value) -> tuple:
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise DataError(f'zoom_range: expected [low, high], got {value!r}') from None
+    if not 0 < low <= high:
+        raise DataError(f'zoom_range: expected 0 < low <= high, got {value!r}')
+    return low, high

@@ -1,0 +1,113 @@
+"""Pack image folders into LMDBs with BasicSR's own writer and ``meta_info.txt`` format.
+
+    python scripts/create_lmdb.py --input datasets/backlit --output datasets/backlit.lmdb
+    python scripts/create_lmdb.py --input datasets/backlit datasets/welllit   # -> backlit.lmdb, welllit.lmdb
+
+Keys are the file stems (BasicSR readers take a key as the ``meta_info`` name up to its first dot, so stems
+with dots, non-ASCII stems and stems shared by two files are refused). Every image is checked first, so a
+bad file is reported before anything is written; each LMDB is written beside its final path and moved
+into place when complete.
+"""
+import argparse
+import os
+import shutil
+import sys
+from typing import List, NamedTuple, Optional, Sequence
+
+import cv2
+
+from cliplit_basicsr.data.image_io import DataError, ImageReadError, ImageSource, to_rgb
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+
+_PAGE = 4096
+_SLACK = 16 * 2**20
+
+
+def image_keys(names: Sequence[str]) -> List[str]:
+    """LMDB keys (file stems) for image paths; `DataError` for stems BasicSR cannot read back."""
+    keys = [os.path.splitext(os.path.basename(name))[0] for name in names]
+    for name, key in zip(names, keys):
+        if '.' in key:
+            raise DataError(f"{name}: file stem '{key}' contains a dot, which BasicSR's LMDB readers cut at; "
+                            'rename the file')
+        if not key.isascii() or not key.isprintable() or not key.strip():
+            raise DataError(f"{name}: file stem '{key}' is not a printable ASCII LMDB key; rename the file")
+    seen = {}
+    for name, key in zip(names, keys):
+        if key in seen:
+            raise DataError(f"{name}: same stem '{key}' as {seen[key]}; LMDB keys must be unique")
+        seen[key] = name
+    return keys
+
+
+def check_images(names: Sequence[str]) -> int:
+    """Read every image as BasicSR's writer will; return an LMDB map size that holds them all."""
+    total = 0
+    for name in names:
+        img = cv2.imread(name, cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise ImageReadError(f'{name}: cannot decode image (corrupt or unsupported format)')
+        to_rgb(img, name)  # the dataset's acceptance rules: 8/16-bit gray, RGB or RGBA
+        total += img.nbytes + _PAGE
+    return 2 * total + _SLACK  # PNG at compression level 1 stays below twice the raw size
+
+
+class LmdbJob(NamedTuple):
+    """A checked folder, ready to be written."""
+
+    source: ImageSource
+    keys: List[str]
+    map_size: int
+    lmdb_path: str
+
+
+def plan_lmdb(folder: str, lmdb_path: str) -> LmdbJob:
+    """Check ``folder``'s images and the output path before anything is written."""
+    lmdb_path = os.path.normpath(os.path.expanduser(lmdb_path))
+    if not lmdb_path.endswith('.lmdb'):
+        raise DataError(f"--output {lmdb_path}: the name must end with '.lmdb'")
+    if os.path.exists(lmdb_path):
+        raise DataError(f'--output {lmdb_path}: already exists; remove it or choose another name')
+    source = ImageSource(folder, {'type': 'disk'}, '--input')
+    return LmdbJob(source, image_keys(source.names), check_images(source.names), lmdb_path)
+
+
+def write_lmdb(job: LmdbJob, compress_level: int = 1) -> None:
+    """Write a planned LMDB beside its final path, then move it into place."""
+    parent, base = os.path.split(job.lmdb_path)
+    os.makedirs(parent or '.', exist_ok=True)
+    staging = os.path.join(parent, f'.{base[:-len(".lmdb")]}.{os.getpid()}.partial.lmdb')
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        relative = [os.path.relpath(name, job.source.root) for name in job.source.names]
+        make_lmdb_from_imgs(job.source.root, staging, relative, job.keys, compress_level=compress_level,
+                            map_size=job.map_size)
+        os.replace(staging, job.lmdb_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--input', nargs='+', required=True, help='image folder(s)')
+    parser.add_argument('--output', nargs='+', help='LMDB path(s) ending in .lmdb, one per input '
+                        '(default: <input>.lmdb)')
+    parser.add_argument('--compress-level', type=int, default=1, choices=range(10), help='PNG compression level')
+    args = parser.parse_args(argv)
+    outputs = args.output or [os.path.normpath(folder) + '.lmdb' for folder in args.input]
+    if len(outputs) != len(args.input):
+        parser.error(f'--output names {len(outputs)} LMDB(s) for {len(args.input)} --input folder(s)')
+    if len(set(map(os.path.normpath, outputs))) != len(outputs):
+        parser.error('--output names the same LMDB twice')
+    try:
+        jobs = [plan_lmdb(folder, lmdb_path) for folder, lmdb_path in zip(args.input, outputs)]
+        for job in jobs:
+            write_lmdb(job, args.compress_level)
+    except DataError as err:
+        print(f'create_lmdb: error: {err}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
