@@ -1,74 +1,139 @@
 """Start-up hook that lets BasicSR 1.4.2 host cliplit_basicsr (standard library only).
 
-A ``.pth`` file installed next to this module imports it at interpreter start-up. It costs a
-few microseconds and imports nothing heavy: it only adds two import finders.
+The ``zz_cliplit_basicsr_hook.pth`` file installed in site-packages imports this module at
+interpreter start-up. It imports nothing heavy (``importlib.util`` is already loaded by ``site``)
+and only puts one import finder in front of ``sys.meta_path``, which acts on three names:
 
 * ``torchvision.transforms.functional_tensor`` was removed from torchvision, but BasicSR 1.4.2
-  imports it; the finder provides a new module filled from ``_functional_tensor``.
-* After ``basicsr/__init__.py`` finishes, ``cliplit_basicsr`` is imported so that BasicSR's own
-  entry points (``python -m basicsr.train``/``basicsr.test``) see the plugin's registrations.
+  imports it: the finder provides a new module filled from ``_functional_tensor``.
+* ``basicsr``: once ``basicsr/__init__.py`` has run, ``cliplit_basicsr`` is imported, so that
+  BasicSR's own entry points see the plugin's registrations.
+* ``basicsr.train`` / ``basicsr.test`` when the process was started as ``python -m basicsr.train``
+  (or ``basicsr.test``): the code that ``runpy`` runs as ``__main__`` becomes a call of the
+  plugin's entry point (``cliplit_basicsr.train.main``), which runs BasicSR's own pipeline with the
+  plugin's fixes (experiments under the current directory, CPU-safe resume, one-line errors).
+  Ordinary imports of those modules are untouched.
 
-Set ``CLIPLIT_BASICSR_NO_HOOK=1`` to disable the automatic plugin import (the torchvision shim
-stays, since it only adds a missing module).
+Set ``CLIPLIT_BASICSR_NO_HOOK=1`` to disable the plugin import and the hand-over (the torchvision
+shim stays, since it only adds a missing module).
 """
 
 import importlib
-import importlib.abc
 import importlib.util
 import os
 import sys
 
 _SHIM_NAME = 'torchvision.transforms.functional_tensor'
-_SOURCE_NAME = 'torchvision.transforms._functional_tensor'
+_SHIM_SOURCE = 'torchvision.transforms._functional_tensor'
+_HANDED_OVER = {'basicsr.train': 'cliplit_basicsr.train', 'basicsr.test': 'cliplit_basicsr.test'}
+_DISABLE_VARIABLE = 'CLIPLIT_BASICSR_NO_HOOK'
 
 
-class _FunctionalTensorLoader(importlib.abc.Loader):
+def enabled() -> bool:
+    """Whether the plugin import and the entry-point hand-over are active in this process."""
+    return os.environ.get(_DISABLE_VARIABLE, '') in ('', '0')
+
+
+def run_module_name(argv) -> 'str | None':
+    """The module that ``python [options] -m NAME ...`` runs, read from the interpreter's argv."""
+    args = list(argv[1:])
+    while args:
+        arg = args.pop(0)
+        if arg == '--check-hash-based-pycs':  # the only long option that takes a value
+            args = args[1:]
+            continue
+        if not arg.startswith('-') or arg in ('-', '--') or arg.startswith('--'):
+            return None  # a script, stdin, or the end of interpreter options
+        for position, flag in enumerate(arg[1:], start=2):
+            if flag in 'cmWX':  # options that take a value, attached or as the next argument
+                value = arg[position:] or (args.pop(0) if args else None)
+                if flag == 'm':
+                    return value
+                if flag == 'c':
+                    return None
+                break
+    return None
+
+
+class _FunctionalTensorLoader:
     """Builds the removed torchvision module as a fresh module holding the private one's names."""
 
     def create_module(self, spec):
         return None
 
     def exec_module(self, module):
-        source = importlib.import_module(_SOURCE_NAME)
+        source = importlib.import_module(_SHIM_SOURCE)
         module.__dict__.update({k: v for k, v in vars(source).items() if not k.startswith('__')})
 
 
-class _PluginAfterBasicSRLoader(importlib.abc.Loader):
-    """Runs BasicSR's own package loader, then imports the plugin."""
+class _DelegatingLoader:
+    """A loader that behaves as the wrapped one except where a subclass says otherwise."""
 
     def __init__(self, wrapped):
         self.wrapped = wrapped
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
 
     def create_module(self, spec):
         return self.wrapped.create_module(spec)
 
     def exec_module(self, module):
         self.wrapped.exec_module(module)
-        if not os.environ.get('CLIPLIT_BASICSR_NO_HOOK'):
-            importlib.import_module('cliplit_basicsr')
 
 
-class _Finder(importlib.abc.MetaPathFinder):
+class _PluginAfterBasicSRLoader(_DelegatingLoader):
+    """Runs BasicSR's own package loader, then imports the plugin."""
+
+    def exec_module(self, module):
+        self.wrapped.exec_module(module)
+        importlib.import_module('cliplit_basicsr')
+
+
+class _HandOverLoader(_DelegatingLoader):
+    """Loads ``basicsr.train``/``basicsr.test`` normally, but gives ``runpy`` the plugin's entry."""
+
+    def get_code(self, fullname):
+        entry = _HANDED_OVER[fullname]
+        source = f'import sys\nfrom {entry} import main\nsys.exit(main())\n'
+        return compile(source, f'<{fullname} handed over to {entry}>', 'exec')
+
+
+class _Finder:
+    """The meta-path finder that applies the three actions above."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname == _SHIM_NAME:
             return importlib.util.spec_from_loader(fullname, _FunctionalTensorLoader())
-        if fullname == 'basicsr':
-            for finder in sys.meta_path:
-                if finder is self or not hasattr(finder, 'find_spec'):
-                    continue
-                spec = finder.find_spec(fullname, path, target)
-                if spec is not None:
-                    if spec.loader is not None and not isinstance(spec.loader, _PluginAfterBasicSRLoader):
-                        spec.loader = _PluginAfterBasicSRLoader(spec.loader)
-                    return spec
+        if fullname == 'basicsr' and enabled():
+            return self._wrapped_spec(fullname, path, target, _PluginAfterBasicSRLoader)
+        if fullname in _HANDED_OVER and enabled() and run_module_name(getattr(sys, 'orig_argv', ())) == fullname:
+            return self._wrapped_spec(fullname, path, target, _HandOverLoader)
+        return None
+
+    def _wrapped_spec(self, fullname, path, target, loader_class):
+        """The spec the other finders give for ``fullname``, its loader wrapped in ``loader_class``."""
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, 'find_spec'):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and not isinstance(spec.loader, _DelegatingLoader):
+                    spec.loader = loader_class(spec.loader)
+                return spec
         return None
 
 
-def install():
+def install() -> None:
     """Put the finder first on ``sys.meta_path`` (idempotent)."""
-    if not any(isinstance(f, _Finder) for f in sys.meta_path):
+    if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
+    if enabled() and run_module_name(getattr(sys, 'orig_argv', ())) in _HANDED_OVER:
+        import warnings  # already loaded by the interpreter
+        # basicsr/__init__ imports its own train/test, so runpy warns that the module it is about to
+        # run is already imported; after the hand-over nothing runs twice.
+        warnings.filterwarnings(
+            'ignore', message=r"'basicsr\.(train|test)' found in sys\.modules", category=RuntimeWarning)
 
 
 install()

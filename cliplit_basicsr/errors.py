@@ -1,0 +1,44 @@
+"""Errors a user can fix (bad option, file or input), and how entry points report them: one line."""
+import functools
+import sys
+from typing import Callable, TypeVar
+
+_Result = TypeVar('_Result')
+
+
+class CLIPLITError(Exception):
+    """Base class of the errors that entry points print as one line instead of a traceback.
+
+    The message names the file or option at fault and what is wrong with it.
+    """
+
+
+class OptionError(CLIPLITError, ValueError):
+    """An option file, or a value in it, that cannot be used."""
+
+
+def one_line_message(error: BaseException) -> str:
+    """The user-facing message of ``error``, also when a DataLoader worker re-raised it.
+
+    PyTorch re-raises a worker's exception with the worker's whole traceback as its message;
+    its last line is ``<module>.<Class>: <original message>``.
+    """
+    message = str(error)
+    if '\nOriginal Traceback' in message:
+        last_line = message.rstrip().splitlines()[-1]
+        message = last_line.split(': ', 1)[-1]
+    return ' '.join(message.split())
+
+
+def exit_on_user_error(entry_point: Callable[..., _Result]) -> Callable[..., _Result]:
+    """Wrap a console entry point: a :class:`CLIPLITError` prints ``error: <message>`` and exits 1."""
+
+    @functools.wraps(entry_point)
+    def guarded(*args, **kwargs):
+        try:
+            return entry_point(*args, **kwargs)
+        except CLIPLITError as error:
+            print(f'error: {one_line_message(error)}', file=sys.stderr, flush=True)
+            sys.exit(1)
+
+    return guarded
