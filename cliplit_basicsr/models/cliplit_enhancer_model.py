@@ -1,0 +1,143 @@
+"""CLIP-LIT's enhancement network as a BasicSR model: checkpoint loading, the authors' inference, metrics.
+
+``basicsr.test`` (and validation during training) runs it; the training model ``CLIPLITModel``
+subclasses it. Everything not specific to CLIP-LIT (``feed_data``, visuals, logging of metric values,
+rank-0 ``dist_validation``) is BasicSR's ``SRModel``.
+"""
+import os
+from collections import defaultdict
+from os import path as osp
+from typing import Dict, Optional
+
+import cv2
+import numpy as np
+import torch
+from basicsr.archs import build_network
+from basicsr.metrics import calculate_metric
+from basicsr.models.base_model import BaseModel
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger, tensor2img
+from basicsr.utils.registry import MODEL_REGISTRY
+from tqdm import tqdm
+
+from cliplit_basicsr.archs.checkpoint import load_checkpoint, resolve_checkpoint
+from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+from cliplit_basicsr.atomic_io import atomic_write_path
+from cliplit_basicsr.errors import OptionError
+from cliplit_basicsr.metrics import needs_reference
+
+
+def save_png(img: np.ndarray, path: str) -> None:
+    """Write an HWC BGR uint8 image as PNG, atomically, creating its folder."""
+    ok, encoded = cv2.imencode('.png', img)
+    if not ok:
+        raise OSError(f'cannot encode {path} as PNG')
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with atomic_write_path(path) as temporary, open(temporary, 'wb') as stream:
+        stream.write(encoded.tobytes())
+
+
+@MODEL_REGISTRY.register()
+class CLIPLITEnhancerModel(SRModel):
+    """Runs CLIP-LIT's light-map network on ``lq`` (optional ``gt``) and evaluates BasicSR metrics.
+
+    ``path.pretrain_network_g``: a checkpoint (plain state dict, ``module.``-prefixed, or BasicSR's
+    ``params`` form) or ``official``, the authors' final model, which is the default when testing.
+    ``test()`` is the authors' inference whatever the padding of ``network_g``: the current weights in the
+    reflect-padding variant, at full resolution, ``clamp(I / L, 0, 1)``.
+    """
+
+    def __init__(self, opt: dict):
+        BaseModel.__init__(self, opt)  # SRModel's own __init__ would load with BasicSR's loader
+        self.net_g = self.model_to_device(build_network(opt['network_g']))
+        if not isinstance(self.get_bare_model(self.net_g), CLIPLITNet):
+            raise OptionError(f"network_g: {type(self).__name__} needs type CLIPLITNet, got {opt['network_g']['type']}")
+        self.print_network(self.net_g)
+        load_path = opt['path'].get('pretrain_network_g', None if self.is_train else 'official')
+        if load_path is not None:
+            self.load_network_g(load_path)
+        self._inference_net: Optional[CLIPLITNet] = None
+        if self.is_train:
+            self.init_training_settings()
+
+    def load_network_g(self, load_path: str) -> None:
+        """Load ``load_path`` (or ``official``) into ``net_g``, strictly."""
+        path = resolve_checkpoint(load_path)
+        get_root_logger().info(f'Loading {type(self.get_bare_model(self.net_g)).__name__} from {path}')
+        load_checkpoint(self.get_bare_model(self.net_g), path)
+
+    def init_training_settings(self) -> None:
+        raise OptionError(f'model type {type(self).__name__} only evaluates; train with type CLIPLITModel')
+
+    def inference_network(self) -> CLIPLITNet:
+        """``net_g``'s current weights in the reflect-padding variant the authors infer with."""
+        net = self.get_bare_model(self.net_g)
+        if net.padding == 'reflect':
+            return net
+        if self._inference_net is None:
+            self._inference_net = CLIPLITNet(padding='reflect').to(self.device).eval()
+        self._inference_net.load_state_dict(net.state_dict())
+        return self._inference_net
+
+    def test(self) -> None:
+        """Enhance ``self.lq`` into ``self.output`` as the authors' test script does."""
+        net = self.inference_network()
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            self.output = torch.clamp(self.lq / net(self.lq), 0, 1)
+        net.train(was_training)
+
+    def _visualization_path(self, dataset_name: str, img_name: str, current_iter) -> str:
+        folder = self.opt['path']['visualization']
+        if self.opt['is_train']:
+            return osp.join(folder, img_name, f'{img_name}_{current_iter}.png')
+        suffix = self.opt['val'].get('suffix') or self.opt['name']
+        return osp.join(folder, dataset_name, f'{img_name}_{suffix}.png')
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
+        """SRModel's validation, except that full-reference metrics are skipped on images without ``gt``.
+
+        So no-reference metrics (NIQE, MUSIQ) also run on sets without ground truth (BasicSR's
+        ``SingleImageDataset``); a metric is averaged over the images it could be computed on.
+        """
+        dataset_name = dataloader.dataset.opt['name']
+        metric_opts: Dict[str, dict] = self.opt['val'].get('metrics') or {}
+        if metric_opts:
+            self._initialize_best_metric_results(dataset_name)
+        totals, counts = defaultdict(float), defaultdict(int)
+        pbar = tqdm(total=len(dataloader), unit='image') if self.opt['val'].get('pbar', False) else None
+
+        for val_data in dataloader:
+            img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
+            self.feed_data(val_data)
+            self.test()
+            visuals = self.get_current_visuals()
+            metric_data = {'img': tensor2img([visuals['result']])}
+            if 'gt' in visuals:
+                metric_data['img2'] = tensor2img([visuals['gt']])
+                del self.gt  # the next set may have no ground truth
+            del self.lq, self.output
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+            if save_img:
+                save_png(metric_data['img'], self._visualization_path(dataset_name, img_name, current_iter))
+            for name, metric_opt in metric_opts.items():
+                if 'img2' in metric_data or not needs_reference(metric_opt['type']):
+                    totals[name] += calculate_metric(metric_data, metric_opt)
+                    counts[name] += 1
+            if pbar is not None:
+                pbar.update(1)
+                pbar.set_description(f'Test {img_name}')
+        if pbar is not None:
+            pbar.close()
+
+        skipped = [name for name in metric_opts if not counts[name]]
+        if skipped:
+            get_root_logger().warning(f'{dataset_name} has no ground truth: skipped {", ".join(skipped)}')
+        self.metric_results = {name: totals[name] / counts[name] for name in metric_opts if counts[name]}
+        for name, value in self.metric_results.items():
+            self._update_best_metric_result(dataset_name, name, value, current_iter)
+        if self.metric_results:
+            self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
