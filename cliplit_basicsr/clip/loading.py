@@ -46,9 +46,11 @@ def _device_key(device: Union[str, torch.device]) -> torch.device:
     return device
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's message folded onto one line (torch's state-dict errors span several)."""
+    text = ' '.join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    return text if len(text) <= limit else text[:limit] + '...'
+
 
 
 def _hub_files(model_name: str, tag: str) -> Tuple[str, Tuple[str, ...]]:
@@ -120,7 +122,7 @@ def _build(model_name: str, pretrained: Optional[str], device: torch.device, pre
             return open_clip.create_model(model_name, pretrained=pretrained, device=device, precision=precision)
         except Exception as err:
             raise CLIPLoadError(f"CLIP '{model_name}' ({PRETRAINED_OPTION}='{pretrained}'): download failed "
-                                f'({_first_line(err)})') from None
+                                f'({_one_line(err)})') from None
     try:
         if not path.endswith('.safetensors') and _is_openai_layout(path):
             with warnings.catch_warnings():  # open_clip tries torch.jit.load first, which warns of deprecation
@@ -128,7 +130,7 @@ def _build(model_name: str, pretrained: Optional[str], device: torch.device, pre
                 return open_clip.load_openai_model(path, precision=precision, device=device)
         return open_clip.create_model(model_name, pretrained=path, device=device, precision=precision)
     except Exception as err:  # torch/open_clip raise many types for unreadable or mismatching files
-        raise CLIPLoadError(f"CLIP '{model_name}': cannot load {path} ({_first_line(err)})") from None
+        raise CLIPLoadError(f"CLIP '{model_name}': cannot load {path} ({_one_line(err)})") from None
 
 
 def check_clip_weights(model_name: str = VIT_MODEL, pretrained: Optional[str] = DEFAULT_PRETRAINED) -> None:
