@@ -36,10 +36,12 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Dict, List, Optional, Tuple
 
+from cliplit_basicsr.errors import OptionError
+
 PROMPT_BEST_START = 100.0  # the authors' initial ``min_prompt_loss``: larger losses never count as best
 
 
-class ScheduleError(ValueError):
+class ScheduleError(OptionError):
     """A schedule option that is out of range (reported as one line)."""
 
 
@@ -86,19 +88,19 @@ class ScheduleOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name in positive else 0):
                 bound = 'a positive' if name in positive else 'a non-negative'
-                raise ScheduleError(f'schedule option {name}={value!r} must be {bound} integer')
+                raise ScheduleError(f'train.schedule.{name}={value!r} must be {bound} integer')
         if self.ranking_outputs not in (0, 1, 2):
-            raise ScheduleError(f'schedule option ranking_outputs={self.ranking_outputs!r} must be 0, 1 or 2')
+            raise ScheduleError(f'train.schedule.ranking_outputs={self.ranking_outputs!r} must be 0, 1 or 2')
         if self.prompt_learning and self.prompt_refinement_iters < 1:
-            raise ScheduleError('schedule option prompt_refinement_iters must be >= 1 when prompts are learned')
+            raise ScheduleError('train.schedule.prompt_refinement_iters must be >= 1 when prompts are learned')
 
     def check_lengths(self, prompt_init: bool, reconstruction: bool) -> None:
         """Refuse stages shorter than the authors' minimum (they silently reset such values)."""
         if prompt_init and self.prompt_init_iters < self.prompt_init_min_iters:
-            raise ScheduleError(f'schedule option prompt_init_iters={self.prompt_init_iters} is below '
+            raise ScheduleError(f'train.schedule.prompt_init_iters={self.prompt_init_iters} is below '
                                 f'prompt_init_min_iters={self.prompt_init_min_iters}')
         if reconstruction and self.reconstruction_iters < self.reconstruction_min_iters:
-            raise ScheduleError(f'schedule option reconstruction_iters={self.reconstruction_iters} is below '
+            raise ScheduleError(f'train.schedule.reconstruction_iters={self.reconstruction_iters} is below '
                                 f'reconstruction_min_iters={self.reconstruction_min_iters}')
 
     @classmethod

@@ -1,0 +1,406 @@
+"""CLIP-LIT training as a BasicSR model: the alternating two-phase optimisation of SPEC A5.
+
+Each BasicSR iteration is one step of the phase that `TrainingSchedule` says is current:
+
+* ``reconstruction`` / ``enhancement``: the light-map network ``net_g`` learns from BasicSR's own train
+  batches (``datasets.train``: backlit images, default 8 @ 512); the prompt pair is frozen and its text
+  features are computed once per phase.
+* ``prompt_init`` / ``prompt_refinement``: the prompt pair ``net_prompt`` learns from batches of the
+  top-level ``prompt_dataset`` section (backlit + well-lit pairs, default 16 @ 256), whose loaders this
+  model builds with BasicSR's ``build_dataset``/``build_dataloader`` and an ``EnlargedSampler`` (so LMDB and
+  distributed sampling serve both phases). Prompt initialisation takes half as many pairs per batch, so
+  that a batch holds ``batch_size_per_gpu`` images as in the authors' code.
+
+Enhanced outputs for prompt refinement: the best network of each of the newest two rounds is kept (a
+279k-parameter snapshot). When a refinement phase needs a round's outputs, that network enhances the
+whole backlit training set once, at prompt resolution, quantised to 8 bits as the authors' PNGs were;
+each batch then picks its images by backlit index and applies the batch's own augmentation draw, so
+(I_b, I_t, I_{t-1}, I_w) share one draw as in the authors' loader. Running the kept networks on every
+prompt batch instead would cost two 16 x 256² network forwards per step (≈ 2 MP ≈ 3 s on a 2-core CPU)
+against one pass over the training set per round.
+
+Distributed: both learnable parts are wrapped in DDP (BasicSR's ``model_to_device``); every value the
+schedule decides on is all-reduced (mean over ranks) first, so all ranks take the same branch; only
+rank 0 writes files.
+"""
+from collections import OrderedDict
+from copy import deepcopy
+from os import path as osp
+from typing import Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+from basicsr.archs import build_network
+from basicsr.data import build_dataloader, build_dataset
+from basicsr.data.data_sampler import EnlargedSampler
+from basicsr.losses import build_loss
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+from pyiqa.archs.psnr_arch import psnr as pyiqa_psnr
+
+from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT
+from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+from cliplit_basicsr.atomic_io import atomic_torch_save
+from cliplit_basicsr.data.augment import augment_batch
+from cliplit_basicsr.errors import OptionError
+
+from .cliplit_enhancer_model import CLIPLITEnhancerModel
+from .schedule import Phase, ScheduleOptions, StepOutcome, TrainingSchedule
+
+INIT_CHECKPOINT = OFFICIAL_CHECKPOINT.parent / 'init_enhancement_model.pth'  # the network after reconstruction
+TRAIN_EPS = 1e-9  # the authors' training divides by L + 1e-9
+
+# Options this model reads; anything else in these sections is a typo, reported as one line.
+TOP_LEVEL_KEYS = frozenset({
+    'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_prompt', 'path',
+    'train', 'val', 'logger', 'dist_params', 'find_unused_parameters', 'prompt_dataset',
+    # added by BasicSR's parse_options / train_pipeline
+    'dist', 'rank', 'world_size', 'auto_resume', 'is_train', 'root_path'
+})
+TRAIN_KEYS = frozenset({
+    'total_iter', 'optim_g', 'optim_prompt', 'scheduler', 'schedule', 'clip_opt', 'identity_opt',
+    'reconstruction_opt', 'prompt_init_opt', 'ranking_opt'
+})
+PATH_KEYS = frozenset({
+    'pretrain_network_g', 'strict_load_g', 'param_key_g', 'pretrain_network_prompt', 'resume_state',
+    'ignore_resume_networks', 'experiments_root', 'models', 'training_states', 'log', 'visualization'
+})
+
+
+def check_options(opt: dict) -> None:
+    """Raise :class:`OptionError` naming the first unknown key of the sections this model reads."""
+    sections = [('', opt, TOP_LEVEL_KEYS), ('train.', opt.get('train') or {}, TRAIN_KEYS),
+                ('path.', opt.get('path') or {}, PATH_KEYS),
+                ('train.schedule.', (opt.get('train') or {}).get('schedule') or {}, ScheduleOptions.names())]
+    for prefix, section, known in sections:
+        if not isinstance(section, dict):
+            raise OptionError(f'{prefix.rstrip(".")}: expected a mapping, got {section!r}')
+        for key in section:
+            if key not in known:
+                raise OptionError(f'unknown option {prefix}{key} (model {opt.get("model_type")}; '
+                                  f'known here: {", ".join(sorted(known))})')
+
+
+def y_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean PSNR (dB) over the batch on the BT.601 Y channel, as the authors' pyiqa metric computes it."""
+    return pyiqa_psnr(output, target, test_y_channel=True, color_space='ycbcr').mean()
+
+
+def quantise(images: torch.Tensor) -> torch.Tensor:
+    """[0,1] floats to uint8 as ``torchvision.utils.save_image`` rounds (the authors' PNG round trip)."""
+    return images.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+@MODEL_REGISTRY.register()
+class CLIPLITModel(CLIPLITEnhancerModel):
+    """Trains CLIP-LIT's network and prompt pair with the authors' iterative schedule.
+
+    Option sections: ``network_g`` (CLIPLITNet, training variant ``padding: zeros``), ``network_prompt``
+    (CLIPLITPromptPair), ``path.pretrain_network_g`` (``init``, the default: the authors' network after
+    reconstruction, which skips that stage; ``~``: train from scratch), ``path.pretrain_network_prompt``
+    (a prompt file skips prompt initialisation), ``prompt_dataset`` and ``train`` (see
+    ``options/train_cliplit.yml``).
+    """
+
+    def __init__(self, opt: dict):
+        check_options(opt)
+        opt['path'].setdefault('pretrain_network_g', 'init')
+        if opt['path']['pretrain_network_g'] == 'init':
+            opt['path']['pretrain_network_g'] = str(INIT_CHECKPOINT)
+        super().__init__(opt)
+
+    # -- set-up --------------------------------------------------------------------------------------
+    def _build_loss(self, key: str):
+        loss_opt = self.opt['train'].get(key)
+        if not isinstance(loss_opt, dict) or 'type' not in loss_opt:
+            raise OptionError(f'train.{key}: missing (a loss section with a type)')
+        try:
+            return build_loss(deepcopy(loss_opt)).to(self.device)
+        except (TypeError, ValueError) as err:
+            raise OptionError(f'train.{key}: {err}') from None
+
+    def _build_optimizer(self, key: str, params) -> torch.optim.Optimizer:
+        optim_opt = dict(self.opt['train'].get(key) or {})
+        optim_type = optim_opt.pop('type', None)
+        if optim_type != 'Adam':
+            raise OptionError(f"train.{key}.type: expected Adam, got {optim_type!r}")
+        try:
+            return self.get_optimizer(optim_type, params, **optim_opt)
+        except TypeError as err:
+            raise OptionError(f'train.{key}: {err}') from None
+
+    def _build_prompt(self) -> None:
+        prompt_opt = deepcopy(self.opt.get('network_prompt') or {'type': 'CLIPLITPromptPair'})
+        try:
+            net = build_network(prompt_opt)
+        except TypeError as err:
+            raise OptionError(f'network_prompt: {err}') from None
+        prompt_file = self.opt['path'].get('pretrain_network_prompt')
+        if prompt_file:
+            get_root_logger().info(f'Loading prompt pair from {prompt_file}')
+            net.load_file(prompt_file)
+        self.net_prompt = self.model_to_device(net)
+
+    def init_training_settings(self) -> None:
+        train_opt = self.opt['train']
+        self.net_g.train()
+        self._build_prompt()
+        try:
+            self.schedule_options = ScheduleOptions(**(train_opt.get('schedule') or {}))
+        except TypeError as err:
+            raise OptionError(f'train.schedule: {err}') from None
+        learn = self.schedule_options.prompt_learning
+        self.schedule = TrainingSchedule(
+            self.schedule_options,
+            prompt_init=learn and not self.opt['path'].get('pretrain_network_prompt'),
+            reconstruction=self.opt['path'].get('pretrain_network_g') is None)
+
+        self.cri_clip = self._build_loss('clip_opt')
+        self.cri_identity = self._build_loss('identity_opt')
+        self.cri_reconstruction = self._build_loss('reconstruction_opt')
+        if learn:
+            self.cri_prompt_init = self._build_loss('prompt_init_opt')
+            self.cri_ranking = self._build_loss('ranking_opt')
+            self._build_prompt_loaders()
+
+        self.optimizer_g = self._build_optimizer('optim_g', self.net_g.parameters())
+        self.optimizer_prompt = self._build_optimizer('optim_prompt', self.net_prompt.parameters())
+        self.optimizers = [self.optimizer_g, self.optimizer_prompt]
+        if train_opt.get('scheduler'):
+            self.setup_schedulers()  # BasicSR gives every optimizer the same schedule
+
+        self.kept_networks: List[Optional[Dict[str, torch.Tensor]]] = [None, None]
+        self._outputs: Dict[int, tuple] = {}  # slot -> (round, uint8 outputs (N,3,S,S) on the CPU)
+        self._backlit_small: Optional[torch.Tensor] = None
+        self._text_features: Optional[torch.Tensor] = None
+        self.log_dict = OrderedDict()
+        get_root_logger().info(f'CLIP-LIT schedule starts with {self.schedule.describe()}')
+
+    def _build_prompt_loaders(self) -> None:
+        """Loaders of ``prompt_dataset``: ``rank`` (batch_size_per_gpu pairs) and ``init`` (half as many)."""
+        dataset_opt = self.opt.get('prompt_dataset')
+        if not isinstance(dataset_opt, dict):
+            raise OptionError('prompt_dataset: missing (backlit and well-lit images for the prompt phases)')
+        dataset_opt = deepcopy(dataset_opt)
+        dataset_opt['phase'] = 'train'
+        batch = dataset_opt.get('batch_size_per_gpu')
+        if not isinstance(batch, int) or batch < 2:
+            raise OptionError(f'prompt_dataset.batch_size_per_gpu: expected an integer >= 2, got {batch!r}')
+        self.prompt_set = build_dataset(dataset_opt)
+        if not getattr(self.prompt_set, 'use_welllit', False):
+            raise OptionError('prompt_dataset.use_welllit: the prompt phases need well-lit images')
+        self._prompt_loaders = {}
+        for name, size in (('rank', batch), ('init', batch // 2)):
+            loader_opt = dict(dataset_opt, batch_size_per_gpu=size)
+            sampler = EnlargedSampler(self.prompt_set, self.opt['world_size'], self.opt['rank'], 1)
+            loader = build_dataloader(self.prompt_set, loader_opt, num_gpu=self.opt['num_gpu'], dist=self.opt['dist'],
+                                      sampler=sampler, seed=self.opt['manual_seed'])
+            self._prompt_loaders[name] = {'loader': loader, 'sampler': sampler, 'epoch': 0, 'iter': None}
+
+    # -- data ----------------------------------------------------------------------------------------
+    def feed_data(self, data: dict) -> None:
+        """Training batches carry ``backlit``; validation ones BasicSR's ``lq`` (and ``gt``)."""
+        if 'backlit' in data:
+            self.lq = data['backlit'].to(self.device)
+        else:
+            super().feed_data(data)
+
+    def _next_prompt_batch(self, name: str) -> dict:
+        state = self._prompt_loaders[name]
+        while True:
+            if state['iter'] is None:
+                state['sampler'].set_epoch(state['epoch'])
+                state['iter'] = iter(state['loader'])
+            try:
+                return next(state['iter'])
+            except StopIteration:
+                state['iter'], state['epoch'] = None, state['epoch'] + 1
+
+    # -- enhanced outputs I_t, I_{t-1} ---------------------------------------------------------------
+    def _backlit_at_prompt_size(self) -> torch.Tensor:
+        """Every backlit training image, resized to the prompt size, un-augmented, as uint8 (N,3,S,S)."""
+        if self._backlit_small is None:
+            images = [torch.from_numpy(self.prompt_set.load_backlit(i)) for i in range(self.prompt_set.num_backlit)]
+            self._backlit_small = quantise(torch.stack(images).permute(0, 3, 1, 2))
+        return self._backlit_small
+
+    @torch.no_grad()
+    def _enhanced_outputs(self, slot: int) -> torch.Tensor:
+        """The backlit training set enhanced by the kept network of ``slot`` (cached per round)."""
+        round_ = self.schedule.slot_rounds[slot]
+        cached = self._outputs.get(slot)
+        if cached is not None and cached[0] == round_:
+            return cached[1]
+        net = CLIPLITNet(padding=self.get_bare_model(self.net_g).padding).to(self.device)
+        net.load_state_dict(self.kept_networks[slot])
+        outputs = []
+        for chunk in self._backlit_at_prompt_size().split(8):
+            x = chunk.to(self.device).float() / 255
+            outputs.append(quantise(torch.clamp(x / net(x), 0, 1)).cpu())  # the authors' inference: no eps
+        self._outputs[slot] = (round_, torch.cat(outputs))
+        get_root_logger().info(f'Enhanced {len(self._outputs[slot][1])} backlit images with the best network of '
+                               f'round {round_} (slot {slot})')
+        return self._outputs[slot][1]
+
+    # -- one step ------------------------------------------------------------------------------------
+    def _all_reduce_mean(self, values: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        stacked = torch.stack([v.detach().float().reshape(()) for v in values.values()])
+        if self.opt['dist']:
+            dist.all_reduce(stacked)
+            stacked /= self.opt['world_size']
+        return dict(zip(values, stacked.tolist()))
+
+    def _text_features_frozen(self) -> torch.Tensor:
+        if self._text_features is None:
+            with torch.no_grad():
+                self._text_features = self.get_bare_model(self.net_prompt)().detach()
+        return self._text_features
+
+    def _network_step(self, phase: Phase) -> Dict[str, torch.Tensor]:
+        light_map = self.net_g(self.lq)
+        output = torch.clamp(self.lq / (light_map + TRAIN_EPS), 0, 1)
+        if phase is Phase.RECONSTRUCTION:
+            terms = {'l_recon': self.cri_reconstruction(output, self.lq)}
+            total = terms['l_recon']
+        else:
+            terms = {
+                'l_clip': self.cri_clip(output, self._text_features_frozen()),
+                'l_identity': self.cri_identity(output, self.lq)
+            }
+            total = terms['l_clip'] + terms['l_identity']
+            terms['l_enhance'] = total
+        self.optimizer_g.zero_grad()
+        total.backward()
+        self.optimizer_g.step()
+        if phase is Phase.RECONSTRUCTION:
+            with torch.no_grad():
+                terms['psnr_recon'] = y_psnr(self.lq, output)
+        return terms
+
+    def _prompt_step(self, phase: Phase) -> Dict[str, torch.Tensor]:
+        prompt = self.get_bare_model(self.net_prompt)
+        batch = self._next_prompt_batch('init' if phase is Phase.PROMPT_INIT else 'rank')
+        sets = [batch['backlit'], batch['welllit']]
+        if phase is Phase.PROMPT_REFINEMENT:
+            for slot in self.schedule.ranking_slots():
+                enhanced = self._enhanced_outputs(slot)[batch['index']].float() / 255
+                sets.append(augment_batch(enhanced, batch['aug']))
+        features = prompt.encode_images(torch.cat(sets).to(self.device)).split(len(batch['backlit']))
+        text = self.net_prompt()
+        if phase is Phase.PROMPT_INIT:
+            terms = {'l_prompt_init': self.cri_prompt_init(text, *features)}
+        else:
+            terms = {'l_prompt_rank': self.cri_ranking(text, *features)}
+        self.optimizer_prompt.zero_grad()
+        next(iter(terms.values())).backward()
+        self.optimizer_prompt.step()
+        return terms
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        phase, round_ = self.schedule.phase, self.schedule.round
+        terms = self._network_step(phase) if phase.trains_network else self._prompt_step(phase)
+        reduced = self._all_reduce_mean(terms)
+        total = {
+            Phase.RECONSTRUCTION: 'l_recon',
+            Phase.ENHANCEMENT: 'l_enhance',
+            Phase.PROMPT_INIT: 'l_prompt_init',
+            Phase.PROMPT_REFINEMENT: 'l_prompt_rank'
+        }[phase]
+        outcome = self.schedule.step(current_iter, reduced[total], reduced.get('psnr_recon'))
+        self._apply(outcome, current_iter, phase, round_)
+        self.log_dict = OrderedDict(round=float(round_), **reduced)
+
+    # -- schedule events -----------------------------------------------------------------------------
+    def _apply(self, outcome: StepOutcome, current_iter: int, phase: Phase, round_: int) -> None:
+        logger = get_root_logger()
+        if outcome.snapshot_network:
+            state = self.get_bare_model(self.net_g).state_dict()
+            self.kept_networks[self.schedule.best_slot] = {k: v.detach().clone() for k, v in state.items()}
+        if outcome.save_prompt:
+            self._save_prompt_file(f'prompt_pair_round{round_}_best.pth')
+        if outcome.restart_network:
+            self._restart_network()
+            logger.info(f'[round {round_}] reconstruction PSNR below {self.schedule_options.restart_psnr} dB at '
+                        f'iter {current_iter}: network re-initialised, stage now {self.schedule.phase_length} '
+                        'iterations')
+        if outcome.extended:
+            logger.info(f'[round {round_}] {phase.value} extended to {self.schedule.phase_length} iterations at '
+                        f'iter {current_iter} (loss above threshold)')
+        if outcome.transition:
+            old, new = outcome.transition
+            if old is Phase.ENHANCEMENT:
+                self._save_round_best(round_)
+            if new is Phase.ENHANCEMENT:
+                self._text_features = None  # the prompt pair may have changed
+            extra = ''
+            if new is Phase.PROMPT_REFINEMENT:
+                rounds = [self.schedule.slot_rounds[s] for s in self.schedule.ranking_slots()]
+                extra = f' ranking with the outputs of rounds {rounds} (newest first)'
+            logger.info(f'Phase {old.value} -> {new.value} at iter {current_iter}: now round '
+                        f'{self.schedule.round}{extra}')
+
+    def _restart_network(self) -> None:
+        """A fresh random network (conv weights N(0, 0.02), default biases) and a fresh Adam state."""
+        net = self.get_bare_model(self.net_g)
+        net.load_state_dict(build_network(deepcopy(self.opt['network_g'])).state_dict())
+        if self.opt['dist']:
+            for tensor in net.state_dict().values():
+                dist.broadcast(tensor, 0)
+        self.optimizer_g.state.clear()
+
+    @master_only
+    def _save_prompt_file(self, filename: str) -> None:
+        self.get_bare_model(self.net_prompt).save_file(osp.join(self.opt['path']['models'], filename))
+
+    @master_only
+    def _save_round_best(self, round_: int) -> None:
+        state = self.kept_networks[self.schedule.slot_rounds.index(round_)] if round_ in self.schedule.slot_rounds \
+            else None
+        if state is not None:
+            path = osp.join(self.opt['path']['models'], f'net_g_round{round_}_best.pth')
+            atomic_torch_save({'params': {k: v.cpu() for k, v in state.items()}}, path)
+
+    # -- checkpoints and resume ----------------------------------------------------------------------
+    def save(self, epoch: int, current_iter: int) -> None:
+        """Networks first, then the training state: a kill in between leaves the previous state complete."""
+        self.save_network(self.net_g, 'net_g', current_iter)
+        self.save_network(self.net_prompt, 'net_prompt', current_iter)
+        self.save_training_state(epoch, current_iter)
+
+    def training_state(self, epoch: int, current_iter: int) -> dict:
+        """BasicSR's training state plus everything the schedule and the kept networks need."""
+        return {
+            'epoch': epoch,
+            'iter': current_iter,
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+            'cliplit': {
+                'schedule': self.schedule.state_dict(),
+                'kept_networks': [None if s is None else {k: v.cpu() for k, v in s.items()}
+                                  for s in self.kept_networks],
+                'prompt_loader_epochs': {k: v['epoch'] for k, v in getattr(self, '_prompt_loaders', {}).items()},
+            }
+        }
+
+    @master_only
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        if current_iter == -1:
+            return
+        path = osp.join(self.opt['path']['training_states'], f'{current_iter}.state')
+        atomic_torch_save(self.training_state(epoch, current_iter), path)
+
+    def resume_training(self, resume_state: dict) -> None:
+        if 'cliplit' not in resume_state:
+            raise OptionError(f"path.resume_state: {self.opt['path'].get('resume_state')} is not a CLIP-LIT training "
+                              'state (no schedule)')
+        super().resume_training(resume_state)
+        extra = resume_state['cliplit']
+        self.schedule.load_state_dict(extra['schedule'])
+        self.kept_networks = [None if s is None else {k: v.to(self.device) for k, v in s.items()}
+                              for s in extra['kept_networks']]
+        for name, epoch in extra.get('prompt_loader_epochs', {}).items():
+            if name in getattr(self, '_prompt_loaders', {}):
+                self._prompt_loaders[name].update(epoch=epoch, iter=None)
+        self._outputs, self._text_features = {}, None
+        get_root_logger().info(f'Resumed CLIP-LIT schedule: {self.schedule.describe()}')
