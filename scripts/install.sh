@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install cliplit_basicsr and everything it needs into the current Python (README set-up, CI).
+# BasicSR 1.4.2 is published only as a source archive whose setup.py imports torch, so it is built
+# against the torch installed first (--no-build-isolation). The package is installed in editable mode:
+# the working tree is what runs, including under `python -m basicsr.train`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON="${PYTHON:-python}"
+
+"$PYTHON" -m pip install torch==2.14.1 torchvision==0.29.1
+"$PYTHON" -m pip install numpy cython setuptools wheel
+"$PYTHON" -m pip install --no-build-isolation basicsr==1.4.2
+"$PYTHON" -m pip install -e '.[test]'
