@@ -67,6 +67,10 @@ def test_round_trip_through_the_dataset(tmp_path):
         assert Path(disk_item['backlit_path']).stem == lmdb_item['backlit_path']
         torch.testing.assert_close(lmdb_item['backlit'], disk_item['backlit'], rtol=0, atol=0)
     assert not [p for p in tmp_path.iterdir() if 'partial' in p.name]
+    # Workers forked after the main process has opened the LMDB open their own environment.
+    loader = torch.utils.data.DataLoader(from_lmdb, batch_size=3, num_workers=2)
+    torch.testing.assert_close(torch.cat([batch['backlit'][:, :, :8, :8] for batch in loader]),
+                               torch.stack([from_folder[i]['backlit'][:, :8, :8] for i in range(6)]), rtol=0, atol=0)
 
 
 def test_several_folders_with_explicit_outputs(tmp_path):

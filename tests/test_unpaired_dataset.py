@@ -100,6 +100,18 @@ def test_real_jpeg_matches_pil_within_decoder_noise():
     assert diff.max() <= 1 / 255 + 1e-6 and diff.mean() < 0.05 / 255
 
 
+def test_exif_orientation_is_ignored_like_pil(tmp_path):
+    """PIL's Image.open (the authors' reader) does not apply EXIF rotation; neither may the dataset."""
+    img = np.zeros((SIZE, 2 * SIZE, 3), np.uint8)
+    img[:, :SIZE] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    (tmp_path / 'b').mkdir()
+    Image.fromarray(img).save(tmp_path / 'b' / 'o.jpg', exif=exif.tobytes(), quality=95)
+    got = _dataset(tmp_path / 'b', image_size=2 * SIZE)[0]['backlit']
+    assert got[:, :, :SIZE].mean() > 0.9 and got[:, :, SIZE:].mean() < 0.1  # left half stays white
+
+
 def test_gray_is_replicated_to_rgb(tmp_path):
     gray = _noise(np.random.default_rng(3), 40, 40, c=1)
     path = _write(tmp_path / 'b' / 'g.png', gray)

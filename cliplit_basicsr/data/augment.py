@@ -4,7 +4,9 @@ CLIP-LIT augments every training image with (in this order) a horizontal flip, a
 transpose (p = 0.5 each), a zoom about the centre with per-axis factors uniform in a range (p = 0.3),
 and a rotation uniform in +-90 degrees (p = 0.3). Zoom and rotation are ``cv2.warpAffine`` with
 bilinear interpolation and ``BORDER_REFLECT`` borders, keeping the image size, exactly as the authors'
-``dataloader_images.py`` / ``dataloader_prompt_margin.py`` do. The ranking tuple
+``dataloader_images.py`` / ``dataloader_prompt_margin.py`` do. Two differences that change no
+distribution: one numpy stream draws everything (the authors mix Python's ``random`` and numpy), and
+the warps run on float32 images (the authors' run on uint8 and round to 1/255). The ranking tuple
 (I_b, I_t, I_{t-1}, I_w) shares one draw, so a draw is an object (`AugmentParams`) that can be taken
 in a data-loader worker, collated into a batch, and re-applied to other images in the model.
 """

@@ -39,27 +39,27 @@ class ImageReadError(DataError):
     """An image that cannot be read or decoded; the message names the file."""
 
 
+_TO_RGB = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}  # BGRA2RGB drops alpha
+
+
 def to_rgb(img: np.ndarray, name: str) -> np.ndarray:
-    """HW, HWC BGR or BGRA (uint8 or uint16) as an HWC RGB array of the same dtype."""
+    """An OpenCV-decoded image (gray, BGR or BGRA; 8- or 16-bit) as HWC RGB of the same dtype."""
     if img.dtype not in (np.uint8, np.uint16):
         raise ImageReadError(f'{name}: unsupported pixel type {img.dtype} (8- or 16-bit images only)')
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
-        raise ImageReadError(f'{name}: unsupported image shape {img.shape}')
-    if img.shape[2] <= 2:  # gray, or gray + alpha
-        return np.repeat(img[:, :, :1], 3, axis=2)
-    return np.ascontiguousarray(img[:, :, 2::-1])  # BGR(A) -> RGB, alpha dropped
+    channels = 1 if img.ndim == 2 else img.shape[2] if img.ndim == 3 else 0
+    if channels not in _TO_RGB:
+        raise ImageReadError(f'{name}: unsupported image shape {img.shape} (gray, RGB or RGBA only)')
+    return cv2.cvtColor(img, _TO_RGB[channels])
 
 
-def resize_lanczos(img: np.ndarray, size: Optional[int]) -> np.ndarray:
+def resize_lanczos(img: np.ndarray, size: int) -> np.ndarray:
     """Resize an HWC RGB uint8/uint16 image to ``size`` x ``size`` with Pillow's Lanczos; float32 in [0, 1].
 
     8-bit images are resized in Pillow's RGB mode (the authors' exact pixels), 16-bit ones per channel in
-    float mode. ``size=None`` keeps the size.
+    float mode.
     """
     scale = float(np.iinfo(img.dtype).max)
-    if size is None or img.shape[:2] == (size, size):
+    if img.shape[:2] == (size, size):
         return img.astype(np.float32) / scale
     if img.dtype == np.uint8:
         resized = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.LANCZOS))
@@ -84,15 +84,17 @@ def decode_image(content: Optional[bytes], name: str) -> np.ndarray:
 class ImageSource:
     """The images of one root (a folder, or an ``.lmdb`` made by ``scripts/create_lmdb.py``).
 
-    ``names`` are file paths (disk) or LMDB keys, sorted. The file client is opened lazily, so that
-    each data-loader worker opens its own LMDB environment.
+    ``names`` are file paths (disk) or LMDB keys, sorted. The file client is opened lazily by the process
+    that reads (an LMDB environment must not cross a fork, nor be pickled for a spawned worker).
     """
 
     def __init__(self, root: str, io_backend: dict, option: str) -> None:
         self.root = os.path.expanduser(str(root))
         self.backend = dict(io_backend)
         self.backend_type = self.backend.pop('type', 'disk')
-        self._client = None
+        self._client, self._client_pid = None, None
+        if not os.path.isdir(self.root):
+            raise DataError(f'{option}: folder {self.root} does not exist')
         if self.backend_type == 'disk':
             self.names = self._folder_names(option)
         elif self.backend_type == 'lmdb':
@@ -101,11 +103,10 @@ class ImageSource:
             raise DataError(f"io_backend.type: '{self.backend_type}' is not supported (use disk or lmdb)")
 
     def _folder_names(self, option: str) -> List[str]:
-        if not os.path.isdir(self.root):
-            raise DataError(f'{option}: folder {self.root} does not exist')
         names = sorted(path for path in scandir(self.root, full_path=True) if path.lower().endswith(IMAGE_EXTENSIONS))
         if not names:
-            raise DataError(f'{option}: no images ({", ".join(IMAGE_EXTENSIONS)}) in folder {self.root}')
+            hint = ' (an LMDB needs io_backend: {type: lmdb})' if self.root.rstrip('/').endswith('.lmdb') else ''
+            raise DataError(f'{option}: no images ({", ".join(IMAGE_EXTENSIONS)}) in folder {self.root}{hint}')
         return names
 
     def _lmdb_names(self, option: str) -> List[str]:
@@ -124,13 +125,19 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self.names)
 
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, '_client': None, '_client_pid': None}
+
     def _read(self, name: str) -> Optional[bytes]:
-        if self._client is None:
-            if self.backend_type == 'lmdb':
-                self._client = FileClient('lmdb', db_paths=[self.root], client_keys=['default'], **self.backend)
-            else:
-                self._client = FileClient('disk', **self.backend)
         try:
+            if self._client_pid != os.getpid():
+                if self._client is not None and self.backend_type == 'lmdb':
+                    # Inherited across a fork: py-lmdb will not open a second handle on an open environment.
+                    for env in self._client.client._client.values():
+                        env.close()
+                self._client = (FileClient('lmdb', db_paths=[self.root], client_keys=['default'], **self.backend)
+                                if self.backend_type == 'lmdb' else FileClient('disk', **self.backend))
+                self._client_pid = os.getpid()
             return self._client.get(name, 'default')
         except Exception as err:  # OSError from disk, lmdb.Error from LMDB: report the file, one line
             raise ImageReadError(f'{self._describe(name)}: cannot read ({err})') from err
@@ -138,7 +145,7 @@ class ImageSource:
     def _describe(self, name: str) -> str:
         return f'{self.root}[{name}]' if self.backend_type == 'lmdb' else name
 
-    def load(self, index: int, size: Optional[int]) -> np.ndarray:
+    def load(self, index: int, size: int) -> np.ndarray:
         """Image ``index`` as HWC RGB float32 in [0, 1], Lanczos-resized to ``size`` x ``size``."""
         name = self.names[index]
         return resize_lanczos(decode_image(self._read(name), self._describe(name)), size)
