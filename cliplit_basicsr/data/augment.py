@@ -11,7 +11,7 @@ the warps run on float32 images (the authors' run on uint8 and round to 1/255). 
 in a data-loader worker, collated into a batch, and re-applied to other images in the model.
 """
 from dataclasses import asdict, dataclass
-from typing import Mapping, Optional, Sequence, Tuple, Union
+from typing import Mapping, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -105,15 +105,12 @@ def augment(images: Sequence[np.ndarray], zoom_range: Tuple[float, float], rng: 
     return apply_augmentation(images, draw_augmentation(zoom_range, rng))
 
 
-def augment_batch(images: torch.Tensor, params: Mapping[str, torch.Tensor],
-                  indices: Optional[Sequence[int]] = None) -> torch.Tensor:
-    """Apply the collated draws ``params`` (a batch's ``aug`` entry) to a (B, C, H, W) tensor.
+def augment_batch(images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Apply a batch's collated draws (its ``aug`` entry) to a (B, C, H, W) tensor, draw ``b`` to sample ``b``.
 
-    Sample ``b`` of ``images`` gets draw ``indices[b]`` (default: draw ``b``). The warps run with OpenCV on
-    the CPU, the same code as the data set's, so an image and its enhanced versions are transformed
-    identically; the result keeps ``images``' device and dtype.
+    The warps run with OpenCV on the CPU, the same code as the data set's, so a backlit image and its
+    enhanced versions are transformed identically; the result keeps ``images``' device and dtype.
     """
-    indices = range(images.shape[0]) if indices is None else indices
     hwc = images.detach().permute(0, 2, 3, 1).float().cpu().numpy()
-    out = [_apply_one(img, AugmentParams.from_batch(params, i)) for img, i in zip(hwc, indices)]
+    out = [_apply_one(img, AugmentParams.from_batch(params, b)) for b, img in enumerate(hwc)]
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(device=images.device, dtype=images.dtype)
