@@ -111,6 +111,7 @@ def test_existing_output_is_refused_before_any_write(tmp_path, capsys):
     assert not (tmp_path / 'a.lmdb').exists()
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch, BasicSR and the plugin
 def test_command_line_error_is_one_line(tmp_path):
     env = {**os.environ, 'HF_HUB_OFFLINE': '1',
            'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get('PYTHONPATH')]))}
