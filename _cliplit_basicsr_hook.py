@@ -1,8 +1,8 @@
 """Start-up hook that lets BasicSR 1.4.2 host cliplit_basicsr (standard library only).
 
 The ``zz_cliplit_basicsr_hook.pth`` file installed in site-packages imports this module at
-interpreter start-up. It imports nothing heavy (``importlib.util`` is already loaded by ``site``)
-and only puts one import finder in front of ``sys.meta_path``, which acts on three names:
+interpreter start-up. At that point it imports nothing (``os`` and ``sys`` are already loaded) and
+only puts one import finder in front of ``sys.meta_path``, which acts on three names:
 
 * ``torchvision.transforms.functional_tensor`` was removed from torchvision, but BasicSR 1.4.2
   imports it: the finder provides a new module filled from ``_functional_tensor``.
@@ -18,8 +18,6 @@ Set ``CLIPLIT_BASICSR_NO_HOOK=1`` to disable the plugin import and the hand-over
 shim stays, since it only adds a missing module).
 """
 
-import importlib
-import importlib.util
 import os
 import sys
 
@@ -62,6 +60,7 @@ class _FunctionalTensorLoader:
         return None
 
     def exec_module(self, module):
+        import importlib
         source = importlib.import_module(_SHIM_SOURCE)
         module.__dict__.update({k: v for k, v in vars(source).items() if not k.startswith('__')})
 
@@ -87,7 +86,7 @@ class _PluginAfterBasicSRLoader(_DelegatingLoader):
 
     def exec_module(self, module):
         self.wrapped.exec_module(module)
-        importlib.import_module('cliplit_basicsr')
+        import cliplit_basicsr  # noqa: F401
 
 
 class _HandOverLoader(_DelegatingLoader):
@@ -104,7 +103,8 @@ class _Finder:
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname == _SHIM_NAME:
-            return importlib.util.spec_from_loader(fullname, _FunctionalTensorLoader())
+            from importlib.machinery import ModuleSpec  # only now: nothing is imported at start-up
+            return ModuleSpec(fullname, _FunctionalTensorLoader())
         if fullname == 'basicsr' and enabled():
             return self._wrapped_spec(fullname, path, target, _PluginAfterBasicSRLoader)
         if fullname in _HANDED_OVER and enabled() and run_module_name(getattr(sys, 'orig_argv', ())) == fullname:
@@ -129,7 +129,7 @@ def install() -> None:
     if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
     if enabled() and run_module_name(getattr(sys, 'orig_argv', ())) in _HANDED_OVER:
-        import warnings  # already loaded by the interpreter
+        import warnings  # only in processes started as python -m basicsr.train or basicsr.test
         # basicsr/__init__ imports its own train/test, so runpy warns that the module it is about to
         # run is already imported; after the hand-over nothing runs twice.
         warnings.filterwarnings(
