@@ -11,12 +11,12 @@ into place when complete.
 import argparse
 import os
 import shutil
-import sys
 from typing import List, NamedTuple, Optional, Sequence
 
 import cv2
 
 from cliplit_basicsr.data.image_io import DataError, ImageReadError, ImageSource, to_rgb
+from cliplit_basicsr.errors import OptionError, exit_on_user_error
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
 _PAGE = 4096
@@ -65,9 +65,9 @@ def plan_lmdb(folder: str, lmdb_path: str) -> LmdbJob:
     """Check ``folder``'s images and the output path before anything is written."""
     lmdb_path = os.path.normpath(os.path.expanduser(lmdb_path))
     if not lmdb_path.endswith('.lmdb'):
-        raise DataError(f"--output {lmdb_path}: the name must end with '.lmdb'")
+        raise OptionError(f"--output {lmdb_path}: the name must end with '.lmdb'")
     if os.path.exists(lmdb_path):
-        raise DataError(f'--output {lmdb_path}: already exists; remove it or choose another name')
+        raise OptionError(f'--output {lmdb_path}: already exists; remove it or choose another name')
     source = ImageSource(folder, {'type': 'disk'}, '--input')
     return LmdbJob(source, image_keys(source.names), check_images(source.names), lmdb_path)
 
@@ -87,7 +87,8 @@ def write_lmdb(job: LmdbJob, compress_level: int = 1) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+@exit_on_user_error
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--input', nargs='+', required=True, help='image folder(s)')
     parser.add_argument('--output', nargs='+', help='LMDB path(s) ending in .lmdb, one per input '
@@ -99,15 +100,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f'--output names {len(outputs)} LMDB(s) for {len(args.input)} --input folder(s)')
     if len(set(map(os.path.normpath, outputs))) != len(outputs):
         parser.error('--output names the same LMDB twice')
-    try:
-        jobs = [plan_lmdb(folder, lmdb_path) for folder, lmdb_path in zip(args.input, outputs)]
-        for job in jobs:
-            write_lmdb(job, args.compress_level)
-    except DataError as err:
-        print(f'create_lmdb: error: {err}', file=sys.stderr)
-        return 2
-    return 0
+    jobs = [plan_lmdb(folder, lmdb_path) for folder, lmdb_path in zip(args.input, outputs)]
+    for job in jobs:
+        write_lmdb(job, args.compress_level)
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    main()

@@ -46,6 +46,12 @@ def _mixed_folder(root: Path) -> Path:
     return root
 
 
+def _expect_exit_1(argv):
+    with pytest.raises(SystemExit) as info:
+        create_lmdb.main(argv)
+    assert info.value.code == 1
+
+
 def _dataset(root: Path, backend: str):
     return build_dataset({
         'type': 'CLIPLITUnpairedDataset', 'name': backend, 'phase': 'train', 'dataroot_backlit': str(root),
@@ -55,7 +61,7 @@ def _dataset(root: Path, backend: str):
 
 def test_round_trip_through_the_dataset(tmp_path):
     folder = _mixed_folder(tmp_path / 'backlit')
-    assert create_lmdb.main(['--input', str(folder)]) == 0
+    create_lmdb.main(['--input', str(folder)])
     lmdb_path = tmp_path / 'backlit.lmdb'
     assert sorted(paths_from_lmdb(str(lmdb_path))) == ['a_tiny', 'b_large', 'c_photo', 'd_gray', 'e_rgba', 'f_deep']
     meta = (lmdb_path / 'meta_info.txt').read_text().splitlines()
@@ -78,8 +84,7 @@ def test_several_folders_with_explicit_outputs(tmp_path):
     for name in ('backlit', 'welllit'):
         _write(tmp_path / name / 'x.png', rng.integers(0, 256, (20, 20, 3), dtype=np.uint8))
     outputs = [tmp_path / 'out' / 'b.lmdb', tmp_path / 'out' / 'w.lmdb']
-    assert create_lmdb.main(['--input', str(tmp_path / 'backlit'), str(tmp_path / 'welllit'),
-                             '--output', *map(str, outputs)]) == 0
+    create_lmdb.main(['--input', str(tmp_path / 'backlit'), str(tmp_path / 'welllit'), '--output', *map(str, outputs)])
     for output in outputs:
         assert paths_from_lmdb(str(output)) == ['x']
 
@@ -95,9 +100,9 @@ def test_refused_folders_write_nothing(tmp_path, capsys, files, pattern):
             _write(tmp_path / 'in' / name, np.zeros((4, 4, 3), np.uint8))
         else:
             (tmp_path / 'in' / name).write_bytes(b'broken')
-    assert create_lmdb.main(['--input', str(tmp_path / 'in')]) == 2
+    _expect_exit_1(['--input', str(tmp_path / 'in')])
     error = capsys.readouterr().err
-    assert error.count('\n') == 1 and error.startswith('create_lmdb: error: ')
+    assert error.count('\n') == 1 and error.startswith('error: ')
     assert re.search(pattern, error)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['in']
 
@@ -106,7 +111,7 @@ def test_existing_output_is_refused_before_any_write(tmp_path, capsys):
     _write(tmp_path / 'a' / 'x.png', np.zeros((4, 4, 3), np.uint8))
     _write(tmp_path / 'b' / 'y.png', np.zeros((4, 4, 3), np.uint8))
     (tmp_path / 'b.lmdb').mkdir()
-    assert create_lmdb.main(['--input', str(tmp_path / 'a'), str(tmp_path / 'b')]) == 2
+    _expect_exit_1(['--input', str(tmp_path / 'a'), str(tmp_path / 'b')])
     assert 'b.lmdb: already exists' in capsys.readouterr().err
     assert not (tmp_path / 'a.lmdb').exists()
 
@@ -117,8 +122,8 @@ def test_command_line_error_is_one_line(tmp_path):
            'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get('PYTHONPATH')]))}
     result = subprocess.run([sys.executable, str(SCRIPT), '--input', str(tmp_path / 'nowhere')], env=env,
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f'create_lmdb: error: --input: folder {tmp_path / "nowhere"} '
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f'error: --input: folder {tmp_path / "nowhere"} '
                                                   'does not exist']
 
 
@@ -130,7 +135,7 @@ def test_paired_test_lmdbs_serve_basicsr_paired_dataset(tmp_path):
         for stem in ('p1', 'p2'):
             images[folder, stem] = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
             _write(tmp_path / folder / f'{stem}.png', images[folder, stem])
-    assert create_lmdb.main(['--input', str(tmp_path / 'input'), str(tmp_path / 'gt')]) == 0
+    create_lmdb.main(['--input', str(tmp_path / 'input'), str(tmp_path / 'gt')])
     paired = build_dataset({
         'type': 'PairedImageDataset', 'name': 'val', 'phase': 'val', 'scale': 1, 'io_backend': {'type': 'lmdb'},
         'dataroot_lq': str(tmp_path / 'input.lmdb'), 'dataroot_gt': str(tmp_path / 'gt.lmdb')

@@ -17,22 +17,13 @@ from PIL import Image
 
 from basicsr.data.data_util import paths_from_lmdb
 from basicsr.utils import FileClient, imfrombytes, scandir
+from cliplit_basicsr.errors import CLIPLITError, OptionError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
 
-class DataError(ValueError):
-    """A data problem reported as one line (bad root, unreadable image, bad option).
-
-    torch's DataLoader re-raises a worker's exception in the main process as ``type(message)`` with the
-    whole worker traceback as ``message``; only that traceback's last line (this error's own message) is
-    kept, so the report stays one line.
-    """
-
-    def __init__(self, message: str) -> None:
-        if 'Original Traceback' in message:
-            message = message.rstrip().splitlines()[-1].split(': ', 1)[-1]
-        super().__init__(message)
+class DataError(CLIPLITError, ValueError):
+    """A data root or image that cannot be used; the message names it (entry points print one line)."""
 
 
 class ImageReadError(DataError):
@@ -100,7 +91,7 @@ class ImageSource:
         elif self.backend_type == 'lmdb':
             self.names = self._lmdb_names(option)
         else:
-            raise DataError(f"io_backend.type: '{self.backend_type}' is not supported (use disk or lmdb)")
+            raise OptionError(f"io_backend.type: '{self.backend_type}' is not supported (use disk or lmdb)")
 
     def _folder_names(self, option: str) -> List[str]:
         names = sorted(path for path in scandir(self.root, full_path=True) if path.lower().endswith(IMAGE_EXTENSIONS))

@@ -5,8 +5,9 @@ from torch.utils import data
 from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from .augment import AugmentParams, apply_augmentation, draw_augmentation
-from .image_io import DataError, ImageSource
+from cliplit_basicsr.data.augment import AugmentParams, apply_augmentation, draw_augmentation
+from cliplit_basicsr.data.image_io import ImageSource
+from cliplit_basicsr.errors import OptionError
 
 # Keys BasicSR itself adds to or reads from a dataset's options (options.py, data/__init__.py).
 _BASICSR_KEYS = frozenset({
@@ -46,7 +47,7 @@ class CLIPLITUnpairedDataset(data.Dataset):
         super().__init__()
         unknown = sorted(set(opt) - _BASICSR_KEYS - _OWN_KEYS)
         if unknown:
-            raise DataError(f'{type(self).__name__}: unknown option(s) {", ".join(unknown)} '
+            raise OptionError(f'{type(self).__name__}: unknown option(s) {", ".join(unknown)} '
                             f'(known: {", ".join(sorted(_OWN_KEYS))})')
         self.image_size = _positive_int(opt.get('image_size'), 'image_size')
         self.use_welllit = _flag(opt.get('use_welllit', True), 'use_welllit')
@@ -54,7 +55,7 @@ class CLIPLITUnpairedDataset(data.Dataset):
         self.zoom_range = _zoom_range(opt.get('zoom_range')) if self.augment else None
         io_backend = opt.get('io_backend', {'type': 'disk'})
         if not isinstance(io_backend, dict):
-            raise DataError(f'io_backend: expected a mapping such as {{type: disk}}, got {io_backend!r}')
+            raise OptionError(f'io_backend: expected a mapping such as {{type: disk}}, got {io_backend!r}')
         self.backlit = ImageSource(_root(opt, 'dataroot_backlit'), io_backend, 'dataroot_backlit')
         self.welllit = (ImageSource(_root(opt, 'dataroot_welllit'), io_backend, 'dataroot_welllit')
                         if self.use_welllit else None)
@@ -91,19 +92,19 @@ class CLIPLITUnpairedDataset(data.Dataset):
 def _root(opt: dict, key: str) -> str:
     root = opt.get(key)
     if not root:
-        raise DataError(f'{key}: missing (a folder of images, or an .lmdb made by scripts/create_lmdb.py)')
+        raise OptionError(f'{key}: missing (a folder of images, or an .lmdb made by scripts/create_lmdb.py)')
     return str(root)
 
 
 def _positive_int(value, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise DataError(f'{key}: expected a positive integer, got {value!r}')
+        raise OptionError(f'{key}: expected a positive integer, got {value!r}')
     return value
 
 
 def _flag(value, key: str) -> bool:
     if not isinstance(value, bool):
-        raise DataError(f'{key}: expected true or false, got {value!r}')
+        raise OptionError(f'{key}: expected true or false, got {value!r}')
     return value
 
 
@@ -111,7 +112,7 @@ def _zoom_range(value) -> tuple:
     try:
         low, high = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise DataError(f'zoom_range: expected [low, high], got {value!r}') from None
+        raise OptionError(f'zoom_range: expected [low, high], got {value!r}') from None
     if not 0 < low <= high:
-        raise DataError(f'zoom_range: expected 0 < low <= high, got {value!r}')
+        raise OptionError(f'zoom_range: expected 0 < low <= high, got {value!r}')
     return low, high
