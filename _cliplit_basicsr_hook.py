@@ -87,6 +87,12 @@ class _PluginAfterBasicSRLoader(_DelegatingLoader):
     def exec_module(self, module):
         self.wrapped.exec_module(module)
         import cliplit_basicsr  # noqa: F401
+        import warnings
+        # basicsr/__init__ imports its own train/test, so runpy (``python -m basicsr.train``, and
+        # multiprocessing's spawn re-importing that main module) warns that the module it is about
+        # to run is already imported. With the hand-over (or as ``__mp_main__``) nothing runs twice.
+        warnings.filterwarnings(
+            'ignore', message=r"'basicsr\.(train|test)' found in sys\.modules", category=RuntimeWarning)
 
 
 class _HandOverLoader(_DelegatingLoader):
@@ -128,12 +134,6 @@ def install() -> None:
     """Put the finder first on ``sys.meta_path`` (idempotent)."""
     if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
-    if enabled() and run_module_name(getattr(sys, 'orig_argv', ())) in _HANDED_OVER:
-        import warnings  # only in processes started as python -m basicsr.train or basicsr.test
-        # basicsr/__init__ imports its own train/test, so runpy warns that the module it is about to
-        # run is already imported; after the hand-over nothing runs twice.
-        warnings.filterwarnings(
-            'ignore', message=r"'basicsr\.(train|test)' found in sys\.modules", category=RuntimeWarning)
 
 
 install()

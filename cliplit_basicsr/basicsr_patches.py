@@ -7,7 +7,9 @@ Importing ``cliplit_basicsr`` applies them (BasicSR looks these functions up at 
   that root is replaced by the current directory. An unreadable or invalid option file, or a
   missing required option, raises :class:`~cliplit_basicsr.errors.OptionError` naming the file.
 * ``init_dist`` (``--launcher pytorch``): gloo when CUDA is unavailable, NCCL otherwise, and the
-  GPU chosen by ``LOCAL_RANK`` (BasicSR uses the global rank and calls CUDA even on CPU).
+  GPU chosen by ``LOCAL_RANK`` (BasicSR uses the global rank and calls CUDA even on CPU). On CPU the
+  start method is left alone: BasicSR's ``spawn`` makes every epoch's data workers re-import the
+  whole stack (30 s per epoch on a 2-core machine, against 0.5 s forked).
 * ``BaseModel.model_to_device``: distributed training on CPU wraps networks in DDP without
   device ids (BasicSR asks for the current CUDA device).
 * ``BaseModel.save_network`` / ``save_training_state`` write atomically (temporary file, then
@@ -87,9 +89,9 @@ def init_dist(launcher: str, backend: Optional[str] = None, **kwargs) -> None:
         return
     if 'RANK' not in os.environ:
         raise OptionError('--launcher pytorch: RANK is not set; start distributed runs with torchrun')
-    if mp.get_start_method(allow_none=True) is None:
-        mp.set_start_method('spawn')  # as BasicSR does
     if torch.cuda.is_available():
+        if mp.get_start_method(allow_none=True) is None:
+            mp.set_start_method('spawn')  # as BasicSR does; on CPU, forked data workers start much faster
         local_rank = int(os.environ.get('LOCAL_RANK', int(os.environ['RANK']) % torch.cuda.device_count()))
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend or ('nccl' if torch.cuda.is_available() else 'gloo'), **kwargs)

@@ -194,6 +194,7 @@ def test_gloo_process_group_and_cpu_ddp_in_one_process(tmp_path):
         from basicsr.utils.options import init_dist
         init_dist('pytorch')
         assert dist.get_backend() == 'gloo' and dist.get_world_size() == 1
+        assert torch.multiprocessing.get_start_method(allow_none=True) is None  # data workers may fork
         holder = types.SimpleNamespace(opt={'dist': True, 'num_gpu': 0}, device=torch.device('cpu'))
         net = BaseModel.model_to_device(holder, torch.nn.Linear(3, 1))
         assert isinstance(net, torch.nn.parallel.DistributedDataParallel)
