@@ -1,0 +1,252 @@
+"""Fast, exact inference for :class:`~cliplit_basicsr.archs.cliplit_arch.CLIPLITNet`.
+
+The computation is the network's own, rearranged for speed and bounded memory:
+
+* activations are channels-last and activations/residual sums run in place;
+* reflect padding costs no padded copy: each conv runs with oneDNN's built-in zero padding and only its
+  one-pixel output border is recomputed from a reflect-padded 3-pixel strip;
+* exact tiling: the pyramid pooling (PPM) averages the *whole* feature map, so a first pass over tiles
+  (halo ``HEAD_HALO``) accumulates those averages; a second pass runs the whole network on tiles with a
+  halo of ``HEAD_HALO + TAIL_HALO`` pixels (one per 3x3 conv), feeding the PPM branches computed from the
+  global averages. Each tile's core is then what the full-frame network gives, up to float rounding.
+
+``precision='fp32'`` is the exact path (TF32 is disabled on CUDA); ``'bf16'`` (CPUs with AMX, CUDA) and
+``'fp16'`` (CUDA) run convolutions in reduced precision, with pooling statistics and the final division in
+fp32.
+"""
+import contextlib
+import ctypes
+import math
+from typing import Callable, List, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .archs.cliplit_arch import PPM_BINS
+
+PRECISIONS = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+DEFAULT_TILE = 512
+HEAD_HALO = 5  # 3x3 convs before the PPM: cond1 and two residual blocks
+TAIL_HALO = 12  # 3x3 convs from the PPM fuse conv to cond_add1
+LEAKY_SLOPE = 0.2
+
+Region = Tuple[int, int, int, int]  # y0, y1, x0, x1 (end exclusive)
+Reader = Callable[[Region], torch.Tensor]
+Writer = Callable[[Region, torch.Tensor], None]
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to recycle freed tensor buffers instead of unmapping them.
+
+    Tile-sized activations exceed glibc's mmap threshold, so by default every one is freshly mapped and
+    page-faulted in; recycling them keeps the kernel out of the inner loop. No-op off glibc.
+    """
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def _strip_conv(strip: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """Valid 3x3 conv of a strip 3 pixels thick, as one GEMM (oneDNN is slow on such thin inputs)."""
+    out = weight.reshape(weight.shape[0], -1) @ F.unfold(strip, 3)
+    if bias is not None:
+        out = out + bias[:, None]
+    return out
+
+
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], reflect: bool) -> torch.Tensor:
+    """3x3 conv, stride 1, padding 1, with zero or reflect padding (reflect without a padded copy)."""
+    out = F.conv2d(x, weight, bias, padding=1)
+    if reflect:  # only the outermost rows/cols see the padding: recompute them from reflect-padded strips
+        n, c, h, w = out.shape
+        out[:, :, :1] = _strip_conv(F.pad(x[:, :, :2], (1, 1, 1, 0), mode='reflect'), weight, bias).view(n, c, 1, w)
+        out[:, :, -1:] = _strip_conv(F.pad(x[:, :, -2:], (1, 1, 0, 1), mode='reflect'), weight, bias).view(n, c, 1, w)
+        out[:, :, :, :1] = _strip_conv(F.pad(x[:, :, :, :2], (1, 0, 1, 1), mode='reflect'), weight, bias).view(n, c, h, 1)
+        out[:, :, :, -1:] = _strip_conv(F.pad(x[:, :, :, -2:], (0, 1, 1, 1), mode='reflect'),
+                                        weight, bias).view(n, c, h, 1)
+    return out
+
+
+def _adaptive_bounds(length: int, bins: int) -> List[Tuple[int, int]]:
+    """The index ranges that ``AdaptiveAvgPool2d(bins)`` averages along an axis of ``length``."""
+    return [((i * length) // bins, -(-(i + 1) * length // bins)) for i in range(bins)]
+
+
+def _indicator(bounds: List[Tuple[int, int]], start: int, end: int, device: torch.device) -> torch.Tensor:
+    """(len(bounds), end - start) 0/1 matrix: which of the pixels ``start..end-1`` each range covers."""
+    index = torch.arange(start, end, device=device)
+    return torch.stack([((index >= lo) & (index < hi)).float() for lo, hi in bounds])
+
+
+def _interp_matrix(bins: int, length: int) -> torch.Tensor:
+    """(bins, length) weights of bilinear ``align_corners=True`` upsampling from ``bins`` to ``length``."""
+    eye = torch.eye(bins, dtype=torch.float32).unsqueeze(0)
+    return F.interpolate(eye, size=length, mode='linear', align_corners=True)[0]
+
+
+def _split(length: int, tile: int) -> List[Tuple[int, int]]:
+    """Split ``[0, length)`` into near-equal parts no longer than ``tile``."""
+    parts = max(1, math.ceil(length / tile))
+    bounds = [round(i * length / parts) for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+class FastCLIPLIT:
+    """A frozen copy of a CLIPLITNet's weights on ``device`` in ``precision``, run tile by tile.
+
+    Args:
+        net: the network (either padding variant); its weights are copied, the module is not changed.
+        device: where to compute.
+        precision: ``'fp32'`` (exact), ``'bf16'`` or ``'fp16'``.
+        tile: core tile size in pixels; ``0`` or ``None`` runs the whole image at once (memory grows with
+            the image: about 1 GB per megapixel).
+    """
+
+    def __init__(self, net: nn.Module, device: torch.device, precision: str = 'fp32',
+                 tile: Optional[int] = DEFAULT_TILE):
+        if precision not in PRECISIONS:
+            raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
+        self.device = torch.device(device)
+        self.precision = precision
+        self.dtype = PRECISIONS[precision]
+        self.tile = tile or 0
+        self.reflect_cond = net.padding == 'reflect'
+        state = {k: v.detach().to(self.device) for k, v in net.state_dict().items()}
+        self.weights = {
+            k: (v.to(self.dtype).contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v.to(self.dtype))
+            for k, v in state.items()
+        }
+        self.ppm_weights = [(state[f'PPM1.features.{i}.1.weight'].float(), state[f'PPM1.features.{i}.2.weight'].float())
+                            for i in range(len(PPM_BINS))]
+        self.slopes = {k: float(v) for k, v in state.items() if v.numel() == 1 and 'PPM1' in k}
+
+    # --- the network, layer by layer -------------------------------------------------------------
+    def _cond(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return _conv(x, self.weights[f'{name}.weight'], self.weights[f'{name}.bias'], self.reflect_cond)
+
+    def _residual_block(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        out = F.leaky_relu_(_conv(x, self.weights[f'{name}.conv1.weight'], None, True), LEAKY_SLOPE)
+        out = _conv(out, self.weights[f'{name}.conv2.weight'], None, True)
+        return F.leaky_relu_(out.add_(x), LEAKY_SLOPE)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """cond1 .. ResidualBlock2: the features the PPM pools."""
+        x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        feat = F.leaky_relu_(self._cond('cond1', x), LEAKY_SLOPE)
+        return self._residual_block('ResidualBlock2', self._residual_block('ResidualBlock1', feat))
+
+    def _tail(self, feat: torch.Tensor, branches: torch.Tensor) -> torch.Tensor:
+        """PPM fuse .. cond_add1: the light map from the head features and the upsampled PPM branches."""
+        fused = _conv(torch.cat([feat, branches.to(self.dtype)], 1), self.weights['PPM1.fuse.0.weight'], None, False)
+        feat = F.leaky_relu_(fused, self.slopes['PPM1.fuse.1.weight'])  # PReLU with one slope
+        feat = self._residual_block('ResidualBlock4', self._residual_block('ResidualBlock3', self._cond('condx', feat)))
+        feat = self._residual_block('ResidualBlock6', self._residual_block('ResidualBlock5', self._cond('condy', feat)))
+        return F.relu_(self._cond('cond_add1', feat)).float()
+
+    def _branches(self, pooled: List[torch.Tensor], size: Tuple[int, int], region: Region) -> torch.Tensor:
+        """The upsampled PPM branches over ``region`` of an image of ``size``, from the pooled features."""
+        y0, y1, x0, x1 = region
+        out = []
+        for bins, avg, (proj, slope) in zip(PPM_BINS, pooled, self.ppm_weights):
+            small = F.prelu(F.conv2d(avg, proj), slope)
+            rows = _interp_matrix(bins, size[0])[:, y0:y1].to(self.device)
+            cols = _interp_matrix(bins, size[1])[:, x0:x1].to(self.device)
+            out.append(torch.matmul(rows.t(), torch.matmul(small, cols)))  # (y,i) @ (n,c,i,j) @ (j,x)
+        return torch.cat(out, 1).contiguous(memory_format=torch.channels_last)
+
+    # --- driving it -------------------------------------------------------------------------------
+    def _tiles(self, height: int, width: int) -> List[Region]:
+        if not self.tile:
+            return [(0, height, 0, width)]
+        return [(y0, y1, x0, x1) for y0, y1 in _split(height, self.tile) for x0, x1 in _split(width, self.tile)]
+
+    @staticmethod
+    def _grow(region: Region, halo: int, height: int, width: int) -> Region:
+        y0, y1, x0, x1 = region
+        return max(0, y0 - halo), min(height, y1 + halo), max(0, x0 - halo), min(width, x1 + halo)
+
+    def _pooled_stats(self, read: Reader, batch: int, height: int, width: int) -> List[torch.Tensor]:
+        """First pass: the PPM's adaptive averages of the whole image's head features, tile by tile."""
+        bounds = [(_adaptive_bounds(height, b), _adaptive_bounds(width, b)) for b in PPM_BINS]
+        sums = [torch.zeros(batch, 32, b, b, dtype=torch.float64, device=self.device) for b in PPM_BINS]
+        for core in self._tiles(height, width):
+            outer = self._grow(core, HEAD_HALO, height, width)
+            feat = self._head(read(outer))
+            y0, y1, x0, x1 = core
+            feat = feat[:, :, y0 - outer[0]:y1 - outer[0], x0 - outer[2]:x1 - outer[2]].float()
+            for total, (row_bounds, col_bounds) in zip(sums, bounds):
+                rows = _indicator(row_bounds, y0, y1, self.device)
+                cols = _indicator(col_bounds, x0, x1, self.device)
+                # (bins, h) @ (n, c, h, w) @ (w, bins): region sums of this tile
+                total += torch.matmul(torch.matmul(rows, feat), cols.t()).double()
+        counts = [torch.tensor([[(r1 - r0) * (c1 - c0) for c0, c1 in cb] for r0, r1 in rb], dtype=torch.float64,
+                               device=self.device) for rb, cb in bounds]
+        return [(total / count).float() for total, count in zip(sums, counts)]
+
+    @contextlib.contextmanager
+    def _exact_math(self):
+        """Inference mode; on CUDA, fp32 means fp32 (no TF32)."""
+        cudnn_tf32, matmul_tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        if self.device.type == 'cuda' and self.precision == 'fp32':
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn_tf32, matmul_tf32
+
+    def run(self, read: Reader, write: Writer, batch: int, height: int, width: int) -> None:
+        """Enhance an image of ``batch`` x 3 x ``height`` x ``width`` given only by region access.
+
+        ``read(region)`` returns the input over ``region`` as float32 (B,3,h,w) in [0,1] on the device;
+        ``write(region, enhanced)`` receives ``clamp(I / L, 0, 1)`` over each core region, once per pixel.
+        """
+        if height < 2 or width < 2:
+            raise ValueError(f'image is {height}x{width}; CLIP-LIT needs at least 2x2 pixels')
+        if self.device.type == 'cpu':
+            keep_freed_memory()
+        size = (height, width)
+        with self._exact_math():
+            tiles = self._tiles(height, width)
+            if len(tiles) == 1:
+                image = read(tiles[0])
+                feat = self._head(image)
+                pooled = [F.adaptive_avg_pool2d(feat.float(), b) for b in PPM_BINS]
+                light = self._tail(feat, self._branches(pooled, size, tiles[0]))
+                write(tiles[0], torch.clamp(image / light, 0, 1))
+                return
+            pooled = self._pooled_stats(read, batch, height, width)
+            for core in tiles:
+                outer = self._grow(core, HEAD_HALO + TAIL_HALO, height, width)
+                image = read(outer)
+                light = self._tail(self._head(image), self._branches(pooled, size, outer))
+                crop = (slice(None), slice(None), slice(core[0] - outer[0], core[1] - outer[0]),
+                        slice(core[2] - outer[2], core[3] - outer[2]))
+                write(core, torch.clamp(image[crop] / light[crop], 0, 1))
+
+
+def enhance_tensor(net: nn.Module, img: torch.Tensor, tile: Optional[int] = DEFAULT_TILE,
+                   precision: str = 'fp32') -> torch.Tensor:
+    """Exact full-image CLIP-LIT enhancement ``clamp(img / net(img), 0, 1)`` of ``img`` (B,3,H,W) in [0,1].
+
+    Runs on ``img.device`` with ``net``'s current weights and padding variant, tile by tile (memory stays
+    bounded whatever the size); in fp32 it equals the plain forward up to float rounding. Use it for
+    validation and test of a model being trained.
+    """
+    engine = FastCLIPLIT(net, img.device, precision, tile)
+    out = torch.empty(img.shape, dtype=torch.float32, device=img.device)
+
+    def read(region: Region) -> torch.Tensor:
+        y0, y1, x0, x1 = region
+        return img[:, :, y0:y1, x0:x1].float()
+
+    def write(region: Region, enhanced: torch.Tensor) -> None:
+        y0, y1, x0, x1 = region
+        out[:, :, y0:y1, x0:x1] = enhanced
+
+    engine.run(read, write, img.shape[0], img.shape[2], img.shape[3])
+    return out
