@@ -38,6 +38,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from pyiqa.archs.psnr_arch import psnr as pyiqa_psnr
+from torch.utils.data import DataLoader, Dataset
 
 from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
@@ -90,6 +91,19 @@ def y_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def quantise(images: torch.Tensor) -> torch.Tensor:
     """[0,1] floats to uint8 as ``torchvision.utils.save_image`` rounds (the authors' PNG round trip)."""
     return images.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+class _UnaugmentedBacklit(Dataset):
+    """The backlit images of a `CLIPLITUnpairedDataset` at its image size, un-augmented, by backlit index."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return self.dataset.num_backlit
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(self.dataset.load_backlit(index))
 
 
 @MODEL_REGISTRY.register()
@@ -219,10 +233,15 @@ class CLIPLITModel(CLIPLITEnhancerModel):
 
     # -- enhanced outputs I_t, I_{t-1} ---------------------------------------------------------------
     def _backlit_at_prompt_size(self) -> torch.Tensor:
-        """Every backlit training image, resized to the prompt size, un-augmented, as uint8 (N,3,S,S)."""
+        """Every backlit training image, resized to the prompt size, un-augmented, as uint8 (N,3,S,S).
+
+        Read in a data-loader worker: this process must not open the training LMDBs itself, because
+        LMDB refuses to open an environment again in the process, or in the children it forks later,
+        which would break every data-loader worker started afterwards.
+        """
         if self._backlit_small is None:
-            images = [torch.from_numpy(self.prompt_set.load_backlit(i)) for i in range(self.prompt_set.num_backlit)]
-            self._backlit_small = quantise(torch.stack(images).permute(0, 3, 1, 2))
+            loader = DataLoader(_UnaugmentedBacklit(self.prompt_set), batch_size=16, num_workers=1)
+            self._backlit_small = quantise(torch.cat(list(loader)).permute(0, 3, 1, 2))
         return self._backlit_small
 
     @torch.no_grad()

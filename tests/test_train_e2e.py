@@ -1,0 +1,313 @@
+"""End-to-end CLIP-LIT training through BasicSR's own ``python -m basicsr.train`` (CPU, offline).
+
+The option file is the shipped ``options/train_cliplit.yml`` with tiny sizes, the tiny CLIP checkpoints of
+the parity folder, and a schedule that passes through every phase in 16 iterations:
+
+    iter  1-2   prompt initialisation
+    iter  3-7   reconstruction (PSNR threshold 1000 dB forces the restart branch once, at iter 6: the
+                stage grows from 4 to 5 iterations)
+    iter  8-9   round 1 enhancement           iter 10-11 round 1 prompt refinement (ranks I_t of round 1)
+    iter 12-13  round 2 enhancement           iter 14-   round 2 prompt refinement (I_t = round 2,
+                                                         I_{t-1} = round 1), extended at iter 15
+Ranking margins make the extension certain whatever is learned: the 3-term form (round 1) has zero
+margins, so its loss is at most 200 * 3 < 1000 (threshold), the 4-term form (round 2) has margins 5,
+so its loss is at least 200 * 4 * 4 > 1000.
+"""
+import os
+import re
+import runpy
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOTAL_ITER = 16
+EXPECTED_EVENTS = [
+    'Phase prompt_init -> reconstruction at iter 2: now round 0',
+    'reconstruction PSNR below 1000.0 dB at iter 6: network re-initialised, stage now 5 iterations',
+    'Phase reconstruction -> enhancement at iter 7: now round 1',
+    'Phase enhancement -> prompt_refinement at iter 9: now round 1 ranking with the outputs of rounds [1]',
+    'Phase prompt_refinement -> enhancement at iter 11: now round 2',
+    'Phase enhancement -> prompt_refinement at iter 13: now round 2 ranking with the outputs of rounds [2, 1]',
+    '[round 2] prompt_refinement extended to 4 iterations at iter 15',
+]
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    """Generated images: dark backlit and bright well-lit sets of different sizes, a small paired val set.
+
+    6 backlit images: a multiple of the batch size, since BasicSR counts epochs as if the last, dropped,
+    partial batch were trained and would stop before ``total_iter`` otherwise.
+    """
+    root = tmp_path_factory.mktemp('data')
+    rng = np.random.default_rng(0)
+    sets = {'backlit': (6, (0, 110)), 'welllit': (3, (90, 256)), 'val_lq': (2, (0, 110)), 'val_gt': (2, (60, 200))}
+    for name, (count, (low, high)) in sets.items():
+        (root / name).mkdir()
+        for i in range(count):
+            shape = (32, 32, 3) if name.startswith('val') else (28 + 4 * i, 40 - 2 * i, 3)
+            cv2.imwrite(str(root / name / f'{name[0]}{i}.png'), rng.integers(low, high, shape, dtype=np.uint8))
+    create_lmdb = runpy.run_path(str(REPO_ROOT / 'scripts' / 'create_lmdb.py'))['main']
+    create_lmdb(['--input', str(root / 'backlit'), str(root / 'welllit')])  # -> backlit.lmdb, welllit.lmdb
+    return root
+
+
+def _env():
+    env = dict(os.environ, HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1', PYTHONPATH=str(REPO_ROOT))
+    env.pop('CLIPLIT_BASICSR_NO_HOOK', None)
+    return env
+
+
+def write_options(workdir: Path, data: Path, parity_dir: Path, backend: str = 'disk', **schedule) -> Path:
+    """The shipped option file, shrunk; returns the path of the written YAML."""
+    opt = yaml.safe_load((REPO_ROOT / 'options' / 'train_cliplit.yml').read_text())
+    vit, rn = str(parity_dir / 'tiny_vit_openai.pt'), str(parity_dir / 'tiny_rn_openai.pt')
+    suffix = '.lmdb' if backend == 'lmdb' else ''
+    opt.update(name='tiny', num_gpu=0, manual_seed=5)
+    opt.pop('dist_params')
+    # LMDB: no reading in the main process (an LMDB opened there cannot be opened by the workers it forks)
+    opt['datasets']['train'].update(dataroot_backlit=str(data / f'backlit{suffix}'), io_backend={'type': backend},
+                                    image_size=32, batch_size_per_gpu=2, num_worker_per_gpu=int(backend == 'lmdb'))
+    opt['datasets']['val'].update(dataroot_lq=str(data / 'val_lq'), dataroot_gt=str(data / 'val_gt'))
+    opt['prompt_dataset'].update(dataroot_backlit=str(data / f'backlit{suffix}'),
+                                 dataroot_welllit=str(data / f'welllit{suffix}'), io_backend={'type': backend},
+                                 image_size=32, batch_size_per_gpu=2, num_worker_per_gpu=1)
+    opt['network_prompt']['clip_pretrained'] = vit
+    opt['path']['pretrain_network_g'] = None  # from scratch: reconstruction runs
+    train = opt['train']
+    train['total_iter'] = TOTAL_ITER
+    train['schedule'].update(
+        dict(prompt_init_iters=2, prompt_init_min_iters=0, reconstruction_iters=4, reconstruction_min_iters=0,
+             restart_psnr=1000.0, restart_after=3, restart_extension=1, enhancement_iters=2,
+             enhancement_loss_threshold=1e9, prompt_refinement_iters=2, prompt_extension=2,
+             prompt_loss_threshold=1000.0, check_period=1, prompt_check_period=1, window=2), **schedule)
+    train['clip_opt']['clip_pretrained'] = vit
+    train['identity_opt']['clip_pretrained'] = train['reconstruction_opt']['clip_pretrained'] = rn
+    train['ranking_opt']['margins'] = {'rank2': [1.0, 0.2], 'rank3': [0.0, 0.0], 'rank4': [5.0, 5.0]}
+    opt['val']['val_freq'] = 8
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=4, use_tb_logger=False)
+    path = workdir / 'tiny.yml'
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return path
+
+
+def train_command(option_file: Path, *extra: str):
+    return [sys.executable, '-m', 'basicsr.train', '-opt', str(option_file), *extra]
+
+
+def run_train(workdir: Path, option_file: Path, *extra: str, timeout: float = 240) -> str:
+    result = subprocess.run(train_command(option_file, *extra), cwd=workdir, env=_env(), capture_output=True,
+                            text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def experiment(workdir: Path) -> Path:
+    return workdir / 'experiments' / 'tiny'
+
+
+def log_text(workdir: Path) -> str:
+    return '\n'.join(p.read_text() for p in sorted(experiment(workdir).glob('train_tiny_*.log')))
+
+
+def assert_every_phase(log: str) -> None:
+    positions = [log.find(event) for event in EXPECTED_EVENTS]
+    missing = [event for event, pos in zip(EXPECTED_EVENTS, positions) if pos < 0]
+    assert not missing, f'missing log lines: {missing}'
+    assert positions == sorted(positions)
+    assert re.search(r'Validation BAID_test\s+# psnr: [\d.]+.*\s+# ssim: [\d.]+', log)
+    assert 'End of training' in log
+
+
+def assert_outputs(workdir: Path) -> None:
+    from cliplit_basicsr.archs.checkpoint import load_checkpoint
+    from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+    from cliplit_basicsr.archs.prompt_arch import read_prompt_file
+
+    models = experiment(workdir) / 'models'
+    for name in ('net_g_latest.pth', f'net_g_{TOTAL_ITER}.pth', 'net_g_round1_best.pth', 'net_g_round2_best.pth'):
+        load_checkpoint(CLIPLITNet(), models / name)
+    for name in ('net_prompt_latest.pth', 'prompt_pair_round0_best.pth'):
+        embedding, _ = read_prompt_file(models / name)
+        assert embedding.shape[0] == 2
+    assert (experiment(workdir) / 'training_states' / f'{TOTAL_ITER}.state').is_file()
+    assert not list(experiment(workdir).rglob('*.tmp'))
+
+
+@pytest.mark.slow
+def test_lmdb_training_passes_every_phase(tmp_path, data_dir, parity_dir):
+    option_file = write_options(tmp_path, data_dir, parity_dir, backend='lmdb')
+    run_train(tmp_path, option_file)
+    assert_every_phase(log_text(tmp_path))
+    assert_outputs(tmp_path)
+
+
+def _latest_state(workdir: Path):
+    states = list((experiment(workdir) / 'training_states').glob('*.state'))
+    return max(states, key=lambda p: int(p.stem)) if states else None
+
+
+@pytest.mark.slow
+def test_folder_training_killed_and_auto_resumed(tmp_path, data_dir, parity_dir):
+    option_file = write_options(tmp_path, data_dir, parity_dir)
+    process = subprocess.Popen(train_command(option_file), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while (_latest_state(tmp_path) is None or int(_latest_state(tmp_path).stem) < 12) and time.time() < deadline:
+            assert process.poll() is None, 'training ended before it could be killed'
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    state_file = _latest_state(tmp_path)
+    assert state_file is not None and int(state_file.stem) == 12
+    saved = torch.load(state_file, weights_only=True)
+    k = saved['iter']
+
+    restored = restored_model(tmp_path, option_file, state_file)
+    assert_restored_equals_saved(restored, saved, experiment(tmp_path) / 'models', k)
+
+    output = run_train(tmp_path, option_file, '--auto_resume')
+    assert f'Resuming training from epoch: {saved["epoch"]}, iter: {k}.' in output
+    assert [event in output for event in EXPECTED_EVENTS] == [False] * 5 + [True] * 2  # k = 12: round 2 enhancement
+    assert_every_phase(log_text(tmp_path))  # the folder run, killed and resumed, went through every phase
+    assert_outputs(tmp_path)
+
+
+def restored_model(workdir: Path, option_file: Path, state_file: Path):
+    """Build the model in this process as ``--auto_resume`` does and restore ``state_file`` into it."""
+    from basicsr.models import build_model
+    from basicsr.utils import check_resume
+
+    opt = yaml.safe_load(option_file.read_text())
+    exp = experiment(workdir)
+    opt.update(dist=False, rank=0, world_size=1, is_train=True, auto_resume=True, root_path=str(workdir))
+    opt['path'].update(experiments_root=str(exp), models=str(exp / 'models'), training_states=str(exp / 'training_states'),
+                       log=str(exp), visualization=str(exp / 'visualization'), resume_state=str(state_file))
+    for phase, dataset in opt['datasets'].items():
+        dataset['phase'] = phase.split('_')[0]
+    state = torch.load(state_file, map_location='cpu', weights_only=True)
+    check_resume(opt, state['iter'])
+    model = build_model(opt)
+    model.resume_training(state)
+    return model
+
+
+def _assert_same(actual, expected, where):
+    if torch.is_tensor(expected):
+        assert torch.equal(actual.cpu(), expected.cpu()), where
+    elif isinstance(expected, dict):
+        assert set(actual) == set(expected), where
+        for key in expected:
+            _assert_same(actual[key], expected[key], f'{where}.{key}')
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), where
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            _assert_same(a, e, f'{where}[{i}]')
+    else:
+        assert actual == expected, where
+
+
+def assert_restored_equals_saved(model, saved, models_dir: Path, k: int) -> None:
+    """Every restored field equals the one written at iteration ``k``."""
+    current = model.training_state(saved['epoch'], k)
+    for key in ('epoch', 'iter', 'optimizers', 'schedulers'):
+        _assert_same(current[key], saved[key], key)
+    _assert_same(current['cliplit'], saved['cliplit'], 'cliplit')
+    net_g = torch.load(models_dir / f'net_g_{k}.pth', weights_only=True)['params']
+    _assert_same(model.get_bare_model(model.net_g).state_dict(), net_g, 'net_g')
+    net_prompt = torch.load(models_dir / f'net_prompt_{k}.pth', weights_only=True)['params']
+    _assert_same(model.get_bare_model(model.net_prompt).state_dict(), net_prompt, 'net_prompt')
+    assert model.schedule.state_dict() == saved['cliplit']['schedule']
+
+
+@pytest.mark.slow
+def test_kill_during_save_leaves_previous_state_loadable(tmp_path, data_dir, parity_dir, monkeypatch):
+    """A save interrupted half-way (the process dies inside ``torch.save``) leaves the previous state usable."""
+    import cliplit_basicsr.atomic_io as atomic_io
+
+    option_file = write_options(tmp_path, data_dir, parity_dir)
+    exp = experiment(tmp_path)
+    for sub in ('models', 'training_states'):
+        (exp / sub).mkdir(parents=True)
+    first = tmp_path / 'first.state'
+    model = restored_model_fresh(tmp_path, option_file)
+    model.save(0, 4)
+    first.write_bytes((exp / 'training_states' / '4.state').read_bytes())
+
+    real_save = torch.save
+
+    def dying_save(obj, path, *args, **kwargs):
+        real_save(obj, path, *args, **kwargs)
+        with open(path, 'r+b') as stream:  # half a file, then the process "dies"
+            stream.truncate(os.path.getsize(path) // 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic_io.torch, 'save', dying_save)
+    for label in ('net_g', 'net_prompt', 'state'):
+        with pytest.raises(KeyboardInterrupt):
+            if label == 'state':
+                model.save_training_state(0, 8)
+            else:
+                model.save_network(getattr(model, label), label, 8)
+    monkeypatch.setattr(atomic_io.torch, 'save', real_save)
+
+    assert sorted(p.name for p in (exp / 'training_states').iterdir()) == ['4.state']
+    assert sorted(p.name for p in (exp / 'models').iterdir()) == ['net_g_4.pth', 'net_prompt_4.pth']
+    assert (exp / 'training_states' / '4.state').read_bytes() == first.read_bytes()
+    restored = restored_model(tmp_path, option_file, exp / 'training_states' / '4.state')
+    assert_restored_equals_saved(restored, torch.load(first, weights_only=True), exp / 'models', 4)
+
+
+def restored_model_fresh(workdir: Path, option_file: Path):
+    """The model as a new run builds it (no resume)."""
+    from basicsr.models import build_model
+
+    opt = yaml.safe_load(option_file.read_text())
+    exp = experiment(workdir)
+    opt.update(dist=False, rank=0, world_size=1, is_train=True, auto_resume=False, root_path=str(workdir))
+    opt['path'].update(experiments_root=str(exp), models=str(exp / 'models'), training_states=str(exp / 'training_states'),
+                       log=str(exp), visualization=str(exp / 'visualization'))
+    for phase, dataset in opt['datasets'].items():
+        dataset['phase'] = phase.split('_')[0]
+    return build_model(opt)
+
+
+@pytest.mark.parametrize('section,key', [('train.schedule', 'enhancment_iters'), ('train', 'optim_promt'),
+                                         ('path', 'pretrain_netwrok_g'), ('', 'network_promt')])
+def test_unknown_option_is_one_line_error(tmp_path, parity_dir, section, key):
+    from cliplit_basicsr.errors import OptionError
+    from cliplit_basicsr.models.cliplit_model import check_options
+
+    option_file = write_options(tmp_path, tmp_path, parity_dir)
+    opt = yaml.safe_load(option_file.read_text())
+    target = opt
+    for part in filter(None, section.split('.')):
+        target = target[part]
+    target[key] = 1
+    with pytest.raises(OptionError, match=re.escape(f'unknown option {section + "." if section else ""}{key}')):
+        check_options(opt)
+
+
+@pytest.mark.slow
+def test_unknown_option_through_basicsr_train(tmp_path, data_dir, parity_dir):
+    option_file = write_options(tmp_path, data_dir, parity_dir)
+    opt = yaml.safe_load(option_file.read_text())
+    opt['train']['schedule']['enhancment_iters'] = 5
+    option_file.write_text(yaml.safe_dump(opt, sort_keys=False))
+    result = subprocess.run(train_command(option_file), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith('error: unknown option train.schedule.enhancment_iters'), result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr
