@@ -17,6 +17,7 @@ Importing ``cliplit_basicsr`` applies them (BasicSR looks these functions up at 
 * ``basicsr.train.load_resume_state`` loads the state onto the model's device, CPU included
   (BasicSR calls ``torch.cuda.current_device()``), and names a missing state file in one line.
 """
+import argparse
 import os
 from os import path as osp
 from typing import Any, Optional
@@ -46,7 +47,6 @@ _basicsr_model_to_device = base_model.BaseModel.model_to_device
 
 def _option_file_from_argv() -> Optional[str]:
     """The ``-opt`` argument as BasicSR's parser will read it from ``sys.argv`` (None if absent)."""
-    import argparse
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt')
     return parser.parse_known_args()[0].opt
@@ -57,8 +57,9 @@ def check_option_file(option_file: str) -> None:
     try:
         with open(option_file, encoding='utf-8') as stream:
             content = yaml.load(stream, Loader=basicsr_options.ordered_yaml()[0])
-    except OSError as error:
-        raise OptionError(f'cannot read option file {option_file}: {error.strerror or error}') from None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, 'strerror', None) or error
+        raise OptionError(f'cannot read option file {option_file}: {reason}') from None
     except yaml.YAMLError as error:
         mark = getattr(error, 'problem_mark', None)
         where = f':{mark.line + 1}:{mark.column + 1}' if mark is not None else ''

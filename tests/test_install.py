@@ -134,6 +134,7 @@ def test_basicsr_entry_modules_use_the_patched_functions():
 
 @pytest.mark.parametrize('content, expected', [
     (None, 'cannot read option file'),
+    (b'\x89PNG\r\n', 'cannot read option file'),
     ('name: [unclosed', 'is not valid YAML'),
     ('- a list\n- not a mapping\n', 'must hold a mapping of options, not list'),
     (yaml.safe_dump({'name': 'x', 'num_gpu': 0}), "missing option 'datasets'"),
@@ -141,7 +142,9 @@ def test_basicsr_entry_modules_use_the_patched_functions():
 def test_bad_option_files_raise_one_option_error_naming_the_file(tmp_path, monkeypatch, content, expected):
     from basicsr.utils.options import parse_options
     options = tmp_path / 'bad.yml'
-    if content is not None:
+    if isinstance(content, bytes):
+        options.write_bytes(content)
+    elif content is not None:
         options.write_text(content, encoding='utf-8')
     monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', str(options)])
     with pytest.raises(OptionError) as error:
