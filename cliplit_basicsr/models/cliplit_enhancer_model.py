@@ -24,6 +24,7 @@ from cliplit_basicsr.archs.checkpoint import load_checkpoint, resolve_checkpoint
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
 from cliplit_basicsr.atomic_io import atomic_write_path
 from cliplit_basicsr.errors import OptionError
+from cliplit_basicsr.inference import enhance_tensor
 from cliplit_basicsr.metrics import needs_reference
 
 
@@ -75,18 +76,13 @@ class CLIPLITEnhancerModel(SRModel):
         if net.padding == 'reflect':
             return net
         if self._inference_net is None:
-            self._inference_net = CLIPLITNet(padding='reflect').to(self.device).eval()
+            self._inference_net = CLIPLITNet(padding='reflect').to(self.device)
         self._inference_net.load_state_dict(net.state_dict())
         return self._inference_net
 
     def test(self) -> None:
-        """Enhance ``self.lq`` into ``self.output`` as the authors' test script does."""
-        net = self.inference_network()
-        was_training = net.training
-        net.eval()
-        with torch.no_grad():
-            self.output = torch.clamp(self.lq / net(self.lq), 0, 1)
-        net.train(was_training)
+        """Enhance ``self.lq`` into ``self.output`` as the authors' test script does (exact, tiled)."""
+        self.output = enhance_tensor(self.inference_network(), self.lq)
 
     def _visualization_path(self, dataset_name: str, img_name: str, current_iter) -> str:
         folder = self.opt['path']['visualization']
