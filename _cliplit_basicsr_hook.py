@@ -32,7 +32,7 @@ def enabled() -> bool:
     return os.environ.get(_DISABLE_VARIABLE, '') in ('', '0')
 
 
-def run_module_name(argv) -> 'str | None':
+def run_module_name(argv: 'list[str]') -> 'str | None':
     """The module that ``python [options] -m NAME ...`` runs, read from the interpreter's argv."""
     args = list(argv[1:])
     while args:
@@ -40,8 +40,8 @@ def run_module_name(argv) -> 'str | None':
         if arg == '--check-hash-based-pycs':  # the only long option that takes a value
             args = args[1:]
             continue
-        if not arg.startswith('-') or arg in ('-', '--') or arg.startswith('--'):
-            return None  # a script, stdin, or the end of interpreter options
+        if arg == '-' or not arg.startswith('-') or arg.startswith('--'):
+            return None  # stdin, a script, or the end of interpreter options
         for position, flag in enumerate(arg[1:], start=2):
             if flag in 'cmWX':  # options that take a value, attached or as the next argument
                 value = arg[position:] or (args.pop(0) if args else None)
