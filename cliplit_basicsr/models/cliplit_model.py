@@ -231,6 +231,13 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             except StopIteration:
                 state['iter'], state['epoch'] = None, state['epoch'] + 1
 
+    def _end_prompt_epochs(self) -> None:
+        """Leave the prompt loaders' current epochs (and their workers); the next phase reshuffles, as the
+        authors' loops restart their loaders each phase."""
+        for state in getattr(self, '_prompt_loaders', {}).values():
+            if state['iter'] is not None:
+                state['iter'], state['epoch'] = None, state['epoch'] + 1
+
     # -- enhanced outputs I_t, I_{t-1} ---------------------------------------------------------------
     def _backlit_at_prompt_size(self) -> torch.Tensor:
         """Every backlit training image, resized to the prompt size, un-augmented, as uint8 (N,3,S,S).
@@ -348,6 +355,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
                         f'iter {current_iter} (loss above threshold)')
         if outcome.transition:
             old, new = outcome.transition
+            self._end_prompt_epochs()
             if old is Phase.ENHANCEMENT:
                 self._save_round_best(round_)
             if new is Phase.ENHANCEMENT:
