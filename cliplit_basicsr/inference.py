@@ -4,7 +4,8 @@ The computation is the network's own, rearranged for speed and bounded memory:
 
 * activations are channels-last and activations/residual sums run in place;
 * reflect padding costs no padded copy: each conv runs with oneDNN's built-in zero padding and only its
-  one-pixel output border is recomputed from a reflect-padded 3-pixel strip;
+  one-pixel output border is recomputed from a reflect-padded 3-pixel strip, and only on the sides that
+  lie on the image border (elsewhere a tile's edge is halo, discarded anyway);
 * exact tiling: the pyramid pooling (PPM) averages the *whole* feature map, so a first pass over tiles
   (halo ``HEAD_HALO``) accumulates those averages; a second pass runs the whole network on tiles with a
   halo of ``HEAD_HALO + TAIL_HALO`` pixels (one per 3x3 conv), feeding the PPM branches computed from the
@@ -34,6 +35,8 @@ LEAKY_SLOPE = 0.2
 Region = Tuple[int, int, int, int]  # y0, y1, x0, x1 (end exclusive)
 Reader = Callable[[Region], torch.Tensor]
 Writer = Callable[[Region, torch.Tensor], None]
+Border = Tuple[bool, bool, bool, bool]  # which sides (top, bottom, left, right) lie on the image border
+NO_BORDER: Border = (False, False, False, False)
 
 
 def keep_freed_memory() -> None:
@@ -50,24 +53,22 @@ def keep_freed_memory() -> None:
         pass
 
 
-def _strip_conv(strip: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """Valid 3x3 conv of a strip 3 pixels thick, as one GEMM (oneDNN is slow on such thin inputs)."""
-    out = weight.reshape(weight.shape[0], -1) @ F.unfold(strip, 3)
-    if bias is not None:
-        out = out + bias[:, None]
-    return out
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], reflect: Border) -> torch.Tensor:
+    """3x3 conv, stride 1, padding 1: zeros, except reflect on the sides flagged in ``reflect``.
 
-
-def _conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], reflect: bool) -> torch.Tensor:
-    """3x3 conv, stride 1, padding 1, with zero or reflect padding (reflect without a padded copy)."""
+    Only the outermost output rows/cols see the padding, so instead of padding a copy of ``x`` they are
+    recomputed from reflect-padded 3-pixel strips.
+    """
     out = F.conv2d(x, weight, bias, padding=1)
-    if reflect:  # only the outermost rows/cols see the padding: recompute them from reflect-padded strips
-        n, c, h, w = out.shape
-        out[:, :, :1] = _strip_conv(F.pad(x[:, :, :2], (1, 1, 1, 0), mode='reflect'), weight, bias).view(n, c, 1, w)
-        out[:, :, -1:] = _strip_conv(F.pad(x[:, :, -2:], (1, 1, 0, 1), mode='reflect'), weight, bias).view(n, c, 1, w)
-        out[:, :, :, :1] = _strip_conv(F.pad(x[:, :, :, :2], (1, 0, 1, 1), mode='reflect'), weight, bias).view(n, c, h, 1)
-        out[:, :, :, -1:] = _strip_conv(F.pad(x[:, :, :, -2:], (0, 1, 1, 1), mode='reflect'),
-                                        weight, bias).view(n, c, h, 1)
+    top, bottom, left, right = reflect
+    if top:
+        out[:, :, :1] = F.conv2d(F.pad(x[:, :, :2], (1, 1, 1, 0), mode='reflect'), weight, bias)
+    if bottom:
+        out[:, :, -1:] = F.conv2d(F.pad(x[:, :, -2:], (1, 1, 0, 1), mode='reflect'), weight, bias)
+    if left:
+        out[:, :, :, :1] = F.conv2d(F.pad(x[:, :, :, :2], (1, 0, 1, 1), mode='reflect'), weight, bias)
+    if right:
+        out[:, :, :, -1:] = F.conv2d(F.pad(x[:, :, :, -2:], (0, 1, 1, 1), mode='reflect'), weight, bias)
     return out
 
 
@@ -125,38 +126,56 @@ class FastCLIPLIT:
         self.slopes = {k: float(v) for k, v in state.items() if v.numel() == 1 and 'PPM1' in k}
 
     # --- the network, layer by layer -------------------------------------------------------------
-    def _cond(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        return _conv(x, self.weights[f'{name}.weight'], self.weights[f'{name}.bias'], self.reflect_cond)
+    def _cond(self, name: str, x: torch.Tensor, border: Border) -> torch.Tensor:
+        reflect = border if self.reflect_cond else NO_BORDER
+        return _conv(x, self.weights[f'{name}.weight'], self.weights[f'{name}.bias'], reflect)
 
-    def _residual_block(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        out = F.leaky_relu_(_conv(x, self.weights[f'{name}.conv1.weight'], None, True), LEAKY_SLOPE)
-        out = _conv(out, self.weights[f'{name}.conv2.weight'], None, True)
+    def _residual_block(self, name: str, x: torch.Tensor, border: Border) -> torch.Tensor:
+        out = F.leaky_relu_(_conv(x, self.weights[f'{name}.conv1.weight'], None, border), LEAKY_SLOPE)
+        out = _conv(out, self.weights[f'{name}.conv2.weight'], None, border)
         return F.leaky_relu_(out.add_(x), LEAKY_SLOPE)
 
-    def _head(self, x: torch.Tensor) -> torch.Tensor:
+    def _head(self, x: torch.Tensor, border: Border) -> torch.Tensor:
         """cond1 .. ResidualBlock2: the features the PPM pools."""
         x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        feat = F.leaky_relu_(self._cond('cond1', x), LEAKY_SLOPE)
-        return self._residual_block('ResidualBlock2', self._residual_block('ResidualBlock1', feat))
+        feat = F.leaky_relu_(self._cond('cond1', x, border), LEAKY_SLOPE)
+        feat = self._residual_block('ResidualBlock1', feat, border)
+        return self._residual_block('ResidualBlock2', feat, border)
 
-    def _tail(self, feat: torch.Tensor, branches: torch.Tensor) -> torch.Tensor:
+    def _tail(self, feat: torch.Tensor, branches: torch.Tensor, border: Border) -> torch.Tensor:
         """PPM fuse .. cond_add1: the light map from the head features and the upsampled PPM branches."""
-        fused = _conv(torch.cat([feat, branches.to(self.dtype)], 1), self.weights['PPM1.fuse.0.weight'], None, False)
+        fused = _conv(torch.cat([feat, branches.to(self.dtype)], 1), self.weights['PPM1.fuse.0.weight'], None,
+                      NO_BORDER)
         feat = F.leaky_relu_(fused, self.slopes['PPM1.fuse.1.weight'])  # PReLU with one slope
-        feat = self._residual_block('ResidualBlock4', self._residual_block('ResidualBlock3', self._cond('condx', feat)))
-        feat = self._residual_block('ResidualBlock6', self._residual_block('ResidualBlock5', self._cond('condy', feat)))
-        return F.relu_(self._cond('cond_add1', feat)).float()
+        feat = self._cond('condx', feat, border)
+        for block in ('ResidualBlock3', 'ResidualBlock4'):
+            feat = self._residual_block(block, feat, border)
+        feat = self._cond('condy', feat, border)
+        for block in ('ResidualBlock5', 'ResidualBlock6'):
+            feat = self._residual_block(block, feat, border)
+        return F.relu_(self._cond('cond_add1', feat, border)).float()
 
     def _branches(self, pooled: List[torch.Tensor], size: Tuple[int, int], region: Region) -> torch.Tensor:
-        """The upsampled PPM branches over ``region`` of an image of ``size``, from the pooled features."""
+        """The upsampled PPM branches (B,32,h,w) over ``region`` of an image of ``size``, channels-last.
+
+        Bilinear upsampling is separable: branch = rows^T @ small @ cols per channel. All four bins go
+        through one GEMM: rows of every bin stacked (h, 12) times a block matrix (12, w * 32) in which bin k
+        only feeds its own 8 channels, which yields the channel concatenation directly in NHWC order.
+        """
         y0, y1, x0, x1 = region
-        out = []
-        for bins, avg, (proj, slope) in zip(PPM_BINS, pooled, self.ppm_weights):
-            small = F.prelu(F.conv2d(avg, proj), slope)
-            rows = _interp_matrix(bins, size[0])[:, y0:y1].to(self.device)
+        batch, width = pooled[0].shape[0], x1 - x0
+        channels = self.ppm_weights[0][0].shape[0]
+        blocks, row_weights = [], []
+        for k, (bins, avg, (proj, slope)) in enumerate(zip(PPM_BINS, pooled, self.ppm_weights)):
+            small = F.prelu(F.conv2d(avg, proj), slope)  # (B, 8, bins, bins)
             cols = _interp_matrix(bins, size[1])[:, x0:x1].to(self.device)
-            out.append(torch.matmul(rows.t(), torch.matmul(small, cols)))  # (y,i) @ (n,c,i,j) @ (j,x)
-        return torch.cat(out, 1).contiguous(memory_format=torch.channels_last)
+            block = torch.zeros(batch, bins, width, channels * len(PPM_BINS), device=self.device)
+            block[..., k * channels:(k + 1) * channels] = torch.einsum('ncij,jx->nixc', small, cols)
+            blocks.append(block)
+            row_weights.append(_interp_matrix(bins, size[0])[:, y0:y1].to(self.device))
+        rows = torch.cat(row_weights).t()  # (h, 12)
+        nhwc = torch.matmul(rows, torch.cat(blocks, 1).reshape(batch, -1, width * channels * len(PPM_BINS)))
+        return nhwc.view(batch, y1 - y0, width, -1).permute(0, 3, 1, 2)
 
     # --- driving it -------------------------------------------------------------------------------
     def _tiles(self, height: int, width: int) -> List[Region]:
@@ -165,24 +184,29 @@ class FastCLIPLIT:
         return [(y0, y1, x0, x1) for y0, y1 in _split(height, self.tile) for x0, x1 in _split(width, self.tile)]
 
     @staticmethod
-    def _grow(region: Region, halo: int, height: int, width: int) -> Region:
+    def _grow(region: Region, halo: int, height: int, width: int) -> Tuple[Region, Border]:
+        """``region`` grown by ``halo`` within the image, and which of its sides are on the image border."""
         y0, y1, x0, x1 = region
-        return max(0, y0 - halo), min(height, y1 + halo), max(0, x0 - halo), min(width, x1 + halo)
+        grown = max(0, y0 - halo), min(height, y1 + halo), max(0, x0 - halo), min(width, x1 + halo)
+        return grown, (grown[0] == 0, grown[1] == height, grown[2] == 0, grown[3] == width)
 
     def _pooled_stats(self, read: Reader, batch: int, height: int, width: int) -> List[torch.Tensor]:
         """First pass: the PPM's adaptive averages of the whole image's head features, tile by tile."""
         bounds = [(_adaptive_bounds(height, b), _adaptive_bounds(width, b)) for b in PPM_BINS]
         sums = [torch.zeros(batch, 32, b, b, dtype=torch.float64, device=self.device) for b in PPM_BINS]
         for core in self._tiles(height, width):
-            outer = self._grow(core, HEAD_HALO, height, width)
-            feat = self._head(read(outer))
+            outer, border = self._grow(core, HEAD_HALO, height, width)
+            feat = self._head(read(outer), border)
             y0, y1, x0, x1 = core
             feat = feat[:, :, y0 - outer[0]:y1 - outer[0], x0 - outer[2]:x1 - outer[2]].float()
+            nhwc = feat.permute(0, 2, 3, 1).contiguous()
             for total, (row_bounds, col_bounds) in zip(sums, bounds):
                 rows = _indicator(row_bounds, y0, y1, self.device)
                 cols = _indicator(col_bounds, x0, x1, self.device)
-                # (bins, h) @ (n, c, h, w) @ (w, bins): region sums of this tile
-                total += torch.matmul(torch.matmul(rows, feat), cols.t()).double()
+                # region sums of this tile, as GEMMs on the NHWC layout: (bins, h) @ (h, w*c), (bins, w) @ (w, c)
+                per_row = torch.matmul(rows, nhwc.reshape(batch, y1 - y0, -1)).reshape(-1, x1 - x0, nhwc.shape[3])
+                region_sums = torch.matmul(cols, per_row).view(batch, len(row_bounds), len(col_bounds), -1)
+                total += region_sums.permute(0, 3, 1, 2).double()
         counts = [torch.tensor([[(r1 - r0) * (c1 - c0) for c0, c1 in cb] for r0, r1 in rb], dtype=torch.float64,
                                device=self.device) for rb, cb in bounds]
         return [(total / count).float() for total, count in zip(sums, counts)]
@@ -213,17 +237,18 @@ class FastCLIPLIT:
         with self._exact_math():
             tiles = self._tiles(height, width)
             if len(tiles) == 1:
+                everywhere = (True, True, True, True)
                 image = read(tiles[0])
-                feat = self._head(image)
+                feat = self._head(image, everywhere)
                 pooled = [F.adaptive_avg_pool2d(feat.float(), b) for b in PPM_BINS]
-                light = self._tail(feat, self._branches(pooled, size, tiles[0]))
+                light = self._tail(feat, self._branches(pooled, size, tiles[0]), everywhere)
                 write(tiles[0], torch.clamp(image / light, 0, 1))
                 return
             pooled = self._pooled_stats(read, batch, height, width)
             for core in tiles:
-                outer = self._grow(core, HEAD_HALO + TAIL_HALO, height, width)
+                outer, border = self._grow(core, HEAD_HALO + TAIL_HALO, height, width)
                 image = read(outer)
-                light = self._tail(self._head(image), self._branches(pooled, size, outer))
+                light = self._tail(self._head(image, border), self._branches(pooled, size, outer), border)
                 crop = (slice(None), slice(None), slice(core[0] - outer[0], core[1] - outer[0]),
                         slice(core[2] - outer[2], core[3] - outer[2]))
                 write(core, torch.clamp(image[crop] / light[crop], 0, 1))

@@ -10,11 +10,13 @@ from typing import Dict, Union
 import torch
 from torch import nn
 
+from cliplit_basicsr.errors import CLIPLITError
+
 OFFICIAL_CHECKPOINT = Path(__file__).resolve().parents[1] / 'weights' / 'enhancement_model.pth'
 PathLike = Union[str, Path]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CLIPLITError, ValueError):
     """A file that is not a loadable CLIP-LIT enhancement-network checkpoint."""
 
 
