@@ -36,11 +36,15 @@ def _summarise(keys) -> str:
 
 def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
     """Read a checkpoint file and return its state dict with wrappers and ``module.`` prefixes removed."""
+    with open(path, 'rb') as f:
+        magic = f.read(4)
+    if not (magic.startswith(b'PK\x03\x04') or magic.startswith(b'\x80')):  # zip (torch.save) or pickle
+        raise CheckpointError(f'checkpoint {path}: not a torch file')
     try:
         data = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # torch raises many types for non-torch or corrupt files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f'checkpoint {path}: not a readable torch file ({reason})') from None
+    except Exception:  # torch raises many types for corrupt files or pickled non-tensor objects
+        raise CheckpointError(f'checkpoint {path}: cannot be loaded as tensors (corrupt, or it holds objects '
+                              'other than a state dict)') from None
     if isinstance(data, dict):
         for wrapper in ('params_ema', 'params'):
             if isinstance(data.get(wrapper), dict):
