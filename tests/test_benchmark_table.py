@@ -67,7 +67,8 @@ def test_last_block_of_a_training_log_counts_and_unknown_sets_have_no_paper_valu
     result = table(tmp_path)  # a folder: all its logs
     assert result.returncode == 0, result.stderr
     rows = result.stdout.splitlines()[2:]
-    assert rows == [f'| BAID_val | PSNR ↑ | 20.5000 | 21.579 | {20.5 - 21.579:+.4f} |', '| LOL | PSNR ↑ | 12.5000 | – | – |']
+    assert rows == [f'| BAID_val | PSNR ↑ | 20.5000 | 21.579 | {20.5 - 21.579:+.4f} |',
+                    '| LOL | PSNR ↑ | 12.5000 | – | – |']
 
 
 @pytest.mark.parametrize('make, message', [

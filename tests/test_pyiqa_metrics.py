@@ -107,5 +107,6 @@ def test_missing_local_weights_file_is_named(images, tmp_path):
 def test_bad_image_is_one_line(weights, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(weights.torch_home))
     gray = np.zeros((32, 32), np.uint8)
-    with pytest.raises(ValueError, match=r'^musiq image: expected an HWC BGR uint8 image, got uint8 of shape \(32, 32\)$'):
+    expected = r'^musiq image: expected an HWC BGR uint8 image, got uint8 of shape \(32, 32\)$'
+    with pytest.raises(ValueError, match=expected):
         calculate_metric({'img': gray}, {'type': 'calculate_musiq', 'pretrained_model_path': str(weights.musiq)})

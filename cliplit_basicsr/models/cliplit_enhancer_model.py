@@ -9,8 +9,6 @@ from collections import defaultdict
 from os import path as osp
 from typing import Dict, Optional
 
-import cv2
-import numpy as np
 import torch
 from basicsr.archs import build_network
 from basicsr.metrics import calculate_metric
@@ -22,20 +20,10 @@ from tqdm import tqdm
 
 from cliplit_basicsr.archs.checkpoint import load_checkpoint, resolve_checkpoint
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
-from cliplit_basicsr.atomic_io import atomic_write_path
 from cliplit_basicsr.errors import OptionError
+from cliplit_basicsr.image_io import write_png
 from cliplit_basicsr.inference import enhance_tensor
 from cliplit_basicsr.metrics import needs_reference
-
-
-def save_png(img: np.ndarray, path: str) -> None:
-    """Write an HWC BGR uint8 image as PNG, atomically, creating its folder."""
-    ok, encoded = cv2.imencode('.png', img)
-    if not ok:
-        raise OSError(f'cannot encode {path} as PNG')
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with atomic_write_path(path) as temporary, open(temporary, 'wb') as stream:
-        stream.write(encoded.tobytes())
 
 
 @MODEL_REGISTRY.register()
@@ -118,7 +106,9 @@ class CLIPLITEnhancerModel(SRModel):
                 torch.cuda.empty_cache()
 
             if save_img:
-                save_png(metric_data['img'], self._visualization_path(dataset_name, img_name, current_iter))
+                path = self._visualization_path(dataset_name, img_name, current_iter)
+                os.makedirs(osp.dirname(path), exist_ok=True)
+                write_png(path, metric_data['img'])
             for name, metric_opt in metric_opts.items():
                 if 'img2' in metric_data or not needs_reference(metric_opt['type']):
                     totals[name] += calculate_metric(metric_data, metric_opt)
