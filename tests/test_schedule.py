@@ -235,3 +235,32 @@ def test_authors_defaults():
     assert (o.check_period, o.window, o.restart_psnr, o.restart_after, o.restart_extension) == (20, 30, 8.0, 100,
                                                                                                  100)
     assert math.isinf(TrainingSchedule(o, False, False).state_dict()['best_score'])
+
+
+@pytest.mark.parametrize('order', ['code', 'paper'])
+def test_newest_slot_is_i_t_for_the_ranking_loss_under_both_orders(order):
+    """The model passes the outputs of ``ranking_slots()`` in order (newest, previous) to the ranking loss;
+    with ``order: code`` the newest (round 2) must be ranked more backlit than round 1, with ``paper`` less."""
+    from cliplit_basicsr.clip import negative_scores
+    from cliplit_basicsr.losses.cliplit_loss import PromptRankingLoss
+
+    schedule = TrainingSchedule(tiny(), prompt_init=False, reconstruction=False)
+    run(schedule, 10)  # now refining after round 2
+    text = torch.eye(4)[:2]  # negative prompt along e0, positive along e1
+
+    def feature(s_value):  # an image feature whose negative score S is s_value
+        angle = math.atan2(1.0, 1.0) - math.asin(math.log(s_value / (1 - s_value)) / 100 / math.sqrt(2))
+        return torch.tensor([[math.cos(angle), math.sin(angle), 0.0, 0.0]])
+
+    by_round = {1: feature(0.7), 2: feature(0.3)}  # the newest output already looks less backlit
+    sets = [by_round[schedule.slot_rounds[slot]] for slot in schedule.ranking_slots()]
+    backlit, welllit = feature(0.99), feature(0.01)
+    loss = PromptRankingLoss(loss_weight=1.0, order=order)(text, backlit, welllit, *sets)
+
+    s_new, s_prev = (float(negative_scores(f, text)) for f in sets)
+    assert (s_new, s_prev) == pytest.approx((0.3, 0.7), abs=1e-4)
+    more, less = (s_new, s_prev) if order == 'code' else (s_prev, s_new)
+    expected = (max(0, 0.9 - (0.99 - 0.01)) + max(0, 0.9 - (0.99 - more)) + max(0, 0.1 - (more - less)) +
+                max(0, 0.1 - (less - 0.01)))
+    assert float(loss) == pytest.approx(expected, abs=1e-4)
+    assert (max(0, 0.1 - (more - less)) > 0) == (order == 'code')  # only code order penalises I_t < I_{t-1}
