@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from basicsr.utils.registry import METRIC_REGISTRY
 
-from cliplit_basicsr.errors import CLIPLITError
+from cliplit_basicsr.errors import CLIPLITError, OptionError
 
 _OFFLINE_VALUES = {'1', 'ON', 'YES', 'TRUE'}
 _metrics: Dict[Tuple, torch.nn.Module] = {}
@@ -33,18 +33,19 @@ def _offline() -> bool:
     return os.environ.get('HF_HUB_OFFLINE', '').upper() in _OFFLINE_VALUES
 
 
-def _lpips_files(net: str = 'alex', version: str = '0.1', pretrained_model_path: Optional[str] = None,
-                 **_) -> List[Tuple[str, Path]]:
+def _lpips_files(net: str = 'alex', pretrained_model_path: Optional[str] = None, **_) -> List[Tuple[str, Path]]:
     """The (url, cache path) pairs pyiqa's LPIPS reads: its linear layers and torchvision's backbone."""
     from pyiqa.archs.lpips_arch import default_model_urls
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
     from pyiqa.utils.download_util import DEFAULT_CACHE_DIR
     from torchvision.models import AlexNet_Weights, VGG16_Weights
 
     backbones = {'alex': AlexNet_Weights, 'vgg': VGG16_Weights}
     if net not in backbones:
-        raise ValueError(f'metric lpips: net must be one of {sorted(backbones)}, got {net!r}')
+        raise OptionError(f'metric lpips: net must be one of {sorted(backbones)}, got {net!r}')
     files = [(backbones[net].IMAGENET1K_V1.url, Path(torch.hub.get_dir()) / 'checkpoints')]
     if pretrained_model_path is None:
+        version = DEFAULT_CONFIGS['lpips']['metric_opts']['version']
         files.append((default_model_urls[f'{version}_{net}'], Path(DEFAULT_CACHE_DIR)))
     return [(url, folder / Path(urlparse(url).path).name) for url, folder in files]
 
@@ -56,7 +57,7 @@ def _musiq_files(pretrained: str = 'koniq10k', pretrained_model_path: Optional[s
     from pyiqa.utils.download_util import DEFAULT_CACHE_DIR
 
     if pretrained not in default_model_urls:
-        raise ValueError(f'metric musiq: pretrained must be one of {sorted(default_model_urls)}, got {pretrained!r}')
+        raise OptionError(f'metric musiq: pretrained must be one of {sorted(default_model_urls)}, got {pretrained!r}')
     if pretrained_model_path is not None:
         return []
     url = default_model_urls[pretrained]
