@@ -34,10 +34,10 @@ from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.losses import build_loss
+from basicsr.metrics.psnr_ssim import calculate_psnr_pt
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
-from pyiqa.archs.psnr_arch import psnr as pyiqa_psnr
 from torch.utils.data import DataLoader, Dataset
 
 from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT
@@ -84,8 +84,8 @@ def check_options(opt: dict) -> None:
 
 
 def y_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean PSNR (dB) over the batch on the BT.601 Y channel, as the authors' pyiqa metric computes it."""
-    return pyiqa_psnr(output, target, test_y_channel=True, color_space='ycbcr').mean()
+    """Mean PSNR (dB) over the batch on the BT.601 Y channel, the formula of the authors' pyiqa metric."""
+    return calculate_psnr_pt(output, target, crop_border=0, test_y_channel=True).mean().float()
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:
