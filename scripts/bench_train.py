@@ -188,6 +188,21 @@ def main():
         print(f'{phase:<20}{len(timed):>6}{total / len(timed):>9.2f}{len(timed) / total:>9.3f}'
               f'{100 * wait / total:>10.1f}%{outputs:>14.1f}')
     print(f'peak RSS of the process tree: {memory.peak_rss:.2f} GiB; peak PSS: {memory.peak_pss:.2f} GiB')
+    print(f'loading one datasets.train batch (fetched and unused in every prompt iteration): '
+          f'{train_batch_seconds(option_file):.2f} CPU-s')
+
+
+def train_batch_seconds(option_file: Path) -> float:
+    """Single-process time to load one batch of ``datasets.train`` (what BasicSR's loader prepares)."""
+    from basicsr.data import build_dataset
+    dataset_opt = dict(yaml.safe_load(option_file.read_text())['datasets']['train'], phase='train')
+    dataset = build_dataset(dataset_opt)
+    batch = dataset_opt['batch_size_per_gpu']
+    dataset[0]  # open files / warm caches
+    t = time.process_time()
+    for i in range(batch):
+        dataset[i % len(dataset)]
+    return time.process_time() - t
 
 
 if __name__ == '__main__':
