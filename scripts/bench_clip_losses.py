@@ -1,0 +1,281 @@
+"""Benchmark CLIP-LIT's CLIP-side training steps against the authors' code structure (fp32 CPU by default).
+
+Full-size ViT-B-32-quickgelu and RN101-quickgelu with random weights (no download). Three steps:
+
+* ``enhance``: light-map network forward (CLIPLITNet, zero padding, init weights) on a batch of
+  ``--batch`` images of ``--size``², CLIP-Enhance + identity, backward to the network;
+* ``refine``: 4-tuple ranking, ``--prompt-batch`` images of ``--prompt-size``² per set, backward to the prompt;
+* ``init``: prompt-initialisation cross-entropy on ``--prompt-batch`` images.
+
+Variants, each run in its own process so that its peak RSS (VmHWM: models + activations) is its own:
+
+* ``authors``: the same maths structured as the authors' code: one image at a time through CLIP (ViT and
+  RN101 ``encode_image`` per image, the input side too), text features recomputed for every prompt
+  call (full 77 tokens), per-image similarity loops, autograd left on, and the five ViT-B/32 copies
+  their modules each load (train.py, clip_score.py and three data loaders) held in memory;
+* ``ours``: this package's losses and prompt pair (one batched CLIP pass per image set, image features
+  without autograd, text transformer up to the pooled token, one shared ViT and RN101);
+* ``ours-bf16`` (``--bf16``): ``ours`` with bf16 autocast of the CLIP forwards; its deviation from
+  ``ours`` on losses and gradients is printed.
+
+``--channels-last`` and ``--checkpoint-blocks`` run the network of ``ours`` channels-last and/or with
+activation checkpointing of its residual blocks: the training model would have to adopt them, so they
+are reported as separate variants. Example (small): ``python scripts/bench_clip_losses.py --batch 1
+--size 256 --prompt-batch 4 --iters 1``.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STEPS = ('enhance', 'refine', 'init')
+N_VIT_COPIES_AUTHORS = 5
+
+
+def peak_rss_gib() -> float:
+    with open('/proc/self/status') as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith('VmHWM'))
+    return kib / 2**20
+
+
+# ----------------------------------------------------------------------------------------------- child side
+def _models(variant):
+    """(vit, rn, extra copies): random full-size CLIPs, seeded so every variant gets the same weights."""
+    import torch
+    from cliplit_basicsr.clip import RN_MODEL, VIT_MODEL, load_clip
+    torch.manual_seed(0)
+    vit = load_clip(VIT_MODEL, None)
+    torch.manual_seed(1)
+    rn = load_clip(RN_MODEL, None)
+    copies = []
+    if variant == 'authors':
+        import open_clip
+        copies = [open_clip.create_model(VIT_MODEL, pretrained=None).eval().requires_grad_(False)
+                  for _ in range(N_VIT_COPIES_AUTHORS - 1)]
+    return vit, rn, copies
+
+
+def _prompt_pair(amp):
+    import torch
+    from cliplit_basicsr.archs.prompt_arch import CLIPLITPromptPair
+    pair = CLIPLITPromptPair(clip_pretrained=None, amp=amp)
+    with torch.no_grad():  # a non-degenerate prompt: the X-embedding plus seeded noise
+        pair.embedding.add_(0.02 * torch.randn(pair.embedding.shape, generator=torch.Generator().manual_seed(2)))
+    return pair
+
+
+class AuthorsStyle:
+    """The authors' per-image structure (clip_score.py, train.py's Prompts/TextEncoder), on open_clip models."""
+
+    def __init__(self, vit, rn, pair):
+        import torch
+        self.torch, self.vit, self.rn, self.pair = torch, vit, rn, pair
+
+    def _pre(self, image):
+        from cliplit_basicsr.clip import preprocess_images
+        return preprocess_images(image.unsqueeze(0))
+
+    def text_features(self):
+        """Their TextEncoder: the whole 77-token sequence, pooled at the X-prompt's end token."""
+        x = self.pair.embedding + self.vit.positional_embedding
+        x = self.vit.ln_final(self.vit.transformer(x, attn_mask=self.vit.attn_mask))
+        return x[self.torch.arange(2), self.pair.eot_indices] @ self.vit.text_projection
+
+    def clip_score(self, images, text):
+        score = 0
+        for image in images:
+            features = self.vit.encode_image(self._pre(image))
+            sim = (100.0 * features / features.norm(dim=-1, keepdim=True) @ (text / text.norm(dim=-1, keepdim=True)).T)
+            score = score + sim.softmax(dim=-1)[0][0]
+        return score / images.shape[0]
+
+    def identity(self, pred, inp, weights):
+        score = 0
+        for p, i in zip(pred, inp):
+            pred_out = self.rn.visual.forward_intermediates(self._pre(p))
+            inp_out = self.rn.visual.forward_intermediates(self._pre(i))
+            score = score + sum(w * self.torch.nn.functional.mse_loss(a.squeeze(0), b.squeeze(0)) for w, a, b in zip(
+                weights, pred_out['image_intermediates'], inp_out['image_intermediates']))
+        return score
+
+    def image_feature(self, image):
+        features = self.vit.encode_image(self._pre(image))
+        return features / features.norm(dim=-1, keepdim=True)
+
+    def prompt_scores(self, features, softmax=True):
+        text = self.text_features()  # recomputed at every call, as Prompts.forward does
+        rows = []
+        for f in features:
+            sim = 100.0 * f @ (text / self.torch.norm(text, dim=-1, keepdim=True)).T
+            rows.append(sim.softmax(dim=-1)[:, 0] if softmax else sim)
+        return self.torch.cat(rows, dim=0)
+
+
+def _fast_network(net, channels_last, checkpoint_blocks):
+    import torch
+    from torch.utils.checkpoint import checkpoint
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if checkpoint_blocks:
+        for name, block in net.named_children():
+            if name.startswith('ResidualBlock'):
+                block.forward = (lambda f: lambda x: checkpoint(f, x, use_reentrant=False))(block.forward)
+    return net
+
+
+def run_child(args) -> None:
+    import torch
+    import cliplit_basicsr  # noqa: F401  (registrations, BasicSR shim)
+    from cliplit_basicsr.losses.cliplit_loss import CLIPEnhanceLoss, CLIPIdentityLoss, PromptInitLoss, PromptRankingLoss
+    variant, step = args.child
+    amp = 'bf16' if variant.endswith('bf16') else None
+    vit, rn, copies = _models(variant)
+    pair = _prompt_pair(amp)
+    authors = AuthorsStyle(vit, rn, pair) if variant == 'authors' else None
+    gen = torch.Generator().manual_seed(3)
+    result = {}
+
+    if step == 'enhance':
+        from cliplit_basicsr.archs.checkpoint import load_checkpoint
+        from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+        net = load_checkpoint(CLIPLITNet(padding='zeros'), REPO_ROOT / 'cliplit_basicsr' / 'weights' /
+                              'init_enhancement_model.pth')
+        x = torch.rand(args.batch, 3, args.size, args.size, generator=gen)
+        if variant.startswith('ours'):
+            net = _fast_network(net, args.channels_last, args.checkpoint_blocks)
+            if args.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        clip_fn = CLIPEnhanceLoss(loss_weight=320.0, clip_pretrained=None, amp=amp)
+        identity_fn = CLIPIdentityLoss(loss_weight=25.0, clip_pretrained=None, amp=amp)
+        with torch.no_grad():
+            text = authors.text_features() if authors else pair()
+
+        def iteration():
+            net.zero_grad(set_to_none=True)
+            final = torch.clamp(x / (net(x) + 1e-9), 0, 1)
+            if authors:
+                clip_term = 320.0 * authors.clip_score(final, text)
+                identity_term = 25.0 * authors.identity(final, x, [1.0, 1.0, 1.0, 1.0, 0.5])
+            else:
+                clip_term, identity_term = clip_fn(final, text), identity_fn(final, x)
+            loss = clip_term + 0.9 * identity_term
+            loss.backward()
+            return loss, {n: p.grad for n, p in net.named_parameters()}
+    else:
+        sets = ('backlit', 'welllit', 'it', 'it1') if step == 'refine' else ('backlit', 'welllit')
+        n_per_set = args.prompt_batch if step == 'refine' else args.prompt_batch // 2
+        images = {s: torch.randint(0, 256, (n_per_set, 3, args.prompt_size, args.prompt_size), generator=gen) / 255.0
+                  for s in sets}
+        rank_fn, init_fn = PromptRankingLoss(loss_weight=200.0), PromptInitLoss()
+
+        def iteration():
+            pair.zero_grad(set_to_none=True)
+            if authors:  # features one image at a time (their data loaders), scores per prompt call
+                feats = {s: [authors.image_feature(img) for img in images[s]] for s in sets}
+                if step == 'refine':
+                    s_b, s_w, s_t, s_t1 = (authors.prompt_scores(feats[s]) for s in sets)
+                    ones = torch.ones_like(s_b)
+                    rank = torch.nn.functional.margin_ranking_loss
+                    loss = 200.0 * (rank(s_b, s_w, ones, margin=0.9) + rank(s_b, s_t, ones, margin=0.9) +
+                                    rank(s_t, s_t1, ones, margin=0.1) + rank(s_t1, s_w, ones, margin=0.1))
+                else:
+                    logits = authors.prompt_scores(feats['backlit'] + feats['welllit'], softmax=False)
+                    labels = torch.arange(len(logits)) >= n_per_set
+                    loss = torch.nn.functional.cross_entropy(logits, labels.long())
+            else:
+                feats = pair.encode_images(torch.cat([images[s] for s in sets])).split(n_per_set)
+                text = pair()
+                loss = rank_fn(text, *feats) if step == 'refine' else init_fn(text, *feats)
+            loss.backward()
+            return loss, {'embedding': pair.embedding.grad}
+
+    for _ in range(args.warmup):
+        iteration()
+    start = time.perf_counter()
+    for _ in range(args.iters):
+        loss, grads = iteration()
+    result['sec_per_iter'] = (time.perf_counter() - start) / args.iters
+    result['peak_rss_gib'] = peak_rss_gib()
+    result['loss'] = loss.item()
+    torch.save({k: v.detach().float().clone() for k, v in grads.items()}, args.grads_out)
+    del copies
+    print('RESULT ' + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- parent side
+def _run_variant(args, variant, step, workdir):
+    grads = Path(workdir) / f'{variant}-{step}.pt'
+    cmd = [sys.executable, os.path.abspath(__file__), '--child', variant, step, '--grads-out', str(grads)]
+    for flag in ('batch', 'size', 'prompt_batch', 'prompt_size', 'iters', 'warmup'):
+        cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    cmd += ['--channels-last'] * args.channels_last + ['--checkpoint-blocks'] * args.checkpoint_blocks
+    env = dict(os.environ, HF_HUB_OFFLINE='1', PYTHONPATH=f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith('RESULT ')), None)
+    if proc.returncode or line is None:
+        sys.exit(f'bench_clip_losses: {variant}/{step} failed: {(proc.stderr.strip().splitlines() or ["?"])[-1]}')
+    result = json.loads(line[len('RESULT '):])
+    result['grads'] = grads
+    return result
+
+
+def _deviation(a, b):
+    """(relative loss deviation, max over gradients of max|a-b| / max|b|) of run a against run b."""
+    import torch
+    ga, gb = torch.load(a['grads']), torch.load(b['grads'])
+    grad_dev = max(((ga[k] - gb[k]).abs().max() / gb[k].abs().max().clamp_min(1e-30)).item() for k in gb)
+    return abs(a['loss'] - b['loss']) / max(abs(b['loss']), 1e-30), grad_dev
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--steps', default=','.join(STEPS), help='comma-separated subset of enhance,refine,init')
+    parser.add_argument('--batch', type=int, default=8, help='enhancement batch')
+    parser.add_argument('--size', type=int, default=512, help='enhancement image side')
+    parser.add_argument('--prompt-batch', type=int, default=16, help='prompt batch (per set for refine)')
+    parser.add_argument('--prompt-size', type=int, default=256, help='prompt image side')
+    parser.add_argument('--iters', type=int, default=2, help='timed iterations per step')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed iterations first')
+    parser.add_argument('--bf16', action='store_true', help='also run bf16 autocast of the CLIP forwards')
+    parser.add_argument('--channels-last', action='store_true', help='ours: channels-last network (model change)')
+    parser.add_argument('--checkpoint-blocks', action='store_true',
+                        help='ours: checkpoint the residual blocks (model/arch change)')
+    parser.add_argument('--child', nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument('--grads-out', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return run_child(args)
+    steps = [s for s in args.steps.split(',') if s]
+    if set(steps) - set(STEPS):
+        parser.error(f'--steps: unknown {sorted(set(steps) - set(STEPS))}')
+    variants = ['authors', 'ours'] + ['ours-bf16'] * args.bf16
+    targets = {'enhance': 3.0, 'refine': 10.0, 'init': 5.0}
+    print(f'enhance: batch {args.batch} @ {args.size}; refine/init: batch {args.prompt_batch} @ {args.prompt_size}; '
+          f'{args.iters} timed iteration(s) after {args.warmup} warm-up; {len(os.sched_getaffinity(0))} CPUs '
+          f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); "
+          f"ours network: {'channels-last' if args.channels_last else 'plain'}"
+          f"{' + checkpointed blocks' if args.checkpoint_blocks else ''}")
+    header = f"{'step':8} {'variant':10} {'s/iter':>8} {'peak RSS GiB':>13} {'speed-up':>9} {'target':>7} " \
+             f"{'loss':>12} {'loss dev':>9} {'grad dev':>9}"
+    print(header)
+    print('-' * len(header))
+    with tempfile.TemporaryDirectory() as workdir:
+        for step in steps:
+            runs = {v: _run_variant(args, v, step, workdir) for v in variants}
+            for variant, run in runs.items():
+                speed = runs['authors']['sec_per_iter'] / run['sec_per_iter']
+                loss_dev, grad_dev = _deviation(run, runs['ours'] if variant != 'ours' else runs['authors'])
+                target = f"{targets[step]:.0f}x" if variant == 'ours' else ''
+                print(f"{step:8} {variant:10} {run['sec_per_iter']:8.2f} {run['peak_rss_gib']:13.2f} {speed:8.2f}x "
+                      f"{target:>7} {run['loss']:12.6g} {loss_dev:9.1e} {grad_dev:9.1e}", flush=True)
+    print('loss/grad dev: relative deviation from ours (authors, ours-bf16) or from authors (ours); '
+          'grad dev = max over tensors of max|a-b|/max|b|. Target for enhance peak RSS: <= 8 GiB.')
+
+
+if __name__ == '__main__':
+    main()
