@@ -149,6 +149,8 @@ def load_clip(model_name: str = VIT_MODEL,
     submodule by this package, so it stays out of state dicts, checkpoints, optimizers and DDP.
     """
     device = _device_key(device)
+    if pretrained is not None and os.path.isfile(pretrained):
+        pretrained = os.path.realpath(pretrained)  # one model per file, however the path is spelled
     key = (model_name, None if pretrained is None else str(pretrained), str(device), precision)
     if key not in _MODELS:
         model = _build(model_name, key[1], device, precision).eval()

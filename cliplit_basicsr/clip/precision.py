@@ -22,6 +22,9 @@ def clip_autocast(device: torch.device, amp: Optional[str]) -> ContextManager:
     """Autocast context for a CLIP forward on ``device``; a no-op when ``amp`` is off.
 
     CUDA takes bf16 or fp16; on CPU only bf16 is offered (CPU fp16 autocast is slower than fp32).
+    Measured with torch 2.11/2.14: CPU bf16 autocast of open_clip's ViT is *slower* than fp32, because
+    ``nn.MultiheadAttention`` feeds a transposed (non-contiguous) input to its in-projection, for which
+    the bf16 matmul copies the weight once per sequence position; CUDA is unaffected.
     """
     amp = check_amp(amp)
     if amp is None:
