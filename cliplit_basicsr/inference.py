@@ -16,7 +16,6 @@ The computation is the network's own, rearranged for speed and bounded memory:
 fp32.
 """
 import contextlib
-import ctypes
 import math
 from typing import Callable, List, Optional, Tuple
 
@@ -37,20 +36,6 @@ Reader = Callable[[Region], torch.Tensor]
 Writer = Callable[[Region, torch.Tensor], None]
 Border = Tuple[bool, bool, bool, bool]  # which sides (top, bottom, left, right) lie on the image border
 NO_BORDER: Border = (False, False, False, False)
-
-
-def keep_freed_memory() -> None:
-    """Ask glibc to recycle freed tensor buffers instead of unmapping them.
-
-    Tile-sized activations exceed glibc's mmap threshold, so by default every one is freshly mapped and
-    page-faulted in; recycling them keeps the kernel out of the inner loop. No-op off glibc.
-    """
-    try:
-        libc = ctypes.CDLL('libc.so.6')
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], reflect: Border) -> torch.Tensor:
@@ -178,24 +163,29 @@ class FastCLIPLIT:
         return nhwc.view(batch, y1 - y0, width, -1).permute(0, 3, 1, 2)
 
     # --- driving it -------------------------------------------------------------------------------
-    def _tiles(self, height: int, width: int) -> List[Region]:
+    def _tiles(self, height: int, width: int, halo: int) -> List[Tuple[Region, Region, Border]]:
+        """(core, window, border) per tile: cores partition the image; each window holds its core plus
+        ``halo`` pixels on every side that is not on the image border. All windows have the same size
+        (windows at the border shift inwards rather than shrink), so every tile's buffers are alike."""
         if not self.tile:
-            return [(0, height, 0, width)]
-        return [(y0, y1, x0, x1) for y0, y1 in _split(height, self.tile) for x0, x1 in _split(width, self.tile)]
-
-    @staticmethod
-    def _grow(region: Region, halo: int, height: int, width: int) -> Tuple[Region, Border]:
-        """``region`` grown by ``halo`` within the image, and which of its sides are on the image border."""
-        y0, y1, x0, x1 = region
-        grown = max(0, y0 - halo), min(height, y1 + halo), max(0, x0 - halo), min(width, x1 + halo)
-        return grown, (grown[0] == 0, grown[1] == height, grown[2] == 0, grown[3] == width)
+            return [((0, height, 0, width), (0, height, 0, width), (True, True, True, True))]
+        axes = []
+        for length in (height, width):
+            cores = _split(length, self.tile)
+            size = min(length, max(end - start for start, end in cores) + 2 * halo)
+            axes.append([(core, min(max(core[0] - halo, 0), length - size), size) for core in cores])
+        tiles = []
+        for (y0, y1), wy, sy in axes[0]:
+            for (x0, x1), wx, sx in axes[1]:
+                border = (wy == 0, wy + sy == height, wx == 0, wx + sx == width)
+                tiles.append(((y0, y1, x0, x1), (wy, wy + sy, wx, wx + sx), border))
+        return tiles
 
     def _pooled_stats(self, read: Reader, batch: int, height: int, width: int) -> List[torch.Tensor]:
         """First pass: the PPM's adaptive averages of the whole image's head features, tile by tile."""
         bounds = [(_adaptive_bounds(height, b), _adaptive_bounds(width, b)) for b in PPM_BINS]
         sums = [torch.zeros(batch, 32, b, b, dtype=torch.float64, device=self.device) for b in PPM_BINS]
-        for core in self._tiles(height, width):
-            outer, border = self._grow(core, HEAD_HALO, height, width)
+        for core, outer, border in self._tiles(height, width, HEAD_HALO):
             feat = self._head(read(outer), border)
             y0, y1, x0, x1 = core
             feat = feat[:, :, y0 - outer[0]:y1 - outer[0], x0 - outer[2]:x1 - outer[2]].float()
@@ -231,22 +221,19 @@ class FastCLIPLIT:
         """
         if height < 2 or width < 2:
             raise ValueError(f'image is {height}x{width}; CLIP-LIT needs at least 2x2 pixels')
-        if self.device.type == 'cpu':
-            keep_freed_memory()
         size = (height, width)
         with self._exact_math():
-            tiles = self._tiles(height, width)
-            if len(tiles) == 1:
-                everywhere = (True, True, True, True)
-                image = read(tiles[0])
+            whole = self._tiles(height, width, 0)
+            if len(whole) == 1:  # one tile: the whole image, no second pass
+                (region, _, everywhere), = whole
+                image = read(region)
                 feat = self._head(image, everywhere)
                 pooled = [F.adaptive_avg_pool2d(feat.float(), b) for b in PPM_BINS]
-                light = self._tail(feat, self._branches(pooled, size, tiles[0]), everywhere)
-                write(tiles[0], torch.clamp(image / light, 0, 1))
+                light = self._tail(feat, self._branches(pooled, size, region), everywhere)
+                write(region, torch.clamp(image / light, 0, 1))
                 return
             pooled = self._pooled_stats(read, batch, height, width)
-            for core in tiles:
-                outer, border = self._grow(core, HEAD_HALO + TAIL_HALO, height, width)
+            for core, outer, border in self._tiles(height, width, HEAD_HALO + TAIL_HALO):
                 image = read(outer)
                 light = self._tail(self._head(image, border), self._branches(pooled, size, outer), border)
                 crop = (slice(None), slice(None), slice(core[0] - outer[0], core[1] - outer[0]),

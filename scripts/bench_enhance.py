@@ -1,0 +1,117 @@
+"""Benchmark ``CLIPLITEnhancer``: seconds per megapixel, MP/s and peak RSS, per precision path.
+
+Workloads: the public sample photos (``cliplit_basicsr/samples``) and a synthetic 24 MP image. Each
+(precision, workload) runs in a fresh subprocess so that its peak resident memory (``ru_maxrss``:
+interpreter, torch and the image arrays included) is its own. Timing covers ``enhance()`` only, after a
+small warm-up; images are read beforehand. The bf16 error against the fp32 path is measured on the 8-bit
+outputs of the samples (max and mean, in 1/255 units). Example: ``python scripts/bench_enhance.py``.
+"""
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = REPO_ROOT / 'cliplit_basicsr' / 'samples'
+SYNTHETIC_SIZE = (4000, 6000)  # 24 MP
+AUTHORS = {'s/MP': 6.7, 'peak GiB': 6.0}  # the authors' inference on this machine (issue 3)
+TARGET_FP32_S_PER_MP, TARGET_RSS_GB, TARGET_FAST_S_PER_MP = 2.0, 1.5, 0.67
+
+
+def synthetic_image(height: int, width: int) -> np.ndarray:
+    """A backlit-looking BGR uint8 image: a bright sky over a dark, textured foreground."""
+    rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
+    cols = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
+    luminance = 0.9 - 0.8 * (rows > 0.4 + 0.1 * np.sin(12 * cols)) + 0.05 * np.sin(200 * cols + 90 * rows)
+    image = np.empty((height, width, 3), np.uint8)
+    for channel, tint in enumerate((1.0, 0.9, 0.8)):
+        image[:, :, channel] = np.clip(luminance * tint * 255, 0, 255).astype(np.uint8)
+    return image
+
+
+def run_child(precision: str, workload: str, tile: int, out_dir: str) -> dict:
+    """Enhance the workload in this process; report time, megapixels and peak RSS."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from cliplit_basicsr.enhancer import CLIPLITEnhancer
+    from cliplit_basicsr.image_io import read_image, write_png
+
+    enhancer = CLIPLITEnhancer('official', 'cpu', precision, tile)
+    if workload == 'samples':
+        images = {path.stem: read_image(path) for path in sorted(SAMPLES.glob('*.jpg'))}
+    else:
+        images = {'synthetic': synthetic_image(*SYNTHETIC_SIZE)}
+    enhancer.enhance(next(iter(images.values()))[:96, :96])  # warm-up: oneDNN kernel creation
+    seconds, megapixels = 0.0, 0.0
+    for stem, image in images.items():
+        start = time.perf_counter()
+        enhanced = enhancer.enhance(image)
+        seconds += time.perf_counter() - start
+        megapixels += image.shape[0] * image.shape[1] / 1e6
+        if workload == 'samples':
+            write_png(Path(out_dir) / f'{stem}.png', enhanced)
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    return {'seconds': seconds, 'megapixels': megapixels, 'peak_gb': peak_gb}
+
+
+def measure(precision: str, workload: str, tile: int, out_dir: Path) -> dict:
+    command = [sys.executable, __file__, '--child', precision, workload, '--tile', str(tile), '--out', str(out_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode:
+        sys.exit(f'error: {precision} {workload} failed:\n{result.stderr}')
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def output_error(fp32_dir: Path, other_dir: Path) -> tuple:
+    """Max and mean absolute difference of the 8-bit outputs over all samples, in 1/255 units."""
+    import cv2
+    diffs = [np.abs(cv2.imread(str(p)).astype(np.int16) - cv2.imread(str(other_dir / p.name)).astype(np.int16))
+             for p in sorted(fp32_dir.glob('*.png'))]
+    return max(int(d.max()) for d in diffs), float(np.concatenate([d.ravel() for d in diffs]).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--precisions', nargs='+', default=['fp32', 'bf16'])
+    parser.add_argument('--workloads', nargs='+', default=['samples', 'synthetic24mp'])
+    parser.add_argument('--tile', type=int, default=None, help='tile size (default: the enhancer default)')
+    parser.add_argument('--child', nargs=2, metavar=('PRECISION', 'WORKLOAD'), help=argparse.SUPPRESS)
+    parser.add_argument('--out', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.tile is None:
+        sys.path.insert(0, str(REPO_ROOT))
+        from cliplit_basicsr.inference import DEFAULT_TILE
+        args.tile = DEFAULT_TILE
+    if args.child:
+        print(json.dumps(run_child(*args.child, args.tile, args.out)))
+        return
+
+    print(f'CLIPLITEnhancer on CPU, tile {args.tile}; authors: {AUTHORS["s/MP"]} s/MP, {AUTHORS["peak GiB"]} GiB peak')
+    print(f'targets: fp32 <= {TARGET_FP32_S_PER_MP} s/MP, reduced precision <= {TARGET_FAST_S_PER_MP} s/MP, '
+          f'peak RSS <= {TARGET_RSS_GB} GB\n')
+    header = f'{"precision":<10}{"workload":<16}{"MP":>7}{"s/MP":>8}{"MP/s":>8}{"x authors":>11}{"peak RSS GB":>13}'
+    print(header)
+    print('-' * len(header))
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in args.precisions:
+            for workload in args.workloads:
+                out_dir = Path(tmp) / precision
+                out_dir.mkdir(exist_ok=True)
+                r = measure(precision, workload, args.tile, out_dir)
+                s_per_mp = r['seconds'] / r['megapixels']
+                print(f'{precision:<10}{workload:<16}{r["megapixels"]:>7.1f}{s_per_mp:>8.2f}{1 / s_per_mp:>8.3f}'
+                      f'{AUTHORS["s/MP"] / s_per_mp:>10.1f}x{r["peak_gb"]:>13.2f}', flush=True)
+        if 'samples' in args.workloads and 'fp32' in args.precisions:
+            for precision in args.precisions:
+                if precision != 'fp32':
+                    worst, mean = output_error(Path(tmp) / 'fp32', Path(tmp) / precision)
+                    print(f'\n{precision} vs fp32 on the samples (8-bit outputs): max {worst}/255, mean {mean:.3f}/255')
+
+
+if __name__ == '__main__':
+    main()
