@@ -238,8 +238,6 @@ def test_kill_during_save_leaves_previous_state_loadable(tmp_path, data_dir, par
 
     option_file = write_options(tmp_path, data_dir, parity_dir)
     exp = experiment(tmp_path)
-    for sub in ('models', 'training_states'):
-        (exp / sub).mkdir(parents=True)
     first = tmp_path / 'first.state'
     model = restored_model_fresh(tmp_path, option_file)
     model.save(0, 4)
@@ -269,12 +267,16 @@ def test_kill_during_save_leaves_previous_state_loadable(tmp_path, data_dir, par
     assert_restored_equals_saved(restored, torch.load(first, weights_only=True), exp / 'models', 4)
 
 
-def restored_model_fresh(workdir: Path, option_file: Path):
-    """The model as a new run builds it (no resume)."""
+def restored_model_fresh(workdir: Path, option_file: Path, edit=None):
+    """The model as a new run builds it (no resume); ``edit(opt)`` may change the options first."""
     from basicsr.models import build_model
 
     opt = yaml.safe_load(option_file.read_text())
+    if edit is not None:
+        edit(opt)
     exp = experiment(workdir)
+    for sub in ('models', 'training_states'):
+        (exp / sub).mkdir(parents=True, exist_ok=True)
     opt.update(dist=False, rank=0, world_size=1, is_train=True, auto_resume=False, root_path=str(workdir))
     opt['path'].update(experiments_root=str(exp), models=str(exp / 'models'), training_states=str(exp / 'training_states'),
                        log=str(exp), visualization=str(exp / 'visualization'))
@@ -311,3 +313,33 @@ def test_unknown_option_through_basicsr_train(tmp_path, data_dir, parity_dir):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith('error: unknown option train.schedule.enhancment_iters'), result.stderr[-2000:]
     assert 'Traceback' not in result.stderr
+
+
+def test_fixed_prompts_ablation_trains_only_the_network(tmp_path, parity_dir):
+    """``prompt_learning: false``: the pair stays the init texts' embedding, rounds are enhancement only, and the
+    default ``pretrain_network_g: init`` (the authors' network after reconstruction) skips reconstruction."""
+    from cliplit_basicsr.archs.checkpoint import read_state_dict
+    from cliplit_basicsr.models.cliplit_model import INIT_CHECKPOINT
+    from cliplit_basicsr.models.schedule import Phase
+
+    def fixed_prompts(opt):
+        opt['train']['schedule']['prompt_learning'] = False
+        opt['network_prompt']['init_texts'] = ['backlit', 'well-lit']
+        opt['path']['pretrain_network_g'] = 'init'
+        del opt['prompt_dataset']
+
+    option_file = write_options(tmp_path, tmp_path, parity_dir)
+    model = restored_model_fresh(tmp_path, option_file, fixed_prompts)
+    prompt = model.get_bare_model(model.net_prompt).embedding.detach().clone()
+    initial = read_state_dict(INIT_CHECKPOINT)
+    assert all(torch.equal(v, initial[k]) for k, v in model.get_bare_model(model.net_g).state_dict().items())
+    torch.manual_seed(0)
+    phases = []
+    for it in range(1, 6):
+        phases.append((model.schedule.phase, model.schedule.round))
+        model.feed_data({'backlit': torch.rand(2, 3, 32, 32)})
+        model.optimize_parameters(it)
+    assert phases == [(Phase.ENHANCEMENT, 1)] * 2 + [(Phase.ENHANCEMENT, 2)] * 2 + [(Phase.ENHANCEMENT, 3)]
+    assert torch.equal(model.get_bare_model(model.net_prompt).embedding, prompt)
+    assert not all(torch.equal(v, initial[k]) for k, v in model.get_bare_model(model.net_g).state_dict().items())
+    assert set(model.log_dict) == {'round', 'l_clip', 'l_identity', 'l_enhance'}
