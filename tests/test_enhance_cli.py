@@ -145,8 +145,9 @@ def test_cli_folder(input_folder, tmp_path, capsys):
 
 
 def test_cli_single_file_matches_api(input_folder, tmp_path, enhancer):
-    assert main(['-i', str(input_folder / 'colour.jpg'), '-o', str(tmp_path), '--device', 'cpu', '--tile', '16']) == 0
-    assert np.array_equal(read_image(tmp_path / 'colour.png'), enhancer.enhance(read_image(input_folder / 'colour.jpg')))
+    source = input_folder / 'colour.jpg'
+    assert main(['-i', str(source), '-o', str(tmp_path), '--device', 'cpu', '--tile', '16']) == 0
+    assert np.array_equal(read_image(tmp_path / 'colour.png'), enhancer.enhance(read_image(source)))
 
 
 @pytest.mark.parametrize('args, message', [
