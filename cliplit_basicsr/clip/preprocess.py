@@ -4,14 +4,15 @@ Each image is squashed as a whole (no crop) to the model's input size with bilin
 ``align_corners=False`` and **no antialiasing** (tensor resizing did not antialias in torchvision 0.14;
 today's default does and moves the losses by percents), then normalised with CLIP's mean and std.
 """
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from .precision import clip_autocast
+from .loading import low_precision_image_tower
+from .precision import clip_autocast, runs_on_bf16_weights
 
 
 def _input_size(model: open_clip.CLIP) -> tuple:
@@ -29,18 +30,32 @@ def preprocess_images(images: torch.Tensor, size: tuple = (224, 224)) -> torch.T
     return (x - mean) / std
 
 
+def _image_tower_forward(model: open_clip.CLIP, images: torch.Tensor, amp: Optional[str],
+                         forward: Callable[[torch.nn.Module, torch.Tensor], object]):
+    """``forward(image_tower, pixels)`` on the preprocessed ``images`` in the precision ``amp`` asks for.
+
+    CPU bf16 runs a cached bf16 copy of the tower on bf16 pixels (see :func:`runs_on_bf16_weights`);
+    otherwise the tower runs under :func:`clip_autocast` (a no-op in fp32).
+    """
+    pixels = preprocess_images(images, _input_size(model))
+    if runs_on_bf16_weights(images.device, amp):
+        return forward(low_precision_image_tower(model, torch.bfloat16), pixels.to(torch.bfloat16))
+    with clip_autocast(images.device, amp):
+        return forward(model.visual, pixels)
+
+
 def image_features(model: open_clip.CLIP, images: torch.Tensor, amp: Optional[str] = None,
                    normalize: bool = False) -> torch.Tensor:
-    """CLIP image embeddings (B,D) of a batch in [0,1], in float32; differentiable w.r.t. ``images``."""
-    with clip_autocast(images.device, amp):
-        features = model.encode_image(preprocess_images(images, _input_size(model)))
-    features = features.float()
+    """CLIP image embeddings (B,D) of a batch in [0,1], in float32; differentiable w.r.t. ``images``.
+
+    The same as ``model.encode_image`` (which is ``model.visual``) on the preprocessed batch.
+    """
+    features = _image_tower_forward(model, images, amp, lambda visual, pixels: visual(pixels)).float()
     return F.normalize(features, dim=-1) if normalize else features
 
 
 def resnet_feature_maps(model: open_clip.CLIP, images: torch.Tensor, amp: Optional[str] = None) -> List[torch.Tensor]:
     """The five ModifiedResNet maps [stem (after its avg-pool), layer1, ..., layer4] of a batch, in float32."""
-    with clip_autocast(images.device, amp):
-        maps = model.visual.forward_intermediates(preprocess_images(images, _input_size(model)),
-                                                  intermediates_only=True)['image_intermediates']
+    maps = _image_tower_forward(model, images, amp, lambda visual, pixels: visual.forward_intermediates(
+        pixels, intermediates_only=True)['image_intermediates'])
     return [m.float() for m in maps]
