@@ -106,9 +106,9 @@ class FastCLIPLIT:
             k: (v.to(self.dtype).contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v.to(self.dtype))
             for k, v in state.items()
         }
-        self.ppm_weights = [(state[f'PPM1.features.{i}.1.weight'].float(), state[f'PPM1.features.{i}.2.weight'].float())
-                            for i in range(len(PPM_BINS))]
-        self.slopes = {k: float(v) for k, v in state.items() if v.numel() == 1 and 'PPM1' in k}
+        self.ppm_weights = [(state[f'PPM1.features.{i}.1.weight'].float(),
+                             state[f'PPM1.features.{i}.2.weight'].float()) for i in range(len(PPM_BINS))]
+        self.fuse_slope = float(state['PPM1.fuse.1.weight'])
 
     # --- the network, layer by layer -------------------------------------------------------------
     def _cond(self, name: str, x: torch.Tensor, border: Border) -> torch.Tensor:
@@ -131,7 +131,7 @@ class FastCLIPLIT:
         """PPM fuse .. cond_add1: the light map from the head features and the upsampled PPM branches."""
         fused = _conv(torch.cat([feat, branches.to(self.dtype)], 1), self.weights['PPM1.fuse.0.weight'], None,
                       NO_BORDER)
-        feat = F.leaky_relu_(fused, self.slopes['PPM1.fuse.1.weight'])  # PReLU with one slope
+        feat = F.leaky_relu_(fused, self.fuse_slope)  # a one-parameter PReLU is a leaky ReLU
         feat = self._cond('condx', feat, border)
         for block in ('ResidualBlock3', 'ResidualBlock4'):
             feat = self._residual_block(block, feat, border)
