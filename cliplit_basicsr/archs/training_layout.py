@@ -4,9 +4,10 @@ Two independent, exact rearrangements of the network's training forward/backward
 
 * **channels-last** parameters and activations, so oneDNN runs the 3x3 convs (forward and both
   backward passes) without reordering every activation to and from its blocked layout;
-* **activation checkpointing** (non-reentrant) of the six residual blocks, the bulk of the activations:
-  only each block's input is kept and the block is recomputed during backward, which bounds peak memory
-  at batch 8 @ 512 for about one extra forward of the blocks.
+* **activation checkpointing** (non-reentrant) of the six residual blocks and the pyramid pooling, which
+  hold the bulk of the activations (each keeps two or three full-size maps, the reflect-padded copies
+  included): only each block's input is kept and the block is recomputed during backward, which bounds
+  peak memory at batch 8 @ 512 for about one extra forward of those blocks.
 
 Both keep the module, its parameter names and its state dict unchanged (checkpointing wraps the blocks'
 ``forward`` on the instance, not their classes), so BasicSR saves, loads and wraps it in DDP as before.
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-RESIDUAL_BLOCKS = tuple(f'ResidualBlock{i}' for i in range(1, 7))
+HEAVY_BLOCKS = tuple(f'ResidualBlock{i}' for i in range(1, 7)) + ('PPM1', )
 
 
 class _Checkpointed:
@@ -33,15 +34,15 @@ class _Checkpointed:
 
 
 def prepare_for_training(net: nn.Module, channels_last: bool = True,
-                         checkpoint_blocks: Iterable[str] = RESIDUAL_BLOCKS) -> nn.Module:
+                         checkpoint_blocks: Iterable[str] = HEAVY_BLOCKS) -> nn.Module:
     """Convert a CLIPLITNet in place for fast training; returns it. Gradients equal the plain network's.
 
     Args:
         net: the enhancement network (a ``CLIPLITNet``; the blocks are looked up by name).
         channels_last: store the conv weights channels-last; inputs are converted on the way in
             (a forward pre-hook), so callers keep passing ordinary NCHW batches.
-        checkpoint_blocks: names of the submodules to checkpoint (default: the six residual blocks;
-            ``()`` for none).
+        checkpoint_blocks: names of the submodules to checkpoint (default: the six residual blocks and
+            ``PPM1``; ``()`` for none).
     """
     blocks = dict(net.named_children())
     unknown = [name for name in checkpoint_blocks if name not in blocks]
