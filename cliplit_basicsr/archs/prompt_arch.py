@@ -73,8 +73,12 @@ class CLIPLITPromptPair(nn.Module):
         """The shared frozen CLIP on this module's device."""
         return load_clip(self.clip_model, self.clip_pretrained, self.embedding.device)
 
-    def forward(self) -> torch.Tensor:
-        """Text features (2, embed_dim) of the pair, unnormalised; differentiable w.r.t. ``embedding``."""
+    def forward(self, *placeholder) -> torch.Tensor:
+        """Text features (2, embed_dim) of the pair, unnormalised; differentiable w.r.t. ``embedding``.
+
+        Positional arguments are ignored: DDP with CUDA device ids cannot forward a call without any
+        (its input scattering then yields no argument tuple), so the training model passes ``None``.
+        """
         return encode_token_embeddings(self.clip(), self.embedding, self.eot_indices, self.amp)
 
     @torch.no_grad()

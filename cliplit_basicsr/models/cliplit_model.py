@@ -313,7 +313,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
                 enhanced = self._enhanced_outputs(slot)[batch['index']].float() / 255
                 sets.append(augment_batch(enhanced, batch['aug']))
         features = prompt.encode_images(torch.cat(sets).to(self.device)).split(len(batch['backlit']))
-        text = self.net_prompt()
+        text = self.net_prompt(None)  # a placeholder argument: see CLIPLITPromptPair.forward
         if phase is Phase.PROMPT_INIT:
             terms = {'l_prompt_init': self.cri_prompt_init(text, *features)}
         else:
