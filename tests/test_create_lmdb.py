@@ -77,6 +77,8 @@ def test_round_trip_through_the_dataset(tmp_path):
     loader = torch.utils.data.DataLoader(from_lmdb, batch_size=3, num_workers=2)
     torch.testing.assert_close(torch.cat([batch['backlit'][:, :, :8, :8] for batch in loader]),
                                torch.stack([from_folder[i]['backlit'][:, :8, :8] for i in range(6)]), rtol=0, atol=0)
+    # A second dataset on the same LMDB in the same process (the training model's two phases do this).
+    torch.testing.assert_close(_dataset(lmdb_path, 'lmdb')[2]['backlit'], from_folder[2]['backlit'], rtol=0, atol=0)
 
 
 def test_several_folders_with_explicit_outputs(tmp_path):

@@ -9,7 +9,7 @@ grayscale is replicated to RGB, an alpha channel is dropped (as ``PIL.Image.conv
 16-bit images are scaled by 1/65535 and resized in float.
 """
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -72,18 +72,40 @@ def decode_image(content: Optional[bytes], name: str) -> np.ndarray:
     return to_rgb(img, name)
 
 
+_lmdb_clients: Dict[str, FileClient] = {}
+_lmdb_clients_pid: Optional[int] = None
+
+
+def _lmdb_client(root: str, backend: dict) -> FileClient:
+    """The process's one FileClient for the LMDB at ``root``, shared by every dataset reading it.
+
+    py-lmdb refuses a second handle on an environment that is open in the process, also in a child forked
+    after the parent opened it; so each process opens each LMDB once, and closes inherited handles first.
+    """
+    global _lmdb_clients_pid
+    if _lmdb_clients_pid != os.getpid():
+        for client in _lmdb_clients.values():
+            for env in client.client._client.values():
+                env.close()
+        _lmdb_clients.clear()
+        _lmdb_clients_pid = os.getpid()
+    key = os.path.realpath(root)
+    if key not in _lmdb_clients:
+        _lmdb_clients[key] = FileClient('lmdb', db_paths=[root], client_keys=['default'], **backend)
+    return _lmdb_clients[key]
+
+
 class ImageSource:
     """The images of one root (a folder, or an ``.lmdb`` made by ``scripts/create_lmdb.py``).
 
-    ``names`` are file paths (disk) or LMDB keys, sorted. The file client is opened lazily by the process
-    that reads (an LMDB environment must not cross a fork, nor be pickled for a spawned worker).
+    ``names`` are file paths (disk) or LMDB keys, sorted. An LMDB is opened lazily, once per reading
+    process (see ``_lmdb_client``), so no environment crosses a fork or is pickled for a spawned worker.
     """
 
     def __init__(self, root: str, io_backend: dict, option: str) -> None:
         self.root = os.path.expanduser(str(root))
         self.backend = dict(io_backend)
         self.backend_type = self.backend.pop('type', 'disk')
-        self._client, self._client_pid = None, None
         if not os.path.isdir(self.root):
             raise DataError(f'{option}: folder {self.root} does not exist')
         if self.backend_type == 'disk':
@@ -116,20 +138,11 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self.names)
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, '_client': None, '_client_pid': None}
-
     def _read(self, name: str) -> Optional[bytes]:
         try:
-            if self._client_pid != os.getpid():
-                if self._client is not None and self.backend_type == 'lmdb':
-                    # Inherited across a fork: py-lmdb will not open a second handle on an open environment.
-                    for env in self._client.client._client.values():
-                        env.close()
-                self._client = (FileClient('lmdb', db_paths=[self.root], client_keys=['default'], **self.backend)
-                                if self.backend_type == 'lmdb' else FileClient('disk', **self.backend))
-                self._client_pid = os.getpid()
-            return self._client.get(name, 'default')
+            if self.backend_type == 'lmdb':
+                return _lmdb_client(self.root, self.backend).get(name, 'default')
+            return FileClient('disk', **self.backend).get(name)
         except Exception as err:  # OSError from disk, lmdb.Error from LMDB: report the file, one line
             raise ImageReadError(f'{self._describe(name)}: cannot read ({err})') from err
 
