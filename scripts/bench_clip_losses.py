@@ -14,14 +14,14 @@ Variants, each run in its own process so that its peak RSS (VmHWM: models + acti
   call (full 77 tokens), per-image similarity loops, autograd left on, and the five ViT-B/32 copies
   their modules each load (train.py, clip_score.py and three data loaders) held in memory;
 * ``ours``: this package's losses and prompt pair (one batched CLIP pass per image set, image features
-  without autograd, text transformer up to the pooled token, one shared ViT and RN101);
-* ``ours-bf16`` (``--bf16``): ``ours`` with bf16 autocast of the CLIP forwards; its deviation from
-  ``ours`` on losses and gradients is printed.
+  without autograd, text transformer up to the pooled token, one shared ViT and RN101), and the
+  network in its training layout (:func:`cliplit_basicsr.archs.training_layout.prepare_for_training`:
+  channels-last, checkpointed heavy blocks; same gradients); ``--plain-network`` runs it unconverted;
+* ``ours-bf16`` (``--bf16``): ``ours`` with ``amp: bf16`` for CLIP (on CPU the image towers run on a
+  bf16 copy of their weights; the network stays fp32); its deviation from ``ours`` on losses and
+  gradients is printed.
 
-``--channels-last`` and ``--checkpoint-blocks`` run the network of ``ours`` channels-last and/or with
-activation checkpointing of its residual blocks: the training model would have to adopt them, so they
-are reported as separate variants. Example (small): ``python scripts/bench_clip_losses.py --batch 1
---size 256 --prompt-batch 4 --iters 1``.
+Example (small): ``python scripts/bench_clip_losses.py --batch 1 --size 256 --prompt-batch 4 --iters 1``.
 """
 import argparse
 import json
@@ -116,18 +116,6 @@ class AuthorsStyle:
         return self.torch.cat(rows, dim=0)
 
 
-def _fast_network(net, channels_last, checkpoint_blocks):
-    import torch
-    from torch.utils.checkpoint import checkpoint
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    if checkpoint_blocks:
-        for name, block in net.named_children():
-            if name.startswith('ResidualBlock'):
-                block.forward = (lambda f: lambda x: checkpoint(f, x, use_reentrant=False))(block.forward)
-    return net
-
-
 def run_child(args) -> None:
     import torch
     import cliplit_basicsr  # noqa: F401  (registrations, BasicSR shim)
@@ -146,10 +134,9 @@ def run_child(args) -> None:
         net = load_checkpoint(CLIPLITNet(padding='zeros'), REPO_ROOT / 'cliplit_basicsr' / 'weights' /
                               'init_enhancement_model.pth')
         x = torch.rand(args.batch, 3, args.size, args.size, generator=gen)
-        if variant.startswith('ours'):
-            net = _fast_network(net, args.channels_last, args.checkpoint_blocks)
-            if args.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+        if variant.startswith('ours') and not args.plain_network:
+            from cliplit_basicsr.archs.training_layout import prepare_for_training
+            prepare_for_training(net)
         clip_fn = CLIPEnhanceLoss(loss_weight=320.0, clip_pretrained=None, amp=amp)
         identity_fn = CLIPIdentityLoss(loss_weight=25.0, clip_pretrained=None, amp=amp)
         with torch.no_grad():
@@ -213,7 +200,7 @@ def _run_variant(args, variant, step, workdir):
     cmd = [sys.executable, os.path.abspath(__file__), '--child', variant, step, '--grads-out', str(grads)]
     for flag in ('batch', 'size', 'prompt_batch', 'prompt_size', 'iters', 'warmup'):
         cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    cmd += ['--channels-last'] * args.channels_last + ['--checkpoint-blocks'] * args.checkpoint_blocks
+    cmd += ['--plain-network'] * args.plain_network
     env = dict(os.environ, HF_HUB_OFFLINE='1', PYTHONPATH=f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     line = next((l for l in proc.stdout.splitlines() if l.startswith('RESULT ')), None)
@@ -241,10 +228,9 @@ def main() -> None:
     parser.add_argument('--prompt-size', type=int, default=256, help='prompt image side')
     parser.add_argument('--iters', type=int, default=2, help='timed iterations per step')
     parser.add_argument('--warmup', type=int, default=1, help='untimed iterations first')
-    parser.add_argument('--bf16', action='store_true', help='also run bf16 autocast of the CLIP forwards')
-    parser.add_argument('--channels-last', action='store_true', help='ours: channels-last network (model change)')
-    parser.add_argument('--checkpoint-blocks', action='store_true',
-                        help='ours: checkpoint the residual blocks (model/arch change)')
+    parser.add_argument('--bf16', action='store_true', help='also run ours with amp: bf16 for CLIP')
+    parser.add_argument('--plain-network', action='store_true',
+                        help='ours: the network as built, without prepare_for_training')
     parser.add_argument('--child', nargs=2, help=argparse.SUPPRESS)
     parser.add_argument('--grads-out', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -258,8 +244,7 @@ def main() -> None:
     print(f'enhance: batch {args.batch} @ {args.size}; refine/init: batch {args.prompt_batch} @ {args.prompt_size}; '
           f'{args.iters} timed iteration(s) after {args.warmup} warm-up; {len(os.sched_getaffinity(0))} CPUs '
           f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); "
-          f"ours network: {'channels-last' if args.channels_last else 'plain'}"
-          f"{' + checkpointed blocks' if args.checkpoint_blocks else ''}")
+          f"ours network: {'plain' if args.plain_network else 'prepare_for_training (channels-last, checkpointed)'}")
     header = f"{'step':8} {'variant':10} {'s/iter':>8} {'peak RSS GiB':>13} {'speed-up':>9} {'target':>7} " \
              f"{'loss':>12} {'loss dev':>9} {'grad dev':>9}"
     print(header)
