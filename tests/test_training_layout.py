@@ -43,9 +43,10 @@ def test_loss_and_gradients_equal_the_plain_network(padding, channels_last, bloc
         torch.testing.assert_close(grads_fast[name], grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
 
 
-def test_state_dict_inference_and_copies_unchanged():
+def test_state_dict_inference_copies_and_repeated_calls():
     plain = load_checkpoint(CLIPLITNet(padding='zeros'), INIT_WEIGHTS)
-    fast = prepare_for_training(copy.deepcopy(plain))
+    fast = prepare_for_training(prepare_for_training(copy.deepcopy(plain)))  # a second call changes nothing
+    assert len(fast._forward_pre_hooks) == 1
     assert list(fast.state_dict()) == list(plain.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(fast.state_dict().values(), plain.state_dict().values()))
     x = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(1))

@@ -10,7 +10,8 @@ Two independent, exact rearrangements of the network's training forward/backward
   peak memory at batch 8 @ 512 for about one extra forward of those blocks.
 
 Both keep the module, its parameter names and its state dict unchanged (checkpointing wraps the blocks'
-``forward`` on the instance, not their classes), so BasicSR saves, loads and wraps it in DDP as before.
+``forward`` on the instance, not their classes), so BasicSR saves and loads it as before. Convert before
+wrapping in DDP: DDP's gradient buckets take the parameters' layout when it is built.
 """
 from typing import Iterable
 
@@ -35,7 +36,8 @@ class _Checkpointed:
 
 def prepare_for_training(net: nn.Module, channels_last: bool = True,
                          checkpoint_blocks: Iterable[str] = HEAVY_BLOCKS) -> nn.Module:
-    """Convert a CLIPLITNet in place for fast training; returns it. Gradients equal the plain network's.
+    """Convert a CLIPLITNet in place for fast training (idempotent); returns it. Gradients equal the plain
+    network's; without autograd (validation, ``torch.no_grad``) the checkpointed blocks run plainly.
 
     Args:
         net: the enhancement network (a ``CLIPLITNet``; the blocks are looked up by name).
@@ -48,7 +50,7 @@ def prepare_for_training(net: nn.Module, channels_last: bool = True,
     unknown = [name for name in checkpoint_blocks if name not in blocks]
     if unknown:
         raise ValueError(f'prepare_for_training: {type(net).__name__} has no submodule(s) {unknown}')
-    if channels_last:
+    if channels_last and _to_channels_last not in net._forward_pre_hooks.values():
         net.to(memory_format=torch.channels_last)
         net.register_forward_pre_hook(_to_channels_last)
     for name in checkpoint_blocks:
