@@ -60,3 +60,30 @@ def test_bad_options(vit_file):
         CLIPLITPromptPair(clip_pretrained=vit_file, pooling='mean')
     with pytest.raises(ValueError, match='init_texts'):
         CLIPLITPromptPair(clip_pretrained=vit_file, init_texts=['only one'])
+
+
+def test_forwards_through_ddp_input_scattering(vit_file):
+    """Under DDP with CUDA device ids, a call without positional inputs fails inside torch (its input
+    scattering yields no argument tuple); the training model passes a placeholder. Exercise that path on
+    CPU by giving a gloo DDP wrapper the device ids it would have on a GPU."""
+    import socket
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=0, world_size=1)
+    try:
+        pair = CLIPLITPromptPair(clip_pretrained=vit_file)
+        wrapped = DistributedDataParallel(pair)
+        wrapped.device_ids, wrapped.device_type = [0], 'cpu'  # the scattering path that CUDA takes
+        with pytest.raises(IndexError):
+            wrapped()
+        text = wrapped(None)
+        torch.testing.assert_close(text, pair(), rtol=0, atol=0)
+        text.sum().backward()
+        assert pair.embedding.grad.abs().sum() > 0
+    finally:
+        dist.destroy_process_group()
