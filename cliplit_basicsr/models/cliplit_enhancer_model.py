@@ -10,6 +10,7 @@ from os import path as osp
 from typing import Dict, Optional
 
 import torch
+from torch import nn
 from basicsr.archs import build_network
 from basicsr.metrics import calculate_metric
 from basicsr.models.base_model import BaseModel
@@ -38,7 +39,7 @@ class CLIPLITEnhancerModel(SRModel):
 
     def __init__(self, opt: dict):
         BaseModel.__init__(self, opt)  # SRModel's own __init__ would load with BasicSR's loader
-        self.net_g = self.model_to_device(build_network(opt['network_g']))
+        self.net_g = self.model_to_device(self.build_network_g(opt['network_g']))
         if not isinstance(self.get_bare_model(self.net_g), CLIPLITNet):
             raise OptionError(f"network_g: {type(self).__name__} needs type CLIPLITNet, got {opt['network_g']['type']}")
         self.print_network(self.net_g)
@@ -48,6 +49,10 @@ class CLIPLITEnhancerModel(SRModel):
         self._inference_net: Optional[CLIPLITNet] = None
         if self.is_train:
             self.init_training_settings()
+
+    def build_network_g(self, network_opt: dict) -> nn.Module:
+        """The bare ``network_g`` before it is moved to the device (and wrapped in DDP)."""
+        return build_network(network_opt)
 
     def load_network_g(self, load_path: str) -> None:
         """Load ``load_path`` (or ``official``) into ``net_g``, strictly."""

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.data.data_sampler import EnlargedSampler
@@ -42,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.atomic_io import atomic_torch_save
 from cliplit_basicsr.data.augment import augment_batch
 from cliplit_basicsr.errors import OptionError
@@ -155,6 +157,11 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             get_root_logger().info(f'Loading prompt pair from {prompt_file}')
             net.load_file(prompt_file)
         self.net_prompt = self.model_to_device(net)
+
+    def build_network_g(self, network_opt: dict) -> nn.Module:
+        """The network in its training layout (channels-last, checkpointed blocks; same maths), before DDP."""
+        net = super().build_network_g(network_opt)
+        return prepare_for_training(net) if isinstance(net, CLIPLITNet) else net  # others: refused by the base
 
     def init_training_settings(self) -> None:
         train_opt = self.opt['train']
