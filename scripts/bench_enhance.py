@@ -22,6 +22,7 @@ SAMPLES = REPO_ROOT / 'cliplit_basicsr' / 'samples'
 SYNTHETIC_SIZE = (4000, 6000)  # 24 MP
 AUTHORS = {'s/MP': 6.7, 'peak GiB': 6.0}  # the authors' inference on this machine (issue 3)
 TARGET_FP32_S_PER_MP, TARGET_RSS_GB, TARGET_FAST_S_PER_MP = 2.0, 1.5, 0.67
+BASELINE = 'authors'  # pseudo-precision: the authors' inference structure, measured in the same run
 
 
 def synthetic_image(height: int, width: int) -> np.ndarray:
@@ -39,13 +40,33 @@ def synthetic_image(height: int, width: int) -> np.ndarray:
     return image
 
 
+class AuthorsBaseline:
+    """The authors' test script, in this process: full frame, NCHW, the plain reflect-padding network in
+    fp32 (``F.pad`` copies), ``clamp(I / L, 0, 1)``."""
+
+    def __init__(self):
+        import torch
+
+        from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT, load_checkpoint
+        from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+        self.torch = torch
+        self.net = load_checkpoint(CLIPLITNet(padding='reflect'), OFFICIAL_CHECKPOINT).eval()
+
+    def enhance(self, image: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1)[None].float() / 255
+            out = torch.clamp(x / self.net(x), 0, 1)[0].permute(1, 2, 0).numpy()[:, :, ::-1]
+        return (out * 255 + 0.5).astype(np.uint8)
+
+
 def run_child(precision: str, workload: str, tile: int, out_dir: str) -> dict:
     """Enhance the workload in this process; report time, megapixels and peak RSS."""
     sys.path.insert(0, str(REPO_ROOT))
     from cliplit_basicsr.enhancer import CLIPLITEnhancer
     from cliplit_basicsr.image_io import read_image, write_png
 
-    enhancer = CLIPLITEnhancer('official', 'cpu', precision, tile)
+    enhancer = AuthorsBaseline() if precision == BASELINE else CLIPLITEnhancer('official', 'cpu', precision, tile)
     if workload == 'samples':
         images = {path.stem: read_image(path) for path in sorted(SAMPLES.glob('*.jpg'))}
     else:
@@ -81,7 +102,8 @@ def output_error(fp32_dir: Path, other_dir: Path) -> tuple:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--precisions', nargs='+', default=['fp32', 'bf16'])
+    parser.add_argument('--precisions', nargs='+', default=[BASELINE, 'fp32', 'bf16'],
+                        help=f"'{BASELINE}' = the authors' inference structure (in-run baseline), fp32, bf16, fp16")
     parser.add_argument('--workloads', nargs='+', default=['samples', 'synthetic24mp'])
     parser.add_argument('--tile', type=int, default=None, help='tile size (default: the enhancer default)')
     parser.add_argument('--child', nargs=2, metavar=('PRECISION', 'WORKLOAD'), help=argparse.SUPPRESS)
@@ -98,18 +120,25 @@ def main() -> None:
     print(f'CLIPLITEnhancer on CPU, tile {args.tile}; authors: {AUTHORS["s/MP"]} s/MP, {AUTHORS["peak GiB"]} GiB peak')
     print(f'targets: fp32 <= {TARGET_FP32_S_PER_MP} s/MP, reduced precision <= {TARGET_FAST_S_PER_MP} s/MP, '
           f'peak RSS <= {TARGET_RSS_GB} GB\n')
-    header = f'{"precision":<10}{"workload":<16}{"MP":>7}{"s/MP":>8}{"MP/s":>8}{"x authors":>11}{"peak RSS GB":>13}'
+    header = (f'{"precision":<10}{"workload":<16}{"MP":>7}{"s/MP":>8}{"MP/s":>8}{"x 6.7s/MP":>11}{"x in-run":>12}'
+              f'{"peak RSS GB":>13}')
     print(header)
     print('-' * len(header))
+    in_run = None  # s/MP of the in-run baseline on the samples
     with tempfile.TemporaryDirectory() as tmp:
         for precision in args.precisions:
             for workload in args.workloads:
+                if precision == BASELINE and workload != 'samples':
+                    continue  # full frame at 24 MP needs ~10 GB: the samples carry the in-run baseline
                 out_dir = Path(tmp) / precision
                 out_dir.mkdir(exist_ok=True)
                 r = measure(precision, workload, args.tile, out_dir)
                 s_per_mp = r['seconds'] / r['megapixels']
+                if precision == BASELINE:
+                    in_run = s_per_mp
                 print(f'{precision:<10}{workload:<16}{r["megapixels"]:>7.1f}{s_per_mp:>8.2f}{1 / s_per_mp:>8.3f}'
-                      f'{AUTHORS["s/MP"] / s_per_mp:>10.1f}x{r["peak_gb"]:>13.2f}', flush=True)
+                      f'{AUTHORS["s/MP"] / s_per_mp:>10.1f}x'
+                      f'{(f"{in_run / s_per_mp:.1f}x" if in_run else "-"):>12}{r["peak_gb"]:>13.2f}', flush=True)
         if 'samples' in args.workloads and 'fp32' in args.precisions:
             for precision in args.precisions:
                 if precision != 'fp32':
