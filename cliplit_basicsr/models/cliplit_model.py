@@ -249,9 +249,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
     def _backlit_at_prompt_size(self) -> torch.Tensor:
         """Every backlit training image, resized to the prompt size, un-augmented, as uint8 (N,3,S,S).
 
-        Read in a data-loader worker: this process must not open the training LMDBs itself, because
-        LMDB refuses to open an environment again in the process, or in the children it forks later,
-        which would break every data-loader worker started afterwards.
+        Read in a data-loader worker, like every other training read, so this process does no decoding.
         """
         if self._backlit_small is None:
             loader = DataLoader(_UnaugmentedBacklit(self.prompt_set), batch_size=16, num_workers=1)
