@@ -12,12 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 import yaml
-from test_train_e2e import _env, write_options
+from test_train_e2e import _env, make_image_sets, write_options
 
 from cliplit_basicsr.archs.checkpoint import read_state_dict
 
@@ -35,15 +33,7 @@ TIMEOUT = 400  # seconds per run; a deadlock between ranks ends the test instead
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     """8 backlit images (a multiple of the global batch, split evenly over 2 ranks), 3 well-lit, 2 val pairs."""
-    root = tmp_path_factory.mktemp('data')
-    rng = np.random.default_rng(0)
-    sets = {'backlit': (8, (0, 110)), 'welllit': (3, (90, 256)), 'val_lq': (2, (0, 110)), 'val_gt': (2, (60, 200))}
-    for name, (count, (low, high)) in sets.items():
-        (root / name).mkdir()
-        for i in range(count):
-            shape = (32, 32, 3) if name.startswith('val') else (28 + 2 * i, 40 - 2 * i, 3)
-            cv2.imwrite(str(root / name / f'{name[0]}{i}.png'), rng.integers(low, high, shape, dtype=np.uint8))
-    return root
+    return make_image_sets(tmp_path_factory.mktemp('data'), backlit_count=8, height_step=2)
 
 
 def _options(workdir: Path, data: Path, parity_dir: Path, processes: int) -> Path:

@@ -41,6 +41,19 @@ EXPECTED_EVENTS = [
 ]
 
 
+def make_image_sets(root: Path, backlit_count: int, height_step: int) -> Path:
+    """Dark backlit and bright well-lit PNGs of varied sizes (3 well-lit) and a 2-pair val set, in ``root``."""
+    rng = np.random.default_rng(0)
+    sets = {'backlit': (backlit_count, (0, 110)), 'welllit': (3, (90, 256)), 'val_lq': (2, (0, 110)),
+            'val_gt': (2, (60, 200))}
+    for name, (count, (low, high)) in sets.items():
+        (root / name).mkdir()
+        for i in range(count):
+            shape = (32, 32, 3) if name.startswith('val') else (28 + height_step * i, 40 - 2 * i, 3)
+            cv2.imwrite(str(root / name / f'{name[0]}{i}.png'), rng.integers(low, high, shape, dtype=np.uint8))
+    return root
+
+
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
     """Generated images: dark backlit and bright well-lit sets of different sizes, a small paired val set.
@@ -48,14 +61,7 @@ def data_dir(tmp_path_factory):
     6 backlit images: a multiple of the batch size, since BasicSR counts epochs as if the last, dropped,
     partial batch were trained and would stop before ``total_iter`` otherwise.
     """
-    root = tmp_path_factory.mktemp('data')
-    rng = np.random.default_rng(0)
-    sets = {'backlit': (6, (0, 110)), 'welllit': (3, (90, 256)), 'val_lq': (2, (0, 110)), 'val_gt': (2, (60, 200))}
-    for name, (count, (low, high)) in sets.items():
-        (root / name).mkdir()
-        for i in range(count):
-            shape = (32, 32, 3) if name.startswith('val') else (28 + 4 * i, 40 - 2 * i, 3)
-            cv2.imwrite(str(root / name / f'{name[0]}{i}.png'), rng.integers(low, high, shape, dtype=np.uint8))
+    root = make_image_sets(tmp_path_factory.mktemp('data'), backlit_count=6, height_step=4)
     create_lmdb = runpy.run_path(str(REPO_ROOT / 'scripts' / 'create_lmdb.py'))['main']
     create_lmdb(['--input', str(root / 'backlit'), str(root / 'welllit')])  # -> backlit.lmdb, welllit.lmdb
     return root
