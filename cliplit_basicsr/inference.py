@@ -38,23 +38,58 @@ Border = Tuple[bool, bool, bool, bool]  # which sides (top, bottom, left, right)
 NO_BORDER: Border = (False, False, False, False)
 
 
-def _conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], reflect: Border) -> torch.Tensor:
-    """3x3 conv, stride 1, padding 1: zeros, except reflect on the sides flagged in ``reflect``.
+def _conv_add_fallback(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                       bias: Optional[torch.Tensor]) -> None:
+    """``out += conv3x3(x)`` with zero padding, through a temporary (CUDA caches its allocations)."""
+    out.add_(F.conv2d(x, weight, bias, padding=1))
+
+
+def _conv_add_onednn(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                     bias: Optional[torch.Tensor]) -> None:
+    """``out += conv3x3(x)`` with zero padding, written by oneDNN straight into ``out`` (its sum post-op).
+
+    On CPU this is the whole point: a fresh full-tile output costs page faults that take as long as the
+    convolution itself. In fp32 the result is bit-identical to ``out + F.conv2d(x, ...)``.
+    """
+    torch.ops.mkldnn._convolution_pointwise_.binary(out, x, weight, bias, [1, 1], [1, 1], [1, 1], 1, 'add', None,
+                                                    None, [], None)
+
+
+def _onednn_conv_add_works(dtype: torch.dtype) -> bool:
+    """Whether this PyTorch build runs oneDNN's in-place conv-add for ``dtype`` on this CPU."""
+    try:
+        x = torch.ones(1, 2, 4, 4, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        out = torch.zeros_like(x)
+        _conv_add_onednn(out, x, torch.ones(2, 2, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last),
+                         None)
+        return float(out[0, 0, 1, 1]) == 18.0
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _conv_add(conv_add: Callable, out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+              bias: Optional[torch.Tensor], reflect: Border) -> None:
+    """``out += conv3x3(x)``, stride 1, padding 1: zeros, except reflect on the sides flagged in ``reflect``.
 
     Only the outermost output rows/cols see the padding, so instead of padding a copy of ``x`` they are
-    recomputed from reflect-padded 3-pixel strips.
+    recomputed from reflect-padded 3-pixel strips (before ``out`` is overwritten, as they add to it too).
     """
-    out = F.conv2d(x, weight, bias, padding=1)
     top, bottom, left, right = reflect
+    fixes = []
     if top:
-        out[:, :, :1] = F.conv2d(F.pad(x[:, :, :2], (1, 1, 1, 0), mode='reflect'), weight, bias)
+        fixes.append(((slice(None), slice(None), slice(0, 1)), F.pad(x[:, :, :2], (1, 1, 1, 0), mode='reflect')))
     if bottom:
-        out[:, :, -1:] = F.conv2d(F.pad(x[:, :, -2:], (1, 1, 0, 1), mode='reflect'), weight, bias)
+        fixes.append(((slice(None), slice(None), slice(-1, None)), F.pad(x[:, :, -2:], (1, 1, 0, 1), mode='reflect')))
     if left:
-        out[:, :, :, :1] = F.conv2d(F.pad(x[:, :, :, :2], (1, 0, 1, 1), mode='reflect'), weight, bias)
+        fixes.append(((slice(None), slice(None), slice(None), slice(0, 1)),
+                      F.pad(x[:, :, :, :2], (1, 0, 1, 1), mode='reflect')))
     if right:
-        out[:, :, :, -1:] = F.conv2d(F.pad(x[:, :, :, -2:], (0, 1, 1, 1), mode='reflect'), weight, bias)
-    return out
+        fixes.append(((slice(None), slice(None), slice(None), slice(-1, None)),
+                      F.pad(x[:, :, :, -2:], (0, 1, 1, 1), mode='reflect')))
+    fixes = [(index, out[index] + F.conv2d(strip, weight, bias)) for index, strip in fixes]
+    conv_add(out, x, weight, bias)
+    for index, value in fixes:
+        out[index] = value
 
 
 def _adaptive_bounds(length: int, bins: int) -> List[Tuple[int, int]]:
@@ -109,39 +144,70 @@ class FastCLIPLIT:
         self.ppm_weights = [(state[f'PPM1.features.{i}.1.weight'].float(),
                              state[f'PPM1.features.{i}.2.weight'].float()) for i in range(len(PPM_BINS))]
         self.fuse_slope = float(state['PPM1.fuse.1.weight'])
+        onednn = self.device.type == 'cpu' and _onednn_conv_add_works(self.dtype)
+        self._conv_add_op = _conv_add_onednn if onednn else _conv_add_fallback
+        self._buffers = {}
 
-    # --- the network, layer by layer -------------------------------------------------------------
-    def _cond(self, name: str, x: torch.Tensor, border: Border) -> torch.Tensor:
-        reflect = border if self.reflect_cond else NO_BORDER
-        return _conv(x, self.weights[f'{name}.weight'], self.weights[f'{name}.bias'], reflect)
+    # --- the network, layer by layer, in reused activation buffers ---------------------------------
+    def _buffer(self, name: str, batch: int, channels: int, height: int, width: int) -> torch.Tensor:
+        """A channels-last (batch, channels, height, width) view of the reusable buffer ``name``.
+
+        Every tile reuses the same memory: fresh full-tile activations would cost page faults that take as
+        long as the convolutions (the allocator hands large blocks back to the system after each use).
+        """
+        numel = batch * channels * height * width
+        flat = self._buffers.get(name)
+        if flat is None or flat.numel() < numel:
+            flat = self._buffers[name] = torch.empty(numel, dtype=self.dtype, device=self.device)
+        return flat[:numel].view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+    def _conv_into(self, out: torch.Tensor, x: torch.Tensor, name: str, reflect: Border,
+                   accumulate: bool = False) -> torch.Tensor:
+        """``out = conv(x)`` (or ``out += conv(x)`` with ``accumulate``) for the conv layer ``name``."""
+        if not accumulate:
+            out.zero_()
+        _conv_add(self._conv_add_op, out, x, self.weights[f'{name}.weight'], self.weights.get(f'{name}.bias'),
+                  reflect)
+        return out
+
+    def _cond(self, name: str, out: torch.Tensor, x: torch.Tensor, border: Border) -> torch.Tensor:
+        return self._conv_into(out, x, name, border if self.reflect_cond else NO_BORDER)
 
     def _residual_block(self, name: str, x: torch.Tensor, border: Border) -> torch.Tensor:
-        out = F.leaky_relu_(_conv(x, self.weights[f'{name}.conv1.weight'], None, border), LEAKY_SLOPE)
-        out = _conv(out, self.weights[f'{name}.conv2.weight'], None, border)
-        return F.leaky_relu_(out.add_(x), LEAKY_SLOPE)
+        """``x = lrelu(x + conv2(lrelu(conv1(x))))``, in place."""
+        mid = self._buffer(f'mid{x.shape[1]}', *x.shape)
+        F.leaky_relu_(self._conv_into(mid, x, f'{name}.conv1', border), LEAKY_SLOPE)
+        return F.leaky_relu_(self._conv_into(x, mid, f'{name}.conv2', border, accumulate=True), LEAKY_SLOPE)
 
     def _head(self, x: torch.Tensor, border: Border) -> torch.Tensor:
-        """cond1 .. ResidualBlock2: the features the PPM pools."""
+        """cond1 .. ResidualBlock2: the features the PPM pools (in the buffer ``narrow``)."""
         x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        feat = F.leaky_relu_(self._cond('cond1', x, border), LEAKY_SLOPE)
-        feat = self._residual_block('ResidualBlock1', feat, border)
+        feat = self._buffer('narrow', x.shape[0], 32, x.shape[2], x.shape[3])
+        F.leaky_relu_(self._cond('cond1', feat, x, border), LEAKY_SLOPE)
+        self._residual_block('ResidualBlock1', feat, border)
         return self._residual_block('ResidualBlock2', feat, border)
 
     def _tail(self, feat: torch.Tensor, branches: torch.Tensor, border: Border) -> torch.Tensor:
-        """PPM fuse .. cond_add1: the light map from the head features and the upsampled PPM branches."""
-        fused = _conv(torch.cat([feat, branches.to(self.dtype)], 1), self.weights['PPM1.fuse.0.weight'], None,
-                      NO_BORDER)
-        feat = F.leaky_relu_(fused, self.fuse_slope)  # a one-parameter PReLU is a leaky ReLU
-        feat = self._cond('condx', feat, border)
+        """PPM fuse .. cond_add1: the light map from the head features and the upsampled PPM branches
+        (NHWC). Overwrites ``feat``."""
+        batch, channels, height, width = feat.shape
+        wide = self._buffer('wide', batch, 2 * channels, height, width)
+        nhwc = wide.permute(0, 2, 3, 1)
+        nhwc[..., :channels] = feat.permute(0, 2, 3, 1)
+        nhwc[..., channels:] = branches
+        narrow = self._conv_into(feat, wide, 'PPM1.fuse.0', NO_BORDER)
+        F.leaky_relu_(narrow, self.fuse_slope)  # a one-parameter PReLU is a leaky ReLU
+        self._cond('condx', wide, narrow, border)
         for block in ('ResidualBlock3', 'ResidualBlock4'):
-            feat = self._residual_block(block, feat, border)
-        feat = self._cond('condy', feat, border)
+            self._residual_block(block, wide, border)
+        self._cond('condy', narrow, wide, border)
         for block in ('ResidualBlock5', 'ResidualBlock6'):
-            feat = self._residual_block(block, feat, border)
-        return F.relu_(self._cond('cond_add1', feat, border)).float()
+            self._residual_block(block, narrow, border)
+        light = torch.empty(batch, 1, height, width, dtype=self.dtype, device=self.device)
+        return F.relu_(self._cond('cond_add1', light, narrow, border)).float()
 
     def _branches(self, pooled: List[torch.Tensor], size: Tuple[int, int], region: Region) -> torch.Tensor:
-        """The upsampled PPM branches (B,32,h,w) over ``region`` of an image of ``size``, channels-last.
+        """The upsampled PPM branches (B,h,w,32) over ``region`` of an image of ``size``, NHWC.
 
         Bilinear upsampling is separable: branch = rows^T @ small @ cols per channel. All four bins go
         through one GEMM: rows of every bin stacked (h, 12) times a block matrix (12, w * 32) in which bin k
@@ -160,7 +226,7 @@ class FastCLIPLIT:
             row_weights.append(_interp_matrix(bins, size[0])[:, y0:y1].to(self.device))
         rows = torch.cat(row_weights).t()  # (h, 12)
         nhwc = torch.matmul(rows, torch.cat(blocks, 1).reshape(batch, -1, width * channels * len(PPM_BINS)))
-        return nhwc.view(batch, y1 - y0, width, -1).permute(0, 3, 1, 2)
+        return nhwc.view(batch, y1 - y0, width, -1)
 
     # --- driving it -------------------------------------------------------------------------------
     def _tiles(self, height: int, width: int, halo: int) -> List[Tuple[Region, Region, Border]]:
@@ -213,6 +279,14 @@ class FastCLIPLIT:
         finally:
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn_tf32, matmul_tf32
 
+    @contextlib.contextmanager
+    def _released_buffers(self):
+        """Hand the activation buffers back after each image: an idle enhancer holds no tile memory."""
+        try:
+            yield
+        finally:
+            self._buffers.clear()
+
     def run(self, read: Reader, write: Writer, batch: int, height: int, width: int) -> None:
         """Enhance an image of ``batch`` x 3 x ``height`` x ``width`` given only by region access.
 
@@ -222,7 +296,7 @@ class FastCLIPLIT:
         if height < 2 or width < 2:
             raise ValueError(f'image is {height}x{width}; CLIP-LIT needs at least 2x2 pixels')
         size = (height, width)
-        with self._exact_math():
+        with self._exact_math(), self._released_buffers():
             whole = self._tiles(height, width, 0)
             if len(whole) == 1:  # one tile: the whole image, no second pass
                 (region, _, everywhere), = whole
