@@ -15,7 +15,7 @@ from tqdm import tqdm
 from cliplit_basicsr.enhancer import CLIPLITEnhancer
 from cliplit_basicsr.errors import CLIPLITError, exit_on_user_error, one_line_message
 from cliplit_basicsr.image_io import is_image_file, read_image, write_png
-from cliplit_basicsr.inference import DEFAULT_TILE, PRECISIONS
+from cliplit_basicsr.inference import DEFAULT_TILES, PRECISIONS
 
 
 class UsageError(CLIPLITError, ValueError):
@@ -30,8 +30,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     parser.add_argument('--precision', default='fp32', choices=list(PRECISIONS),
                         help='fp32 (exact, default); bf16 on CPUs with AMX or CUDA; fp16 on CUDA')
-    parser.add_argument('--tile', type=int, default=DEFAULT_TILE,
-                        help=f'tile size in pixels, exact at any size (default {DEFAULT_TILE}; 0 = whole image)')
+    parser.add_argument('--tile', type=int, default=None,
+                        help='tile size in pixels, exact at any size (default: '
+                        f'{", ".join(f"{n} on {d.upper()}" for d, n in DEFAULT_TILES.items())}; 0 = whole image)')
     return parser.parse_args(argv)
 
 

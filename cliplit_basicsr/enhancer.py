@@ -13,7 +13,7 @@ import torch
 from cliplit_basicsr.archs.checkpoint import load_checkpoint, resolve_checkpoint
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
 from cliplit_basicsr.errors import CLIPLITError
-from cliplit_basicsr.inference import DEFAULT_TILE, PRECISIONS, FastCLIPLIT, Region
+from cliplit_basicsr.inference import PRECISIONS, FastCLIPLIT, Region
 
 
 class DeviceError(CLIPLITError, ValueError):
@@ -39,11 +39,12 @@ class CLIPLITEnhancer:
             ``module.``-prefixed or BasicSR ``params``/``params_ema`` state dict).
         device: ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
         precision: ``'fp32'`` (exact; default), ``'bf16'`` (CPUs with AMX, CUDA) or ``'fp16'`` (CUDA).
-        tile: core tile size in pixels (exact whatever the size); ``0`` processes whole images at once.
+        tile: core tile size in pixels (exact whatever the size); ``None``: 256 on CPU, 1024 on CUDA; ``0``
+            processes whole images at once.
     """
 
     def __init__(self, ckpt: str = 'official', device: str = 'auto', precision: str = 'fp32',
-                 tile: Optional[int] = DEFAULT_TILE):
+                 tile: Optional[int] = None):
         if precision not in PRECISIONS:
             raise DeviceError(f"precision '{precision}' is unknown (use {', '.join(PRECISIONS)})")
         if tile is not None and tile < 0:

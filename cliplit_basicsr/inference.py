@@ -26,10 +26,13 @@ from torch.nn import functional as F
 from .archs.cliplit_arch import PPM_BINS
 
 PRECISIONS = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-DEFAULT_TILE = 512
+# Core tile size by device type: on CPU, 256 measured faster than 384 and 512 (the tile's activations
+# stay closer to the cores) despite the extra halo; on CUDA, big tiles keep the GPU busy.
+DEFAULT_TILES = {'cpu': 256, 'cuda': 1024}
 HEAD_HALO = 5  # 3x3 convs before the PPM: cond1 and two residual blocks
 TAIL_HALO = 12  # 3x3 convs from the PPM fuse conv to cond_add1
 LEAKY_SLOPE = 0.2
+HEAD_CACHE_BYTES = 256 * 2**20  # keep the whole image's head features when they fit in this
 
 Region = Tuple[int, int, int, int]  # y0, y1, x0, x1 (end exclusive)
 Reader = Callable[[Region], torch.Tensor]
@@ -92,6 +95,11 @@ def _conv_add(conv_add: Callable, out: torch.Tensor, x: torch.Tensor, weight: to
         out[index] = value
 
 
+def _crop(tensor: torch.Tensor, core: Region, window: Region) -> torch.Tensor:
+    """The part of ``tensor`` (B,C,h,w), which covers ``window``, that covers ``core``."""
+    return tensor[:, :, core[0] - window[0]:core[1] - window[0], core[2] - window[2]:core[3] - window[2]]
+
+
 def _adaptive_bounds(length: int, bins: int) -> List[Tuple[int, int]]:
     """The index ranges that ``AdaptiveAvgPool2d(bins)`` averages along an axis of ``length``."""
     return [((i * length) // bins, -(-(i + 1) * length // bins)) for i in range(bins)]
@@ -123,18 +131,18 @@ class FastCLIPLIT:
         net: the network (either padding variant); its weights are copied, the module is not changed.
         device: where to compute.
         precision: ``'fp32'`` (exact), ``'bf16'`` or ``'fp16'``.
-        tile: core tile size in pixels; ``0`` or ``None`` runs the whole image at once (memory grows with
-            the image: about 1 GB per megapixel).
+        tile: core tile size in pixels; ``None``: the device's default (``DEFAULT_TILES``); ``0`` runs the
+            whole image at once (memory grows with the image: about 1 GB per megapixel).
     """
 
     def __init__(self, net: nn.Module, device: torch.device, precision: str = 'fp32',
-                 tile: Optional[int] = DEFAULT_TILE):
+                 tile: Optional[int] = None):
         if precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
         self.device = torch.device(device)
         self.precision = precision
         self.dtype = PRECISIONS[precision]
-        self.tile = tile or 0
+        self.tile = DEFAULT_TILES.get(self.device.type, DEFAULT_TILES['cuda']) if tile is None else tile
         self.reflect_cond = net.padding == 'reflect'
         state = {k: v.detach().to(self.device) for k, v in net.state_dict().items()}
         self.weights = {
@@ -247,15 +255,20 @@ class FastCLIPLIT:
                 tiles.append(((y0, y1, x0, x1), (wy, wy + sy, wx, wx + sx), border))
         return tiles
 
-    def _pooled_stats(self, read: Reader, batch: int, height: int, width: int) -> List[torch.Tensor]:
-        """First pass: the PPM's adaptive averages of the whole image's head features, tile by tile."""
+    def _pooled_stats(self, read: Reader, batch: int, height: int, width: int,
+                      cache: Optional[torch.Tensor]) -> List[torch.Tensor]:
+        """First pass: the PPM's adaptive averages of the whole image's head features, tile by tile.
+
+        With ``cache`` (B,H,W,32), the head features of every pixel are also kept there."""
         bounds = [(_adaptive_bounds(height, b), _adaptive_bounds(width, b)) for b in PPM_BINS]
         sums = [torch.zeros(batch, 32, b, b, dtype=torch.float64, device=self.device) for b in PPM_BINS]
         for core, outer, border in self._tiles(height, width, HEAD_HALO):
             feat = self._head(read(outer), border)
             y0, y1, x0, x1 = core
-            feat = feat[:, :, y0 - outer[0]:y1 - outer[0], x0 - outer[2]:x1 - outer[2]].float()
-            nhwc = feat.permute(0, 2, 3, 1).contiguous()
+            feat = _crop(feat, core, outer)
+            if cache is not None:
+                cache[:, y0:y1, x0:x1] = feat.permute(0, 2, 3, 1)
+            nhwc = feat.float().permute(0, 2, 3, 1).contiguous()
             for total, (row_bounds, col_bounds) in zip(sums, bounds):
                 rows = _indicator(row_bounds, y0, y1, self.device)
                 cols = _indicator(col_bounds, x0, x1, self.device)
@@ -278,6 +291,17 @@ class FastCLIPLIT:
                 yield
         finally:
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn_tf32, matmul_tf32
+
+    def _head_cache(self, batch: int, height: int, width: int) -> Optional[torch.Tensor]:
+        """An NHWC buffer for the whole image's head features, if it fits in ``HEAD_CACHE_BYTES``.
+
+        With it, the second pass reads exact head features instead of recomputing them, and its tiles
+        need a halo of ``TAIL_HALO`` only: fewer FLOPs for the memory of one 32-channel feature map.
+        """
+        channels = self.ppm_weights[0][0].shape[1]
+        if batch * height * width * channels * self.weights['cond1.weight'].element_size() > HEAD_CACHE_BYTES:
+            return None
+        return torch.empty(batch, height, width, channels, dtype=self.dtype, device=self.device)
 
     @contextlib.contextmanager
     def _released_buffers(self):
@@ -306,16 +330,24 @@ class FastCLIPLIT:
                 light = self._tail(feat, self._branches(pooled, size, region), everywhere)
                 write(region, torch.clamp(image / light, 0, 1))
                 return
-            pooled = self._pooled_stats(read, batch, height, width)
-            for core, outer, border in self._tiles(height, width, HEAD_HALO + TAIL_HALO):
-                image = read(outer)
-                light = self._tail(self._head(image, border), self._branches(pooled, size, outer), border)
-                crop = (slice(None), slice(None), slice(core[0] - outer[0], core[1] - outer[0]),
-                        slice(core[2] - outer[2], core[3] - outer[2]))
-                write(core, torch.clamp(image[crop] / light[crop], 0, 1))
+            cache = self._head_cache(batch, height, width)
+            pooled = self._pooled_stats(read, batch, height, width, cache)
+            for core, outer, border in self._tiles(height, width, TAIL_HALO if cache is not None else
+                                                   HEAD_HALO + TAIL_HALO):
+                if cache is None:
+                    image = read(outer)
+                    feat = self._head(image, border)
+                else:
+                    image = read(core)
+                    feat = self._buffer('narrow', batch, cache.shape[3], outer[1] - outer[0], outer[3] - outer[2])
+                    feat.permute(0, 2, 3, 1).copy_(cache[:, outer[0]:outer[1], outer[2]:outer[3]])
+                light = _crop(self._tail(feat, self._branches(pooled, size, outer), border), core, outer)
+                if cache is None:
+                    image = _crop(image, core, outer)
+                write(core, torch.clamp(image / light, 0, 1))
 
 
-def enhance_tensor(net: nn.Module, img: torch.Tensor, tile: Optional[int] = DEFAULT_TILE,
+def enhance_tensor(net: nn.Module, img: torch.Tensor, tile: Optional[int] = None,
                    precision: str = 'fp32') -> torch.Tensor:
     """Exact full-image CLIP-LIT enhancement ``clamp(img / net(img), 0, 1)`` of ``img`` (B,3,H,W) in [0,1].
 

@@ -5,10 +5,15 @@ Workloads: the public sample photos (``cliplit_basicsr/samples``) and a syntheti
 interpreter, torch and the image arrays included) is its own. Timing covers ``enhance()`` only, after a
 small warm-up; images are read beforehand. The bf16 error against the fp32 path is measured on the 8-bit
 outputs of the samples (max and mean, in 1/255 units). Example: ``python scripts/bench_enhance.py``.
+
+The speed of a shared CPU drifts by 2x within minutes, so the measurements run in ``--rounds`` rounds,
+each of which measures every (precision, workload) once; the table gives medians over rounds, and the
+in-run ratio is the median of the per-round ratios to the baseline (measured beside it in time).
 """
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -106,39 +111,43 @@ def main() -> None:
                         help=f"'{BASELINE}' = the authors' inference structure (in-run baseline), fp32, bf16, fp16")
     parser.add_argument('--workloads', nargs='+', default=['samples', 'synthetic24mp'])
     parser.add_argument('--tile', type=int, default=None, help='tile size (default: the enhancer default)')
+    parser.add_argument('--rounds', type=int, default=3, help='rounds of measurements (medians are printed)')
     parser.add_argument('--child', nargs=2, metavar=('PRECISION', 'WORKLOAD'), help=argparse.SUPPRESS)
     parser.add_argument('--out', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tile is None:
         sys.path.insert(0, str(REPO_ROOT))
-        from cliplit_basicsr.inference import DEFAULT_TILE
-        args.tile = DEFAULT_TILE
+        from cliplit_basicsr.inference import DEFAULT_TILES
+        args.tile = DEFAULT_TILES['cpu']
     if args.child:
         print(json.dumps(run_child(*args.child, args.tile, args.out)))
         return
 
-    print(f'CLIPLITEnhancer on CPU, tile {args.tile}; authors: {AUTHORS["s/MP"]} s/MP, {AUTHORS["peak GiB"]} GiB peak')
+    print(f'CLIPLITEnhancer on CPU, tile {args.tile}, median of {args.rounds} rounds; authors: {AUTHORS["s/MP"]} s/MP, {AUTHORS["peak GiB"]} GiB peak')
     print(f'targets: fp32 <= {TARGET_FP32_S_PER_MP} s/MP, reduced precision <= {TARGET_FAST_S_PER_MP} s/MP, '
           f'peak RSS <= {TARGET_RSS_GB} GB\n')
     header = (f'{"precision":<10}{"workload":<16}{"MP":>7}{"s/MP":>8}{"MP/s":>8}{"x 6.7s/MP":>11}{"x in-run":>12}'
               f'{"peak RSS GB":>13}')
     print(header)
     print('-' * len(header))
-    in_run = None  # s/MP of the in-run baseline on the samples
+    cases = [(precision, workload) for precision in args.precisions for workload in args.workloads
+             if precision != BASELINE or workload == 'samples']  # full frame at 24 MP needs ~10 GB
+    runs = {case: [] for case in cases}
     with tempfile.TemporaryDirectory() as tmp:
-        for precision in args.precisions:
-            for workload in args.workloads:
-                if precision == BASELINE and workload != 'samples':
-                    continue  # full frame at 24 MP needs ~10 GB: the samples carry the in-run baseline
+        for _ in range(args.rounds):
+            for precision, workload in cases:
                 out_dir = Path(tmp) / precision
                 out_dir.mkdir(exist_ok=True)
                 r = measure(precision, workload, args.tile, out_dir)
-                s_per_mp = r['seconds'] / r['megapixels']
-                if precision == BASELINE:
-                    in_run = s_per_mp
-                print(f'{precision:<10}{workload:<16}{r["megapixels"]:>7.1f}{s_per_mp:>8.2f}{1 / s_per_mp:>8.3f}'
-                      f'{AUTHORS["s/MP"] / s_per_mp:>10.1f}x'
-                      f'{(f"{in_run / s_per_mp:.1f}x" if in_run else "-"):>12}{r["peak_gb"]:>13.2f}', flush=True)
+                runs[precision, workload].append((r['seconds'] / r['megapixels'], r['megapixels'], r['peak_gb']))
+        baseline = runs.get((BASELINE, 'samples'))
+        for precision, workload in cases:
+            case_runs = runs[precision, workload]
+            s_per_mp = statistics.median(run[0] for run in case_runs)
+            in_run = f'{statistics.median(b[0] / run[0] for b, run in zip(baseline, case_runs)):.1f}x' if baseline else '-'
+            megapixels, peak_gb = case_runs[0][1], max(run[2] for run in case_runs)
+            print(f'{precision:<10}{workload:<16}{megapixels:>7.1f}{s_per_mp:>8.2f}{1 / s_per_mp:>8.3f}'
+                  f'{AUTHORS["s/MP"] / s_per_mp:>10.1f}x{in_run:>12}{peak_gb:>13.2f}', flush=True)
         if 'samples' in args.workloads and 'fp32' in args.precisions:
             for precision in args.precisions:
                 if precision != 'fp32':

@@ -5,6 +5,7 @@ import torch
 from cliplit_basicsr.archs.checkpoint import (OFFICIAL_CHECKPOINT, CheckpointError, load_checkpoint, read_state_dict,
                                               resolve_checkpoint)
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+from cliplit_basicsr import inference
 from cliplit_basicsr.inference import enhance_tensor
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -115,9 +116,13 @@ def test_parity_with_authors_network(parity_fixtures, reference_dir, variant):
 
 
 @pytest.mark.parametrize('variant', ['train', 'test'])
-@pytest.mark.parametrize('tile', [0, 24])
-def test_fast_inference_engine_matches_authors_enhanced_output(parity_fixtures, reference_dir, variant, tile):
-    """The tiled channels-last engine reproduces the authors' enhanced images (test-script form, no eps)."""
+@pytest.mark.parametrize('tile,head_cache', [(0, 'kept'), (24, 'kept'), (24, 'recomputed')])
+def test_fast_inference_engine_matches_authors_enhanced_output(parity_fixtures, reference_dir, variant, tile,
+                                                               head_cache, monkeypatch):
+    """The tiled channels-last engine reproduces the authors' enhanced images (test-script form, no eps),
+    whether the second pass reads the head features from the whole-image cache or recomputes them."""
+    if head_cache == 'recomputed':
+        monkeypatch.setattr(inference, 'HEAD_CACHE_BYTES', 0)
     fx = parity_fixtures
     net = load_checkpoint(CLIPLITNet(VARIANTS[variant]), reference_dir / 'init_enhancement_model.pth').eval()
     assert tile == 0 or tile < min(fx['input'].shape[2:])  # the tiled case really is tiled
