@@ -115,6 +115,14 @@ def test_parity_with_authors_network(parity_fixtures, reference_dir, variant):
     assert_close_parity(torch.clamp(fx['input'] / (light + eps), 0, 1), fx[f'enhanced_{variant}_variant'])
 
 
+def test_engine_without_onednn_conv_add_gives_the_same_images(parity_fixtures, reference_dir, monkeypatch):
+    """The plain-PyTorch conv-add (CUDA, builds without oneDNN's in-place op) computes what oneDNN does."""
+    net = load_checkpoint(CLIPLITNet('reflect'), reference_dir / 'enhancement_model.pth').eval()
+    onednn = enhance_tensor(net, parity_fixtures['input'], tile=24)
+    monkeypatch.setattr(inference, '_onednn_conv_add_works', lambda dtype: False)
+    torch.testing.assert_close(enhance_tensor(net, parity_fixtures['input'], tile=24), onednn, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize('variant', ['train', 'test'])
 @pytest.mark.parametrize('tile,head_cache', [(0, 'kept'), (24, 'kept'), (24, 'recomputed')])
 def test_fast_inference_engine_matches_authors_enhanced_output(parity_fixtures, reference_dir, variant, tile,
