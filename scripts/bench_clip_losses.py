@@ -17,6 +17,8 @@ Variants, each run in its own process so that its peak RSS (VmHWM: models + acti
   without autograd, text transformer up to the pooled token, one shared ViT and RN101), and the
   network in its training layout (:func:`cliplit_basicsr.archs.training_layout.prepare_for_training`:
   channels-last, checkpointed heavy blocks; same gradients); ``--plain-network`` runs it unconverted;
+  the enhancement step runs forward/backward ``--micro-batch`` images at a time as the training model
+  does (``train.micro_batch``; gradients accumulate to the batch's);
 * ``ours-bf16`` (``--bf16``): ``ours`` with ``amp: bf16`` for CLIP (on CPU the image towers run on a
   bf16 copy of their weights; the network stays fp32); its deviation from ``ours`` on losses and
   gradients is printed.
@@ -131,6 +133,7 @@ def run_child(args) -> None:
     if step == 'enhance':
         from cliplit_basicsr.archs.checkpoint import load_checkpoint
         from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+        from cliplit_basicsr.models.micro_batch import backward_in_micro_batches, batch_share
         net = load_checkpoint(CLIPLITNet(padding='zeros'), REPO_ROOT / 'cliplit_basicsr' / 'weights' /
                               'init_enhancement_model.pth')
         x = torch.rand(args.batch, 3, args.size, args.size, generator=gen)
@@ -142,16 +145,19 @@ def run_child(args) -> None:
         with torch.no_grad():
             text = authors.text_features() if authors else pair()
 
-        def iteration():
-            net.zero_grad(set_to_none=True)
-            final = torch.clamp(x / (net(x) + 1e-9), 0, 1)
+        def terms_of(part, share):
+            final = torch.clamp(part / (net(part) + 1e-9), 0, 1)
             if authors:
                 clip_term = 320.0 * authors.clip_score(final, text)
-                identity_term = 25.0 * authors.identity(final, x, [1.0, 1.0, 1.0, 1.0, 0.5])
+                identity_term = 25.0 * authors.identity(final, part, [1.0, 1.0, 1.0, 1.0, 0.5])
             else:
-                clip_term, identity_term = clip_fn(final, text), identity_fn(final, x)
-            loss = clip_term + 0.9 * identity_term
-            loss.backward()
+                clip_term = batch_share(clip_fn, clip_fn(final, text), share)
+                identity_term = batch_share(identity_fn, identity_fn(final, part), share)
+            return {'loss': clip_term + 0.9 * identity_term}
+
+        def iteration():
+            net.zero_grad(set_to_none=True)
+            loss = backward_in_micro_batches(x, None if authors else args.micro_batch, terms_of, 'loss')['loss']
             return loss, {n: p.grad for n, p in net.named_parameters()}
     else:
         sets = ('backlit', 'welllit', 'it', 'it1') if step == 'refine' else ('backlit', 'welllit')
@@ -198,7 +204,7 @@ def run_child(args) -> None:
 def _run_variant(args, variant, step, workdir):
     grads = Path(workdir) / f'{variant}-{step}.pt'
     cmd = [sys.executable, os.path.abspath(__file__), '--child', variant, step, '--grads-out', str(grads)]
-    for flag in ('batch', 'size', 'prompt_batch', 'prompt_size', 'iters', 'warmup'):
+    for flag in ('batch', 'size', 'prompt_batch', 'prompt_size', 'iters', 'warmup', 'micro_batch'):
         cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     cmd += ['--plain-network'] * args.plain_network
     env = dict(os.environ, HF_HUB_OFFLINE='1', PYTHONPATH=f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
@@ -220,12 +226,15 @@ def _deviation(a, b):
 
 
 def main() -> None:
+    from cliplit_basicsr.models.micro_batch import DEFAULT_MICRO_BATCH
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--steps', default=','.join(STEPS), help='comma-separated subset of enhance,refine,init')
     parser.add_argument('--batch', type=int, default=8, help='enhancement batch')
     parser.add_argument('--size', type=int, default=512, help='enhancement image side')
     parser.add_argument('--prompt-batch', type=int, default=16, help='prompt batch (per set for refine)')
     parser.add_argument('--prompt-size', type=int, default=256, help='prompt image side')
+    parser.add_argument('--micro-batch', type=int, default=DEFAULT_MICRO_BATCH,
+                        help='ours, enhance: images per forward/backward (default: the training default)')
     parser.add_argument('--iters', type=int, default=2, help='timed iterations per step')
     parser.add_argument('--warmup', type=int, default=1, help='untimed iterations first')
     parser.add_argument('--bf16', action='store_true', help='also run ours with amp: bf16 for CLIP')
@@ -244,7 +253,8 @@ def main() -> None:
     print(f'enhance: batch {args.batch} @ {args.size}; refine/init: batch {args.prompt_batch} @ {args.prompt_size}; '
           f'{args.iters} timed iteration(s) after {args.warmup} warm-up; {len(os.sched_getaffinity(0))} CPUs '
           f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); "
-          f"ours network: {'plain' if args.plain_network else 'prepare_for_training (channels-last, checkpointed)'}")
+          f"ours network: {'plain' if args.plain_network else 'prepare_for_training (channels-last, checkpointed)'}, "
+          f'micro-batch {args.micro_batch}')
     header = f"{'step':8} {'variant':10} {'s/iter':>8} {'peak RSS GiB':>13} {'speed-up':>9} {'target':>7} " \
              f"{'loss':>12} {'loss dev':>9} {'grad dev':>9}"
     print(header)

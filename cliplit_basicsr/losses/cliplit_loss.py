@@ -57,6 +57,8 @@ class CLIPEnhanceLoss(_FrozenCLIPLoss):
     Gradients reach ``enhanced``; pass ``text_features`` computed once per phase without autograd.
     """
 
+    reduction = 'mean'  # over the batch (read by the training model when it splits a batch)
+
     def __init__(self, loss_weight: float = 1.0, clip_model: str = VIT_MODEL,
                  clip_pretrained: Optional[str] = DEFAULT_PRETRAINED, logit_scale: float = LOGIT_SCALE,
                  amp: Optional[str] = None):
@@ -81,6 +83,8 @@ class CLIPIdentityLoss(_FrozenCLIPLoss):
     ``target`` (the backlit input) is a constant: its maps are computed without autograd.
     The reconstruction stage uses ``layer_weights: [1, 1, 1, 1, 1]``.
     """
+
+    reduction = 'sum'  # over the batch, as the authors' (read by the training model when it splits a batch)
 
     def __init__(self, loss_weight: float = 1.0, layer_weights: Sequence[float] = DEFAULT_LAYER_WEIGHTS,
                  clip_model: str = RN_MODEL, clip_pretrained: Optional[str] = DEFAULT_PRETRAINED,

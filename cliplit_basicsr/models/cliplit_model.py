@@ -4,7 +4,9 @@ Each BasicSR iteration is one step of the phase that `TrainingSchedule` says is 
 
 * ``reconstruction`` / ``enhancement``: the light-map network ``net_g`` learns from BasicSR's own train
   batches (``datasets.train``: backlit images, default 8 @ 512); the prompt pair is frozen and its text
-  features are computed once per phase.
+  features are computed once per phase. A batch goes through forward and backward ``train.micro_batch``
+  images at a time (default 2) and one Adam step follows: the same step with a fraction of the
+  activation memory (:mod:`.micro_batch`).
 * ``prompt_init`` / ``prompt_refinement``: the prompt pair ``net_prompt`` learns from batches of the
   top-level ``prompt_dataset`` section (backlit + well-lit pairs, default 16 @ 256), whose loaders this
   model builds with BasicSR's ``build_dataset``/``build_dataloader`` and an ``EnlargedSampler`` (so LMDB and
@@ -23,6 +25,7 @@ Distributed: both learnable parts are wrapped in DDP (BasicSR's ``model_to_devic
 schedule decides on is all-reduced (mean over ranks) first, so all ranks take the same branch; only
 rank 0 writes files.
 """
+import contextlib
 from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
@@ -49,6 +52,7 @@ from cliplit_basicsr.data.augment import augment_batch
 from cliplit_basicsr.errors import OptionError
 
 from .cliplit_enhancer_model import CLIPLITEnhancerModel
+from .micro_batch import DEFAULT_MICRO_BATCH, backward_in_micro_batches, batch_share
 from .schedule import Phase, ScheduleOptions, StepOutcome, TrainingSchedule
 
 INIT_CHECKPOINT = OFFICIAL_CHECKPOINT.parent / 'init_enhancement_model.pth'  # the network after reconstruction
@@ -63,7 +67,7 @@ TOP_LEVEL_KEYS = frozenset({
 })
 TRAIN_KEYS = frozenset({
     'total_iter', 'optim_g', 'optim_prompt', 'scheduler', 'schedule', 'clip_opt', 'identity_opt',
-    'reconstruction_opt', 'prompt_init_opt', 'ranking_opt'
+    'reconstruction_opt', 'prompt_init_opt', 'ranking_opt', 'micro_batch'
 })
 PATH_KEYS = frozenset({
     'pretrain_network_g', 'strict_load_g', 'param_key_g', 'pretrain_network_prompt', 'resume_state',
@@ -88,6 +92,13 @@ def check_options(opt: dict) -> None:
 def y_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean PSNR (dB) over the batch on the BT.601 Y channel, the formula of the authors' pyiqa metric."""
     return calculate_psnr_pt(output, target, crop_border=0, test_y_channel=True).mean().float()
+
+
+def _micro_batch(value) -> Optional[int]:
+    """``train.micro_batch``: a positive number of images, or ``None`` (the whole batch at once)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise OptionError(f'train.micro_batch: expected a positive integer or ~ (whole batch), got {value!r}')
+    return value
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:
@@ -177,6 +188,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             prompt_init=learn and not self.opt['path'].get('pretrain_network_prompt'),
             reconstruction=self.opt['path'].get('pretrain_network_g') is None)
 
+        self.micro_batch = _micro_batch(train_opt.get('micro_batch', DEFAULT_MICRO_BATCH))
         self.cri_clip = self._build_loss('clip_opt')
         self.cri_identity = self._build_loss('identity_opt')
         self.cri_reconstruction = self._build_loss('reconstruction_opt')
@@ -288,25 +300,30 @@ class CLIPLITModel(CLIPLITEnhancerModel):
                 self._text_features = self.get_bare_model(self.net_prompt)().detach()
         return self._text_features
 
-    def _network_step(self, phase: Phase) -> Dict[str, torch.Tensor]:
-        light_map = self.net_g(self.lq)
-        output = torch.clamp(self.lq / (light_map + TRAIN_EPS), 0, 1)
+    def _network_terms(self, phase: Phase, lq: torch.Tensor, share: float) -> Dict[str, torch.Tensor]:
+        """The loss terms of ``lq`` (``share`` of the batch), each as its part of the batch's term."""
+        light_map = self.net_g(lq)
+        output = torch.clamp(lq / (light_map + TRAIN_EPS), 0, 1)
         if phase is Phase.RECONSTRUCTION:
-            terms = {'l_recon': self.cri_reconstruction(output, self.lq)}
-            total = terms['l_recon']
-        else:
-            terms = {
-                'l_clip': self.cri_clip(output, self._text_features_frozen()),
-                'l_identity': self.cri_identity(output, self.lq)
-            }
-            total = terms['l_clip'] + terms['l_identity']
-            terms['l_enhance'] = total
-        self.optimizer_g.zero_grad()
-        total.backward()
-        self.optimizer_g.step()
-        if phase is Phase.RECONSTRUCTION:
+            terms = {'l_recon': batch_share(self.cri_reconstruction, self.cri_reconstruction(output, lq), share)}
             with torch.no_grad():
-                terms['psnr_recon'] = y_psnr(self.lq, output)
+                terms['psnr_recon'] = y_psnr(lq, output) * share
+            return terms
+        terms = {
+            'l_clip': batch_share(self.cri_clip, self.cri_clip(output, self._text_features_frozen()), share),
+            'l_identity': batch_share(self.cri_identity, self.cri_identity(output, lq), share)
+        }
+        terms['l_enhance'] = terms['l_clip'] + terms['l_identity']
+        return terms
+
+    def _network_step(self, phase: Phase) -> Dict[str, torch.Tensor]:
+        """One Adam step of ``net_g`` on ``self.lq``, forward/backward ``train.micro_batch`` images at a time."""
+        total = 'l_recon' if phase is Phase.RECONSTRUCTION else 'l_enhance'
+        no_sync = getattr(self.net_g, 'no_sync', contextlib.nullcontext)  # DDP: reduce gradients once per step
+        self.optimizer_g.zero_grad()
+        terms = backward_in_micro_batches(self.lq, self.micro_batch, lambda lq, share: self._network_terms(
+            phase, lq, share), total, no_sync)
+        self.optimizer_g.step()
         return terms
 
     def _prompt_step(self, phase: Phase) -> Dict[str, torch.Tensor]:

@@ -1,0 +1,52 @@
+"""One optimizer step's forward and backward run a few images at a time: the same gradients, less memory.
+
+Every loss of CLIP-LIT's network phases is a sum or a mean of per-image terms (the network, CLIP in eval
+mode and the losses couple no two images of a batch), so the gradient of the batch's loss is the sum of
+the gradients of each micro-batch's share of it. Running forward + backward per micro-batch and letting
+the gradients accumulate keeps only one micro-batch's activations alive, which at the default 8 @ 512
+is most of the enhancement step's memory. Only the order of the floating-point sums changes.
+"""
+import contextlib
+from typing import Callable, ContextManager, Dict, Optional
+
+import torch
+from torch import nn
+
+DEFAULT_MICRO_BATCH = 2  # the training default (train.micro_batch)
+TermsFn = Callable[[torch.Tensor, float], Dict[str, torch.Tensor]]
+
+
+def batch_share(loss: nn.Module, value: torch.Tensor, share: float) -> torch.Tensor:
+    """``value`` (``loss`` on a micro-batch holding ``share`` of the batch's images) as its part of the
+    batch's loss: unchanged for a loss summed over the batch (``loss.reduction == 'sum'``), scaled by
+    ``share`` for one averaged over it (any other reduction, BasicSR's default ``'mean'`` included)."""
+    return value if getattr(loss, 'reduction', 'mean') == 'sum' else value * share
+
+
+def backward_in_micro_batches(images: torch.Tensor, micro_batch: Optional[int], terms_of: TermsFn, total: str,
+                              no_sync: Callable[[], ContextManager] = contextlib.nullcontext) -> Dict[str, torch.Tensor]:
+    """Backpropagate the batch loss ``terms_of(...)[total]`` ``micro_batch`` images at a time (``None``: at once).
+
+    Args:
+        images: the batch (B, ...), split along its first dimension.
+        micro_batch: images per forward/backward; ``None`` or >= B runs the batch in one go.
+        terms_of: ``terms_of(part, share)`` returns the named loss terms of the images ``part``, which hold
+            ``share`` (= len(part) / B) of the batch, each already scaled to its part of the batch's term
+            (see :func:`batch_share`), so that summing them over the parts gives the batch's terms.
+        total: the key of the term to backpropagate.
+        no_sync: a context without gradient synchronisation (DDP's ``no_sync``), entered for every part
+            but the last, so that distributed gradients are reduced once per step.
+
+    Returns:
+        The batch's terms (detached sums over the parts). Gradients accumulate into the parameters'
+        ``.grad``: zero them before, step after.
+    """
+    parts = images.split(micro_batch or len(images))
+    totals: Dict[str, torch.Tensor] = {}
+    for i, part in enumerate(parts):
+        with no_sync() if i < len(parts) - 1 else contextlib.nullcontext():
+            terms = terms_of(part, len(part) / len(images))
+            terms[total].backward()
+        for name, value in terms.items():
+            totals[name] = totals[name] + value.detach() if name in totals else value.detach()
+    return totals
