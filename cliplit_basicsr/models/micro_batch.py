@@ -12,7 +12,7 @@ from typing import Callable, ContextManager, Dict, Optional
 import torch
 from torch import nn
 
-DEFAULT_MICRO_BATCH = 2  # the training default (train.micro_batch)
+DEFAULT_MICRO_BATCH = 4  # the training default (train.micro_batch): as fast as whole batches of 8, 5.3 vs 8.5 GiB
 TermsFn = Callable[[torch.Tensor, float], Dict[str, torch.Tensor]]
 
 
