@@ -2,14 +2,18 @@
 
 The computation is the network's own, rearranged for speed and bounded memory:
 
-* activations are channels-last and activations/residual sums run in place;
+* activations are channels-last and live in a few buffers reused by every tile; each conv accumulates
+  into its output buffer (oneDNN's sum post-op on CPU), so residual sums cost no extra pass and no
+  full-tile tensor is allocated per layer;
 * reflect padding costs no padded copy: each conv runs with oneDNN's built-in zero padding and only its
   one-pixel output border is recomputed from a reflect-padded 3-pixel strip, and only on the sides that
   lie on the image border (elsewhere a tile's edge is halo, discarded anyway);
 * exact tiling: the pyramid pooling (PPM) averages the *whole* feature map, so a first pass over tiles
   (halo ``HEAD_HALO``) accumulates those averages; a second pass runs the whole network on tiles with a
   halo of ``HEAD_HALO + TAIL_HALO`` pixels (one per 3x3 conv), feeding the PPM branches computed from the
-  global averages. Each tile's core is then what the full-frame network gives, up to float rounding.
+  global averages. When the whole image's head features fit in ``HEAD_CACHE_BYTES``, the first pass keeps
+  them and the second runs only the tail, with a halo of ``TAIL_HALO``. Each tile's core is then what the
+  full-frame network gives, up to float rounding.
 
 ``precision='fp32'`` is the exact path (TF32 is disabled on CUDA); ``'bf16'`` (CPUs with AMX, CUDA) and
 ``'fp16'`` (CUDA) run convolutions in reduced precision, with pooling statistics and the final division in
@@ -303,6 +307,13 @@ class FastCLIPLIT:
             return None
         return torch.empty(batch, height, width, channels, dtype=self.dtype, device=self.device)
 
+    def _cached_head(self, cache: torch.Tensor, window: Region) -> torch.Tensor:
+        """The kept head features over ``window``, in the buffer ``narrow`` (where ``_head`` leaves them)."""
+        y0, y1, x0, x1 = window
+        feat = self._buffer('narrow', cache.shape[0], cache.shape[3], y1 - y0, x1 - x0)
+        feat.permute(0, 2, 3, 1).copy_(cache[:, y0:y1, x0:x1])
+        return feat
+
     @contextlib.contextmanager
     def _released_buffers(self):
         """Hand the activation buffers back after each image: an idle enhancer holds no tile memory."""
@@ -334,17 +345,10 @@ class FastCLIPLIT:
             pooled = self._pooled_stats(read, batch, height, width, cache)
             for core, outer, border in self._tiles(height, width, TAIL_HALO if cache is not None else
                                                    HEAD_HALO + TAIL_HALO):
-                if cache is None:
-                    image = read(outer)
-                    feat = self._head(image, border)
-                else:
-                    image = read(core)
-                    feat = self._buffer('narrow', batch, cache.shape[3], outer[1] - outer[0], outer[3] - outer[2])
-                    feat.permute(0, 2, 3, 1).copy_(cache[:, outer[0]:outer[1], outer[2]:outer[3]])
-                light = _crop(self._tail(feat, self._branches(pooled, size, outer), border), core, outer)
-                if cache is None:
-                    image = _crop(image, core, outer)
-                write(core, torch.clamp(image / light, 0, 1))
+                image = read(outer)
+                feat = self._head(image, border) if cache is None else self._cached_head(cache, outer)
+                light = self._tail(feat, self._branches(pooled, size, outer), border)
+                write(core, torch.clamp(_crop(image, core, outer) / _crop(light, core, outer), 0, 1))
 
 
 def enhance_tensor(net: nn.Module, img: torch.Tensor, tile: Optional[int] = None,

@@ -5,7 +5,7 @@ Each BasicSR iteration is one step of the phase that `TrainingSchedule` says is 
 * ``reconstruction`` / ``enhancement``: the light-map network ``net_g`` learns from BasicSR's own train
   batches (``datasets.train``: backlit images, default 8 @ 512); the prompt pair is frozen and its text
   features are computed once per phase. A batch goes through forward and backward ``train.micro_batch``
-  images at a time (default 2) and one Adam step follows: the same step with a fraction of the
+  images at a time (default 4) and one Adam step follows: the same step with a fraction of the
   activation memory (:mod:`.micro_batch`).
 * ``prompt_init`` / ``prompt_refinement``: the prompt pair ``net_prompt`` learns from batches of the
   top-level ``prompt_dataset`` section (backlit + well-lit pairs, default 16 @ 256), whose loaders this
