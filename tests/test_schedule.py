@@ -117,7 +117,7 @@ def test_best_network_tracking_uses_zero_filled_window_and_period():
     trace = run(schedule, 8, lambda phase, it: losses[it])
     # it 2: mean (-10 - 10 + 0) / 3 = -6.67 (> -inf); it 4: (-10 - 1 - 1) / 3 = -4 (better);
     # it 6: (-1 - 1 - 100) / 3 (worse); it 8: (-100 - 1 - 1) / 3 (worse)
-    assert [it for it, _, _, out in trace if out.snapshot_network] == [2, 4]
+    assert [it for it, _, _, out in trace if out.snapshot_slot is not None] == [2, 4]
     assert schedule.state_dict()['best_iter'] == 4
 
 
@@ -127,7 +127,7 @@ def test_best_network_resets_each_round():
     # round 1 losses tiny, round 2 huge: round 2's first check still takes a snapshot. At iteration 4 the
     # full window (-0.1 each) is worse than iteration 2's zero-padded one (-0.2 / 3): no snapshot.
     trace = run(schedule, 10, lambda phase, it: 0.1 if it <= 4 else 1000.0 if phase is ENH else 1.0)
-    assert [(it, rnd) for it, _, rnd, out in trace if out.snapshot_network] == [(2, 1), (8, 2)]
+    assert [(it, rnd) for it, _, rnd, out in trace if out.snapshot_slot is not None] == [(2, 1), (8, 2)]
 
 
 def test_best_prompt_saved_at_checks_only_when_lowest_and_below_start():
@@ -153,9 +153,10 @@ def test_it_and_it_minus_one_alternate_between_slots():
         if schedule.phase is PROMPT:
             seen[schedule.round] = (schedule.ranking_slots(), _newest_previous_rounds(schedule))
         elif schedule.phase is ENH:
-            writes = schedule.best_slot
-            if schedule.step(it, 1.0).snapshot_network:
-                assert schedule.slot_rounds[writes] == schedule.round
+            round_ = schedule.round
+            slot = schedule.step(it, 1.0).snapshot_slot
+            if slot is not None:
+                assert schedule.slot_rounds[slot] == round_
             continue
         schedule.step(it, 1.0)
     # round 1: only I_t (3-term ranking) from slot 0; then I_t is always the newest round, I_{t-1} the one
@@ -264,3 +265,17 @@ def test_newest_slot_is_i_t_for_the_ranking_loss_under_both_orders(order):
                 max(0, 0.1 - (less - 0.01)))
     assert float(loss) == pytest.approx(expected, abs=1e-4)
     assert (max(0, 0.1 - (more - less)) > 0) == (order == 'code')  # only code order penalises I_t < I_{t-1}
+
+
+def test_snapshot_on_the_last_enhancement_step_fills_the_slot_refinement_ranks():
+    # every enhancement step is a check and ends the phase: the step's outcome names the slot of the round
+    # that just ended, although the schedule has moved on to refinement (and flipped its pointer)
+    options = tiny(enhancement_iters=1, check_period=1, prompt_refinement_iters=1)
+    schedule = TrainingSchedule(options, prompt_init=False, reconstruction=False)
+    for it, expected_ranking in ((1, (0, )), (3, (1, 0)), (5, (0, 1))):
+        assert schedule.phase is ENH
+        outcome = schedule.step(it, 1.0)
+        assert outcome.transition == (ENH, PROMPT)
+        assert schedule.ranking_slots() == expected_ranking
+        assert outcome.snapshot_slot == expected_ranking[0]  # I_t: the newest round's best
+        schedule.step(it + 1, 1.0)

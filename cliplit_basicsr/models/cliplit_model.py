@@ -362,9 +362,9 @@ class CLIPLITModel(CLIPLITEnhancerModel):
     # -- schedule events -----------------------------------------------------------------------------
     def _apply(self, outcome: StepOutcome, current_iter: int, phase: Phase, round_: int) -> None:
         logger = get_root_logger()
-        if outcome.snapshot_network:
+        if outcome.snapshot_slot is not None:
             state = self.get_bare_model(self.net_g).state_dict()
-            self.kept_networks[self.schedule.best_slot] = {k: v.detach().clone() for k, v in state.items()}
+            self.kept_networks[outcome.snapshot_slot] = {k: v.detach().clone() for k, v in state.items()}
         if outcome.save_prompt:
             self._save_prompt_file(f'prompt_pair_round{round_}_best.pth')
         if outcome.restart_network:

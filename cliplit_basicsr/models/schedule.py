@@ -18,9 +18,9 @@ Best tracking, exactly as the authors' code behaves:
 * Enhancement: a window of ``window`` values, reset to zeros when a round starts, receives ``-loss``
   after every step; at every global iteration divisible by ``check_period`` whose window mean
   (``sum / window``, zeros included) beats the round's best, the live network is the round's best: the
-  model snapshots it into the result slot ``best_slot``. The authors' "best" object is an alias of the
-  live network, so training always continues from the current weights; only the snapshot (the source of
-  the enhanced outputs I_t) is taken.
+  model snapshots it into the result slot the step names (``StepOutcome.snapshot_slot``). The authors'
+  "best" object is an alias of the live network, so training always continues from the current weights;
+  only the snapshot (the source of the enhanced outputs I_t) is taken.
 * Prompts: at every global iteration divisible by ``prompt_check_period`` whose loss is below the
   lowest seen so far (reset to ``PROMPT_BEST_START`` each round), the prompt pair is saved. Again the
   live pair keeps training.
@@ -112,7 +112,9 @@ class ScheduleOptions:
 class StepOutcome:
     """What the model must do after a step (``transition`` is ``(old, new)`` phase when the phase ended)."""
 
-    snapshot_network: bool = False  # the live network is the round's best: copy it into ``best_slot``
+    # the live network is the round's best: copy it into this result slot (named here, because after a step
+    # that ends the phase the schedule already points at the next round's slot)
+    snapshot_slot: Optional[int] = None
     save_prompt: bool = False  # the prompt pair has the lowest loss seen at a check
     restart_network: bool = False  # reconstruction failed: re-initialise network and its optimiser
     extended: bool = False  # the phase was lengthened instead of ending
@@ -167,11 +169,6 @@ class TrainingSchedule:
     @property
     def phase_length(self) -> int:
         return self._s.phase_length
-
-    @property
-    def best_slot(self) -> int:
-        """The slot a new best network of the current enhancement phase goes to."""
-        return self._s.pointer
 
     @property
     def slot_rounds(self) -> Tuple[Optional[int], Optional[int]]:
@@ -253,7 +250,7 @@ class TrainingSchedule:
             if iteration % o.check_period == 0 and mean > s.best_score:
                 s.best_score, s.best_iter = mean, iteration
                 s.slots[s.pointer] = s.round
-                out.snapshot_network = True
+                out.snapshot_slot = s.pointer
         elif iteration % o.prompt_check_period == 0 and loss < s.min_prompt_loss:
             s.min_prompt_loss, s.best_prompt_iter = float(loss), iteration
             out.save_prompt = True
