@@ -82,7 +82,8 @@ def write_options(workdir: Path, data: Path, parity_dir: Path, backend: str = 'd
     opt.pop('dist_params')
     # LMDB: no reading in the main process (an LMDB opened there cannot be opened by the workers it forks)
     opt['datasets']['train'].update(dataroot_backlit=str(data / f'backlit{suffix}'), io_backend={'type': backend},
-                                    image_size=32, batch_size_per_gpu=2, num_worker_per_gpu=int(backend == 'lmdb'))
+                                    image_size=32, batch_size_per_gpu=2, num_worker_per_gpu=int(backend == 'lmdb'),
+                                    persistent_workers=backend == 'lmdb')
     opt['datasets']['val'].update(dataroot_lq=str(data / 'val_lq'), dataroot_gt=str(data / 'val_gt'))
     opt['prompt_dataset'].update(dataroot_backlit=str(data / f'backlit{suffix}'),
                                  dataroot_welllit=str(data / f'welllit{suffix}'), io_backend={'type': backend},

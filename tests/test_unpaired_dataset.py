@@ -74,6 +74,33 @@ def test_backlit_only_dataset(tmp_path):
     assert sample['backlit'].shape == (3, SIZE, SIZE)
 
 
+
+@pytest.mark.parametrize('dtype', [np.uint8, np.uint16])
+def test_cached_images_equal_fresh_ones_and_are_not_read_again(tmp_path, dtype):
+    rng = np.random.default_rng(21)
+    for i in range(3):
+        _write(tmp_path / 'b' / f'b{i}.png', _noise(rng, 40, 56, dtype=dtype))
+        _write(tmp_path / 'w' / f'w{i}.png', _noise(rng, 48, 36, dtype=dtype))
+    options = dict(augment=True, zoom_range=[0.5, 1.5])
+    fresh, cached = (_dataset(tmp_path / 'b', tmp_path / 'w', cache_resized=keep, **options) for keep in (False, True))
+
+    def epoch(dataset, number):
+        items = []
+        for i in range(len(dataset)):
+            np.random.seed(100 * number + i)  # the same augmentation draws for both datasets
+            items.append(dataset[i])
+        return items
+
+    expected = [epoch(fresh, number) for number in range(2)]
+    for number in range(2):
+        for i, item in enumerate(epoch(cached, number)):
+            for key in ('backlit', 'welllit'):
+                assert torch.equal(item[key], expected[number][i][key]), (number, i, key)
+        for path in list((tmp_path / 'b').iterdir()) + list((tmp_path / 'w').iterdir()):
+            path.write_bytes(b'')  # from now on only the cache can serve these images
+    with pytest.raises(ImageReadError):
+        fresh[0]
+
 def test_shapes_and_ranges_with_augmentation(tmp_path):
     rng = np.random.default_rng(1)
     ds = _dataset(_folder(tmp_path / 'b', 2, 'b', rng), _folder(tmp_path / 'w', 3, 'w', rng, shape=(70, 30)),
@@ -258,6 +285,8 @@ def test_empty_file_is_reported(tmp_path):
     ({'augment': True, 'zoom_range': [1.5, 0.5]}, 'zoom_range: expected 0 < low <= high'),
     ({'io_backend': {'type': 'lmdb'}}, 'is not an LMDB made by scripts/create_lmdb.py'),
     ({'io_backend': {'type': 'ftp'}}, "io_backend.type: 'ftp' is not supported"),
+    ({'persistent_workers': True, 'num_worker_per_gpu': 0}, 'persistent_workers: true needs num_worker_per_gpu > 0'),
+    ({'cache_resized': 'yes'}, 'cache_resized: expected true or false'),
 ])
 def test_bad_options_and_roots_are_one_line_errors(tmp_path, options, pattern):
     _folder(tmp_path / 'b', 1, 'b', np.random.default_rng(13))

@@ -224,6 +224,9 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         if not getattr(self.prompt_set, 'use_welllit', False):
             raise OptionError('prompt_dataset.use_welllit: the prompt phases need well-lit images')
         self._prompt_loaders = {}
+        # Workers kept across epochs by default: re-forking this process (CLIP included) at every epoch end
+        # stalls the step, and fresh workers would replay the same augmentation draws (BasicSR re-seeds them).
+        dataset_opt.setdefault('persistent_workers', bool(dataset_opt.get('num_worker_per_gpu')))
         for name, size in (('rank', batch), ('init', batch // 2)):
             loader_opt = dict(dataset_opt, batch_size_per_gpu=size)
             sampler = EnlargedSampler(self.prompt_set, self.opt['world_size'], self.opt['rank'], 1)
