@@ -23,10 +23,12 @@ pytestmark = pytest.mark.slow
 
 GLOBAL_BATCH = 4
 # Reduction order differs (DDP averages per-rank gradients); CLIP's logit scale of 100 amplifies that float
-# noise in the prompt's ranking gradients to ~2e-5 of the embedding's scale (the network came out bit-equal).
-# A gradient off by the number of ranks (2x) moves the weights by a whole update: ~2e-3 of the network's
-# scale, ~0.3 of the prompt's.
-FLOAT_TOLERANCE = 1e-4  # of each tensor's largest magnitude
+# noise in the prompt's ranking gradients over the two refinement rounds (the network came out bit-equal).
+# Measured, deterministic: 2e-5 of the embedding's scale on an Intel AMX CPU, 1.06e-4 on an AMD EPYC
+# (avx512). A gradient off by the number of ranks (2x) moves the weights by a whole update: ~2e-3 of the
+# network's scale, 0.37 of the prompt's (measured with the ranking loss doubled in the 2-process run).
+# Tolerances, as a share of each tensor's largest magnitude:
+FLOAT_TOLERANCE = {'net_g': 1e-4, 'net_prompt': 1e-3}
 TIMEOUT = 400  # seconds per run; a deadlock between ranks ends the test instead of hanging it
 
 
@@ -92,5 +94,5 @@ def test_same_weights_as_one_process(runs, network):
         assert expected.keys() == actual.keys()
         for key in expected:
             scale = expected[key].abs().max().item() if expected[key].is_floating_point() else 0
-            torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=FLOAT_TOLERANCE * scale,
+            torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=FLOAT_TOLERANCE[network] * scale,
                                        msg=lambda message: f'{name}: {key}: {message}')
