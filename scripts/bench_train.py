@@ -1,27 +1,36 @@
 """Benchmark CLIP-LIT training inside BasicSR's real training loop (CPU or GPU), per phase.
 
-    python scripts/bench_train.py                 # 4 timed iterations per phase, default sizes
-    python scripts/bench_train.py --iters 2 --images 16
+    python scripts/bench_train.py                 # 1 timed iteration per network phase, 8 per prompt phase
+    python scripts/bench_train.py --iters 2 --prompt-iters 4 --images 48
     python scripts/bench_train.py --quick         # tiny sizes: checks the script, figures mean nothing
 
 It generates random JPEG "photos" (backlit and well-lit), writes an option file from
 ``options/train_cliplit.yml`` with full-size **random-weight** ViT-B/32 and RN101 (``clip_pretrained: ~``,
-no download), the default batch sizes, resolutions and loader workers, and a schedule of ``--iters`` + 1
-iterations per phase (the first of each phase is warm-up), then runs ``basicsr.train.train_pipeline`` in
-this process with timers around the model's steps and data fetches. Printed per phase:
+no download), the default batch sizes, resolutions and loader workers, and a schedule of two rounds
+(prompt init, reconstruction, enhancement, refinement ranking I_t, enhancement, refinement ranking I_t and
+I_{t-1}) with ``--iters`` + 1 iterations per network phase and ``--prompt-iters`` + 1 per prompt phase
+(the first of each phase is warm-up), then runs ``basicsr.train.train_pipeline`` in this process with
+timers around the model's steps and data fetches. Printed per phase:
 
 * s/iteration and iterations/s of the whole BasicSR iteration (data fetch + step + bookkeeping);
 * data wait: time the iteration spent waiting for a batch (BasicSR's loader for network phases, the
   model's prompt loader for prompt phases), as a share of the iteration;
 * the one-off pass that enhances the backlit set for I_t at the start of prompt refinement;
+* step: the time inside the model's ``optimize_parameters`` (without waiting for a prompt batch or the
+  I_t pass);
+* the loss-only step of the same phase, timed right after in a fresh process by
+  ``scripts/bench_clip_losses.py`` (variant ``ours``: the same losses and batches on ready tensors, no
+  loader, no BasicSR loop), and the trainer's overhead over it (``--no-loss-only`` skips this);
 * peak RSS of the whole process tree (this process + data-loader workers), and peak PSS (shared pages
-  counted once, so forked workers are not charged for the parent's models).
+  counted once, so forked workers are not charged for the parent's models), polled by a separate
+  process.
 """
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -33,25 +42,29 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class TreeMemory(threading.Thread):
-    """Polls RSS and PSS of this process and its children; keeps the peaks (GiB)."""
-
-    def __init__(self, period: float = 0.2):
-        super().__init__(daemon=True)
-        self.period, self.peak_rss, self.peak_pss, self.running = period, 0.0, 0.0, True
-
-    def run(self):
-        me = psutil.Process()
-        while self.running:
+def watch_memory(pid: int, out_file: str, period: float = 0.5) -> None:
+    """Poll RSS and PSS of process ``pid`` and its children until it exits or this process is terminated;
+    write the peaks (GiB) to ``out_file``. Runs as its own process: polling from a thread of the training
+    process holds its GIL for every /proc parse and measurably slowed its steps."""
+    import signal
+    peaks = {'rss': 0.0, 'pss': 0.0}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        root = psutil.Process(pid)
+        while root.is_running():
             rss = pss = 0
-            for proc in [me] + me.children(recursive=True):
+            for proc in [root] + root.children(recursive=True):
                 try:
                     info = proc.memory_full_info()
                     rss, pss = rss + info.rss, pss + info.pss
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
-            self.peak_rss, self.peak_pss = max(self.peak_rss, rss / 2**30), max(self.peak_pss, pss / 2**30)
-            time.sleep(self.period)
+            peaks = {'rss': max(peaks['rss'], rss / 2**30), 'pss': max(peaks['pss'], pss / 2**30)}
+            time.sleep(period)
+    except psutil.NoSuchProcess:
+        pass
+    finally:
+        Path(out_file).write_text(json.dumps(peaks))
 
 
 def make_images(folder: Path, count: int, size: tuple, low: int, high: int, rng) -> None:
@@ -66,7 +79,7 @@ def make_images(folder: Path, count: int, size: tuple, low: int, high: int, rng)
 
 def write_options(work: Path, args) -> Path:
     opt = yaml.safe_load((REPO_ROOT / 'options' / 'train_cliplit.yml').read_text())
-    n = args.iters + 1
+    net, prompt = args.iters + 1, args.prompt_iters + 1
     opt.update(name='bench', num_gpu='auto', manual_seed=0)
     opt.pop('dist_params')
     opt['datasets'].pop('val')
@@ -79,17 +92,21 @@ def write_options(work: Path, args) -> Path:
         prompt_set.update(image_size=64, batch_size_per_gpu=4)
     if args.workers is not None:
         train_set['num_worker_per_gpu'] = prompt_set['num_worker_per_gpu'] = args.workers
+        train_set['persistent_workers'] = prompt_set['persistent_workers'] = args.workers > 0
     clip = {'ViT-B-32-quickgelu': args.vit, 'RN101-quickgelu': args.rn}
     opt['network_prompt'].update(clip_model=args.vit_model, clip_pretrained=clip[args.vit_model])
     train = opt['train']
     for key in ('clip_opt', 'identity_opt', 'reconstruction_opt'):
         train[key]['clip_pretrained'] = clip[train[key]['clip_model']]
     opt['path']['pretrain_network_g'] = None  # run the reconstruction stage too
-    train['total_iter'] = 4 * n + 2  # round 2 starts: refinement ranks I_t (and times a full round 1)
-    train['schedule'].update(prompt_init_iters=n, prompt_init_min_iters=0, reconstruction_iters=n,
-                             reconstruction_min_iters=0, restart_psnr=-1e9, enhancement_iters=n,
-                             enhancement_loss_threshold=1e18, prompt_refinement_iters=n, prompt_loss_threshold=1e18,
-                             check_period=1, prompt_check_period=1)  # a best network every round: I_t exists
+    # The last refinement runs one iteration more than is timed: an iteration's record closes at the next
+    # batch fetch, and training ends after that iteration.
+    train['total_iter'] = 3 * prompt + 3 * net + 1
+    train['schedule'].update(prompt_init_iters=prompt, prompt_init_min_iters=0, reconstruction_iters=net,
+                             reconstruction_min_iters=0, restart_psnr=-1e9, enhancement_iters=net,
+                             enhancement_loss_threshold=1e18, prompt_refinement_iters=prompt + 1,
+                             prompt_loss_threshold=1e18, check_period=1,
+                             prompt_check_period=1)  # a best network every round: I_t exists
     opt['logger'].update(print_freq=1, save_checkpoint_freq=10**9, use_tb_logger=False)
     path = work / 'bench.yml'
     path.write_text(yaml.safe_dump(opt, sort_keys=False))
@@ -102,7 +119,7 @@ def instrument(records):
 
     from cliplit_basicsr.models.cliplit_model import CLIPLITModel
 
-    state = {'phase': None, 'start': None, 'stepped': False, 'fetch': 0.0, 'outputs': 0.0}
+    state = {'phase': None, 'start': None, 'stepped': False, 'fetch': 0.0, 'outputs': 0.0, 'step': 0.0}
     step, fetch_prompt, enhance = (CLIPLITModel.optimize_parameters, CLIPLITModel._next_prompt_batch,
                                    CLIPLITModel._enhanced_outputs)
     prefetch_next = CPUPrefetcher.next
@@ -110,15 +127,23 @@ def instrument(records):
     def timed_next(self):
         """An iteration runs from the fetch of its BasicSR batch to the next fetch."""
         t = time.perf_counter()
-        if state['stepped']:
-            records[state['phase']].append((t - state['start'], state['fetch'], state['outputs']))
+        if state['stepped'] and state['phase']:
+            records[state['phase']].append((t - state['start'], state['fetch'], state['outputs'], state['step']))
         batch = prefetch_next(self)
         state.update(start=t, stepped=False, fetch=time.perf_counter() - t, outputs=0.0)
         return batch
 
     def timed_step(self, current_iter):
-        state.update(phase=self.schedule.phase.value, stepped=True)
-        return step(self, current_iter)
+        phase = self.schedule.phase.value
+        if phase == 'prompt_refinement':
+            phase += f' r{self.schedule.round}'  # round 1 ranks I_t; round 2 also I_{t-1}
+        if phase == 'enhancement' and self.schedule.round > 1:
+            phase = None  # round 2's enhancement only leads to the 4-set refinement
+        t, fetched, outputs = time.perf_counter(), state['fetch'], state['outputs']
+        result = step(self, current_iter)
+        waits = state['fetch'] - fetched + state['outputs'] - outputs  # prompt-batch wait, I_t pass
+        state.update(phase=phase, stepped=True, step=time.perf_counter() - t - waits)
+        return result
 
     def timed_fetch(self, name):
         t = time.perf_counter()
@@ -142,15 +167,23 @@ def instrument(records):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--iters', type=int, default=4, help='timed iterations per phase (after 1 warm-up)')
-    parser.add_argument('--images', type=int, default=24, help='backlit and well-lit images generated')
+    parser.add_argument('--iters', type=int, default=1, help='timed iterations per network phase (after 1 warm-up)')
+    parser.add_argument('--prompt-iters', type=int, default=8,
+                        help='timed iterations per prompt phase (after 1 warm-up)')
+    parser.add_argument('--images', type=int, default=64,
+                        help='backlit and well-lit images generated (a prompt epoch is images / 16 batches, '
+                             'and every epoch starts with an empty prefetch queue)')
     parser.add_argument('--photo-size', type=int, nargs=2, default=[900, 1200], help='H W of generated photos')
     parser.add_argument('--workers', type=int, default=None, help='override num_worker_per_gpu of both loaders')
     parser.add_argument('--vit', default=None, help="ViT weights (default: random, 'openai', or a file)")
     parser.add_argument('--rn', default=None, help="RN weights (default: random, 'openai', or a file)")
     parser.add_argument('--vit-model', default='ViT-B-32-quickgelu', help=argparse.SUPPRESS)
     parser.add_argument('--quick', action='store_true', help='tiny sizes (smoke test of this script)')
+    parser.add_argument('--no-loss-only', action='store_true', help='skip the loss-only comparison steps')
+    parser.add_argument('--watch', nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.watch:
+        return watch_memory(int(args.watch[0]), args.watch[1])
     if args.quick:
         args.photo_size, args.images = [96, 128], 8
 
@@ -166,32 +199,56 @@ def main():
 
     records = defaultdict(list)
     instrument(records)
-    memory = TreeMemory()
-    memory.start()
+    memory_file = work / 'memory.json'
+    watcher = subprocess.Popen([sys.executable, __file__, '--watch', str(os.getpid()), str(memory_file)])
     os.chdir(work)
     sys.argv = ['basicsr.train', '-opt', str(option_file)]
     started = time.perf_counter()
     basicsr.train.train_pipeline(str(work))
     wall = time.perf_counter() - started
-    memory.running = False
-    memory.join()
+    watcher.terminate()
+    watcher.wait()
+    memory = json.loads(memory_file.read_text())
 
     device = 'cuda' if torch.cuda.is_available() else f'cpu ({torch.get_num_threads()} threads)'
     print(f'\nCLIP-LIT training bench on {device}; photos {args.photo_size[0]}x{args.photo_size[1]} JPEG, '
           f'{args.images} backlit + {args.images} well-lit; random-weight CLIP; wall {wall:.0f} s')
-    print(f'{"phase":<20}{"iters":>6}{"s/iter":>9}{"iter/s":>9}{"data wait":>11}{"I_t pass (s)":>14}')
-    for phase in ('prompt_init', 'reconstruction', 'enhancement', 'prompt_refinement'):
-        rows = records.get(phase, [])
+    loss_only = {} if args.no_loss_only or args.quick else loss_only_seconds(work)
+    print(f'{"phase":<23}{"iters":>6}{"s/iter":>9}{"iter/s":>9}{"data wait":>11}{"I_t pass (s)":>14}'
+          f'{"step s/iter":>13}{"loss-only s/iter":>18}{"overhead":>10}')
+    for phase, rows in records.items():
         outputs = sum(r[2] for r in rows)
         timed = [r for r in rows[1:] if r[2] == 0.0]  # skip warm-up and the I_t pass
         if not timed:
             continue
-        total, wait = sum(r[0] for r in timed), sum(r[1] for r in timed)
-        print(f'{phase:<20}{len(timed):>6}{total / len(timed):>9.2f}{len(timed) / total:>9.3f}'
-              f'{100 * wait / total:>10.1f}%{outputs:>14.1f}')
-    print(f'peak RSS of the process tree: {memory.peak_rss:.2f} GiB; peak PSS: {memory.peak_pss:.2f} GiB')
+        total, wait, step = (sum(r[k] for r in timed) for k in (0, 1, 3))
+        reference = loss_only.get(LOSS_ONLY_STEPS.get(phase))
+        compared = f'{reference:>18.2f}{100 * (total / len(timed) / reference - 1):>+9.1f}%' if reference else ''
+        print(f'{phase:<23}{len(timed):>6}{total / len(timed):>9.2f}{len(timed) / total:>9.3f}'
+              f'{100 * wait / total:>10.1f}%{outputs:>14.1f}{step / len(timed):>13.2f}{compared}')
+    print(f"peak RSS of the process tree: {memory['rss']:.2f} GiB; peak PSS: {memory['pss']:.2f} GiB "
+          '(sampled every 0.5 s)')
     print(f'loading one datasets.train batch (fetched and unused in every prompt iteration): '
           f'{train_batch_seconds(option_file):.2f} CPU-s')
+
+
+# the trainer's phases and the step of scripts/bench_clip_losses.py that computes the same losses
+LOSS_ONLY_STEPS = {'prompt_init': 'init', 'enhancement': 'enhance', 'prompt_refinement r2': 'refine'}
+
+
+def loss_only_seconds(work: Path) -> dict:
+    """s/iteration of bench_clip_losses' ``ours`` steps at the default sizes, each in a fresh process."""
+    seconds = {}
+    for step in sorted(set(LOSS_ONLY_STEPS.values())):
+        cmd = [sys.executable, str(REPO_ROOT / 'scripts' / 'bench_clip_losses.py'), '--child', 'ours', step,
+               '--grads-out', str(work / f'{step}.pt'), '--iters', '2' if step == 'enhance' else '5']
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True,
+                              env=dict(os.environ, HF_HUB_OFFLINE='1'))
+        line = next((l for l in proc.stdout.splitlines() if l.startswith('RESULT ')), None)
+        if line is None:
+            sys.exit(f'bench_train: loss-only step {step} failed: {(proc.stderr.strip().splitlines() or ["?"])[-1]}')
+        seconds[step] = json.loads(line[len('RESULT '):])['sec_per_iter']
+    return seconds
 
 
 def train_batch_seconds(option_file: Path) -> float:
