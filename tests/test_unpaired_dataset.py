@@ -12,6 +12,7 @@ from basicsr.data import build_dataset
 from cliplit_basicsr.data.augment import (AugmentParams, apply_augmentation, augment, augment_batch,
                                           draw_augmentation)
 from cliplit_basicsr.data.image_io import ImageReadError
+from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
 from cliplit_basicsr.errors import CLIPLITError, one_line_message
 
 SAMPLES = Path(cliplit_basicsr.__file__).parent / 'samples'
@@ -100,6 +101,26 @@ def test_cached_images_equal_fresh_ones_and_are_not_read_again(tmp_path, dtype):
             path.write_bytes(b'')  # from now on only the cache can serve these images
     with pytest.raises(ImageReadError):
         fresh[0]
+
+
+def test_skipped_loading_reaches_persistent_workers_and_spares_prompt_sets(tmp_path):
+    rng = np.random.default_rng(31)
+    backlit, welllit = _folder(tmp_path / 'b', 4, 'b', rng), _folder(tmp_path / 'w', 4, 'w', rng)
+    network_set, prompt_set = _dataset(backlit), _dataset(backlit, welllit)
+    loader = torch.utils.data.DataLoader(network_set, batch_size=2, num_workers=2, persistent_workers=True)
+    expected = torch.stack([network_set[i]['backlit'] for i in range(4)])
+    assert torch.equal(torch.cat([batch['backlit'] for batch in loader]), expected)  # workers now forked
+    try:
+        set_network_batch_loading(False)
+        skipped = list(loader)
+        assert [set(batch) for batch in skipped] == [{'deferred_item'}] * 2
+        assert torch.cat([batch['deferred_item'] for batch in skipped]).tolist() == [0, 1, 2, 3]
+        assert torch.equal(torch.stack([network_set.load_item(i)['backlit'] for i in range(4)]), expected)
+        assert {'backlit', 'welllit'} <= set(prompt_set[0])
+    finally:
+        set_network_batch_loading(True)
+    assert torch.equal(torch.cat([batch['backlit'] for batch in loader]), expected)
+
 
 def test_shapes_and_ranges_with_augmentation(tmp_path):
     rng = np.random.default_rng(1)

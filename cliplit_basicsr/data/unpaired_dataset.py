@@ -1,5 +1,8 @@
 """Unpaired backlit / well-lit training images for CLIP-LIT (SPEC A5, item 6)."""
+import weakref
+
 import numpy as np
+import torch
 from torch.utils import data
 
 from basicsr.utils import img2tensor
@@ -17,6 +20,22 @@ _BASICSR_KEYS = frozenset({
 _OWN_KEYS = frozenset(
     {'dataroot_backlit', 'dataroot_welllit', 'use_welllit', 'io_backend', 'image_size', 'augment', 'zoom_range',
      'cache_resized'})
+
+# Backlit-only sets of this process (``datasets.train``: what BasicSR's loop fetches every iteration).
+_NETWORK_SETS = weakref.WeakSet()
+
+
+def set_network_batch_loading(enabled: bool) -> None:
+    """Load (True, the default) or skip (False) the images of this process's backlit-only sets, in their
+    data-loader workers too.
+
+    BasicSR's loop fetches a ``datasets.train`` batch every iteration, but the prompt phases train on
+    their own loader: decoding and resizing 8 images @ 512 there would only take cores (or, on a GPU,
+    time) from the step. Skipped, an item is ``{'deferred_item': i}``; the training model loads such a
+    batch itself if one arrives in a network phase (the loader runs a few batches ahead).
+    """
+    for dataset in list(_NETWORK_SETS):
+        dataset.loading.fill_(enabled)
 
 
 @DATASET_REGISTRY.register()
@@ -39,7 +58,9 @@ class CLIPLITUnpairedDataset(data.Dataset):
     Item ``i`` pairs backlit ``i % n_backlit`` with well-lit ``i % n_welllit``; the length is the longer
     list's, so the shorter one is cycled. An item holds ``backlit`` (and ``welllit``): (3, S, S) RGB
     float32 tensors in [0, 1] sharing one augmentation draw, ``backlit_path`` (and ``welllit_path``),
-    ``index`` (the backlit index) and ``aug`` (the draw, `AugmentParams.as_dict`).
+    ``index`` (the backlit index) and ``aug`` (the draw, `AugmentParams.as_dict`). While loading is off
+    (`set_network_batch_loading`, backlit-only sets), an item is ``{'deferred_item': i}`` and
+    `load_item` gives the real one.
 
     Enhanced versions of the backlit images (I_t, I_{t-1}) are made by the model, so they cannot live
     in data-loader workers; instead the model enhances `load_backlit` (the un-augmented resized image
@@ -66,6 +87,10 @@ class CLIPLITUnpairedDataset(data.Dataset):
         self.backlit = ImageSource(_root(opt, 'dataroot_backlit'), io_backend, 'dataroot_backlit')
         self.welllit = (ImageSource(_root(opt, 'dataroot_welllit'), io_backend, 'dataroot_welllit')
                         if self.use_welllit else None)
+        # In shared memory, so that data-loader workers (forked or spawned) see the switch.
+        self.loading = torch.ones((), dtype=torch.bool).share_memory_()
+        if not self.use_welllit:
+            _NETWORK_SETS.add(self)
 
     @property
     def num_backlit(self) -> int:
@@ -93,6 +118,10 @@ class CLIPLITUnpairedDataset(data.Dataset):
         return kept.astype(np.float32) / 255.0 if kept.dtype == np.uint8 else kept.copy()
 
     def __getitem__(self, item: int) -> dict:
+        return self.load_item(item) if self.loading else {'deferred_item': item}
+
+    def load_item(self, item: int) -> dict:
+        """Item ``item``, loaded whatever `set_network_batch_loading` says."""
         index = item % len(self.backlit)
         images = [self.load_backlit(index)]
         sample = {'backlit_path': self.backlit.names[index], 'index': index}

@@ -11,7 +11,9 @@ Each BasicSR iteration is one step of the phase that `TrainingSchedule` says is 
   top-level ``prompt_dataset`` section (backlit + well-lit pairs, default 16 @ 256), whose loaders this
   model builds with BasicSR's ``build_dataset``/``build_dataloader`` and an ``EnlargedSampler`` (so LMDB and
   distributed sampling serve both phases). Prompt initialisation takes half as many pairs per batch, so
-  that a batch holds ``batch_size_per_gpu`` images as in the authors' code.
+  that a batch holds ``batch_size_per_gpu`` images as in the authors' code. BasicSR's loop still fetches
+  a ``datasets.train`` batch every iteration; during prompt phases its images are not loaded
+  (`set_network_batch_loading`), and a batch left unloaded that arrives in a network phase is loaded here.
 
 Enhanced outputs for prompt refinement: the best network of each of the newest two rounds is kept (a
 279k-parameter snapshot). When a refinement phase needs a round's outputs, that network enhances the
@@ -42,13 +44,14 @@ from basicsr.metrics.psnr_ssim import calculate_psnr_pt
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
 from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.atomic_io import atomic_torch_save
 from cliplit_basicsr.data.augment import augment_batch
+from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
 from cliplit_basicsr.errors import OptionError
 
 from .cliplit_enhancer_model import CLIPLITEnhancerModel
@@ -207,7 +210,9 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         self._outputs: Dict[int, tuple] = {}  # slot -> (round, uint8 outputs (N,3,S,S) on the CPU)
         self._backlit_small: Optional[torch.Tensor] = None
         self._text_features: Optional[torch.Tensor] = None
+        self._network_set: Optional[Dataset] = None  # loads datasets.train batches left unloaded
         self.log_dict = OrderedDict()
+        set_network_batch_loading(self.schedule.phase.trains_network)
         get_root_logger().info(f'CLIP-LIT schedule starts with {self.schedule.describe()}')
 
     def _build_prompt_loaders(self) -> None:
@@ -236,11 +241,21 @@ class CLIPLITModel(CLIPLITEnhancerModel):
 
     # -- data ----------------------------------------------------------------------------------------
     def feed_data(self, data: dict) -> None:
-        """Training batches carry ``backlit``; validation ones BasicSR's ``lq`` (and ``gt``)."""
-        if 'backlit' in data:
+        """Training batches carry ``backlit`` (or ``deferred_item``: not loaded, see the module docstring);
+        validation ones BasicSR's ``lq`` (and ``gt``)."""
+        if 'deferred_item' in data:
+            self.lq = self._load_deferred(data['deferred_item']) if self.schedule.phase.trains_network else None
+        elif 'backlit' in data:
             self.lq = data['backlit'].to(self.device)
         else:
             super().feed_data(data)
+
+    def _load_deferred(self, items: torch.Tensor) -> torch.Tensor:
+        """The backlit images of a ``datasets.train`` batch whose loading was skipped, loaded in this process."""
+        if self._network_set is None:
+            self._network_set = build_dataset(dict(self.opt['datasets']['train'], phase='train'))
+        batch = default_collate([self._network_set.load_item(item) for item in items.tolist()])
+        return batch['backlit'].to(self.device)
 
     def _next_prompt_batch(self, name: str) -> dict:
         state = self._prompt_loaders[name]
@@ -360,6 +375,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         }[phase]
         outcome = self.schedule.step(current_iter, reduced[total], reduced.get('psnr_recon'))
         self._apply(outcome, current_iter, phase, round_)
+        set_network_batch_loading(self.schedule.phase.trains_network)
         self.log_dict = OrderedDict(round=float(round_), **reduced)
 
     # -- schedule events -----------------------------------------------------------------------------
@@ -455,4 +471,5 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             if name in getattr(self, '_prompt_loaders', {}):
                 self._prompt_loaders[name].update(epoch=epoch, iter=None)
         self._outputs, self._text_features = {}, None
+        set_network_batch_loading(self.schedule.phase.trains_network)
         get_root_logger().info(f'Resumed CLIP-LIT schedule: {self.schedule.describe()}')
