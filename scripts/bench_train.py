@@ -1,16 +1,18 @@
 """Benchmark CLIP-LIT training inside BasicSR's real training loop (CPU or GPU), per phase.
 
-    python scripts/bench_train.py                 # 1 timed iteration per network phase, 8 per prompt phase
-    python scripts/bench_train.py --iters 2 --prompt-iters 4 --images 48
+    python scripts/bench_train.py                 # 1 timed iteration per network phase, 8+ per prompt phase
+    python scripts/bench_train.py --iters 2 --prompt-iters 4 --images 48 --warmup-epochs 2
     python scripts/bench_train.py --quick         # tiny sizes: checks the script, figures mean nothing
 
 It generates random JPEG "photos" (backlit and well-lit), writes an option file from
 ``options/train_cliplit.yml`` with full-size **random-weight** ViT-B/32 and RN101 (``clip_pretrained: ~``,
 no download), the default batch sizes, resolutions and loader workers, and a schedule of two rounds
 (prompt init, reconstruction, enhancement, refinement ranking I_t, enhancement, refinement ranking I_t and
-I_{t-1}) with ``--iters`` + 1 iterations per network phase and ``--prompt-iters`` + 1 per prompt phase
-(the first of each phase is warm-up), then runs ``basicsr.train.train_pipeline`` in this process with
-timers around the model's steps and data fetches. Printed per phase:
+I_{t-1}) with ``--iters`` + 1 iterations per network phase (the first is warm-up) and ``--prompt-iters``
+timed ones per prompt phase after ``--warmup-epochs`` epochs of its loader (the prompt loaders' workers keep
+resized images, ``cache_resized``: a long run decodes each image once, so the steady state is what counts),
+then runs ``basicsr.train.train_pipeline`` in this process with timers around the model's steps and data
+fetches. Printed per phase:
 
 * s/iteration and iterations/s of the whole BasicSR iteration (data fetch + step + bookkeeping);
 * data wait: time the iteration spent waiting for a batch (BasicSR's loader for network phases, the
@@ -18,9 +20,12 @@ timers around the model's steps and data fetches. Printed per phase:
 * the one-off pass that enhances the backlit set for I_t at the start of prompt refinement;
 * step: the time inside the model's ``optimize_parameters`` (without waiting for a prompt batch or the
   I_t pass);
-* the loss-only step of the same phase, timed right after in a fresh process by
-  ``scripts/bench_clip_losses.py`` (variant ``ours``: the same losses and batches on ready tensors, no
-  loader, no BasicSR loop), and the trainer's overhead over it (``--no-loss-only`` skips this);
+* loss-only: after each timed step, the same phase's losses and backward on random tensors in memory with
+  the model's own modules (`loss_only_step`), timed in this process between the trainer's iterations, and
+  the trainer's overhead over it: this CPU's speed drifts by tens of percent within minutes, so only
+  interleaved timings compare;
+* CLIP-core bench: ``scripts/bench_clip_losses.py``'s ``ours`` step of the same maths, run afterwards in
+  a fresh process (``--no-loss-only`` skips both);
 * peak RSS of the whole process tree (this process + data-loader workers), and peak PSS (shared pages
   counted once, so forked workers are not charged for the parent's models), polled by a separate
   process.
@@ -79,7 +84,7 @@ def make_images(folder: Path, count: int, size: tuple, low: int, high: int, rng)
 
 def write_options(work: Path, args) -> Path:
     opt = yaml.safe_load((REPO_ROOT / 'options' / 'train_cliplit.yml').read_text())
-    net, prompt = args.iters + 1, args.prompt_iters + 1
+    net, prompt, warmup = args.iters + 1, args.prompt_iters, warmup_iterations(args)
     opt.update(name='bench', num_gpu='auto', manual_seed=0)
     opt.pop('dist_params')
     opt['datasets'].pop('val')
@@ -99,12 +104,13 @@ def write_options(work: Path, args) -> Path:
     for key in ('clip_opt', 'identity_opt', 'reconstruction_opt'):
         train[key]['clip_pretrained'] = clip[train[key]['clip_model']]
     opt['path']['pretrain_network_g'] = None  # run the reconstruction stage too
-    # The last refinement runs one iteration more than is timed: an iteration's record closes at the next
-    # batch fetch, and training ends after that iteration.
-    train['total_iter'] = 3 * prompt + 3 * net + 1
-    train['schedule'].update(prompt_init_iters=prompt, prompt_init_min_iters=0, reconstruction_iters=net,
+    # Round 2's refinement gets the same length as round 1's; training ends one iteration after it, since an
+    # iteration's record closes at the next batch fetch.
+    init, refinement = warmup['prompt_init'] + prompt, warmup['prompt_refinement r1'] + prompt
+    train['total_iter'] = init + 3 * net + 2 * refinement + 1
+    train['schedule'].update(prompt_init_iters=init, prompt_init_min_iters=0, reconstruction_iters=net,
                              reconstruction_min_iters=0, restart_psnr=-1e9, enhancement_iters=net,
-                             enhancement_loss_threshold=1e18, prompt_refinement_iters=prompt + 1,
+                             enhancement_loss_threshold=1e18, prompt_refinement_iters=refinement,
                              prompt_loss_threshold=1e18, check_period=1,
                              prompt_check_period=1)  # a best network every round: I_t exists
     opt['logger'].update(print_freq=1, save_checkpoint_freq=10**9, use_tb_logger=False)
@@ -113,13 +119,44 @@ def write_options(work: Path, args) -> Path:
     return path
 
 
-def instrument(records):
-    """Timers around the model's step, its prompt-batch fetches and BasicSR's batch fetches."""
+def loss_only_step(model, phase: str) -> None:
+    """The losses of ``phase``'s step and their backward on random tensors already in memory, with the model's
+    own networks, CLIP models and loss modules, and nothing else: no loader, no I_t lookup or augmentation, no
+    optimizer step, no schedule (the maths of ``bench_clip_losses.py``'s ``ours`` steps). Gradients are
+    dropped; the next training step starts from zeroed ones anyway."""
+    import torch
+
+    from cliplit_basicsr.models.micro_batch import backward_in_micro_batches
+    from cliplit_basicsr.models.schedule import Phase
+    generator = torch.Generator().manual_seed(0)
+    if phase in ('reconstruction', 'enhancement'):
+        network_phase = Phase(phase)
+        lq = torch.rand(model.lq.shape, generator=generator).to(model.device)
+        total = 'l_recon' if network_phase is Phase.RECONSTRUCTION else 'l_enhance'
+        backward_in_micro_batches(lq, model.micro_batch,
+                                  lambda part, share: model._network_terms(network_phase, part, share), total)
+        model.net_g.zero_grad(set_to_none=True)
+        return
+    size = model.prompt_set.image_size
+    pairs = model._prompt_loaders['init' if phase == 'prompt_init' else 'rank']['loader'].batch_size
+    sets = {'prompt_init': 2, 'prompt_refinement r1': 3, 'prompt_refinement r2': 4}[phase]
+    prompt = model.get_bare_model(model.net_prompt)
+    images = torch.rand(sets * pairs, 3, size, size, generator=generator).to(model.device)
+    features = prompt.encode_images(images).split(pairs)
+    loss_fn = model.cri_prompt_init if phase == 'prompt_init' else model.cri_ranking
+    loss_fn(prompt(), *features).backward()
+    prompt.zero_grad(set_to_none=True)
+
+
+def instrument(records, warmup: dict, skip_loss_only: bool):
+    """Timers around the model's step, its prompt-batch fetches and BasicSR's batch fetches; after each step
+    of a recorded phase, a timed `loss_only_step` (interleaved: this CPU's speed drifts within minutes)."""
     from basicsr.data.prefetch_dataloader import CPUPrefetcher
 
     from cliplit_basicsr.models.cliplit_model import CLIPLITModel
 
-    state = {'phase': None, 'start': None, 'stepped': False, 'fetch': 0.0, 'outputs': 0.0, 'step': 0.0}
+    state = {'phase': None, 'start': None, 'stepped': False, 'fetch': 0.0, 'outputs': 0.0, 'step': 0.0,
+             'loss_only': 0.0}
     step, fetch_prompt, enhance = (CLIPLITModel.optimize_parameters, CLIPLITModel._next_prompt_batch,
                                    CLIPLITModel._enhanced_outputs)
     prefetch_next = CPUPrefetcher.next
@@ -128,7 +165,8 @@ def instrument(records):
         """An iteration runs from the fetch of its BasicSR batch to the next fetch."""
         t = time.perf_counter()
         if state['stepped'] and state['phase']:
-            records[state['phase']].append((t - state['start'], state['fetch'], state['outputs'], state['step']))
+            records[state['phase']].append((t - state['start'] - state['loss_only'], state['fetch'], state['outputs'],
+                                            state['step'], state['loss_only']))
         batch = prefetch_next(self)
         state.update(start=t, stepped=False, fetch=time.perf_counter() - t, outputs=0.0)
         return batch
@@ -143,6 +181,11 @@ def instrument(records):
         result = step(self, current_iter)
         waits = state['fetch'] - fetched + state['outputs'] - outputs  # prompt-batch wait, I_t pass
         state.update(phase=phase, stepped=True, step=time.perf_counter() - t - waits)
+        t = time.perf_counter()
+        timed = phase and len(records[phase]) >= warmup[phase] and state['outputs'] == outputs
+        if timed and not skip_loss_only:
+            loss_only_step(self, phase)
+        state['loss_only'] = time.perf_counter() - t  # taken out of the iteration's time
         return result
 
     def timed_fetch(self, name):
@@ -169,8 +212,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--iters', type=int, default=1, help='timed iterations per network phase (after 1 warm-up)')
     parser.add_argument('--prompt-iters', type=int, default=8,
-                        help='timed iterations per prompt phase (after 1 warm-up)')
-    parser.add_argument('--images', type=int, default=64,
+                        help='timed iterations per prompt phase (after the warm-up epochs)')
+    parser.add_argument('--warmup-epochs', type=int, default=4,
+                        help="untimed epochs of the prompt loaders first (prompt init and round 1's refinement), "
+                             "so that their workers' resize caches are mostly filled, as in a long run")
+    parser.add_argument('--images', type=int, default=32,
                         help='backlit and well-lit images generated (a prompt epoch is images / 16 batches, '
                              'and every epoch starts with an empty prefetch queue)')
     parser.add_argument('--photo-size', type=int, nargs=2, default=[900, 1200], help='H W of generated photos')
@@ -197,8 +243,8 @@ def main():
     make_images(work / 'welllit', args.images, tuple(args.photo_size), 90, 256, rng)
     option_file = write_options(work, args)
 
-    records = defaultdict(list)
-    instrument(records)
+    records, warmup = defaultdict(list), warmup_iterations(args)
+    instrument(records, warmup, args.no_loss_only)
     memory_file = work / 'memory.json'
     watcher = subprocess.Popen([sys.executable, __file__, '--watch', str(os.getpid()), str(memory_file)])
     os.chdir(work)
@@ -213,23 +259,32 @@ def main():
     device = 'cuda' if torch.cuda.is_available() else f'cpu ({torch.get_num_threads()} threads)'
     print(f'\nCLIP-LIT training bench on {device}; photos {args.photo_size[0]}x{args.photo_size[1]} JPEG, '
           f'{args.images} backlit + {args.images} well-lit; random-weight CLIP; wall {wall:.0f} s')
-    loss_only = {} if args.no_loss_only or args.quick else loss_only_seconds(work)
+    fresh = {} if args.no_loss_only or args.quick else loss_only_seconds(work)
     print(f'{"phase":<23}{"iters":>6}{"s/iter":>9}{"iter/s":>9}{"data wait":>11}{"I_t pass (s)":>14}'
-          f'{"step s/iter":>13}{"loss-only s/iter":>18}{"overhead":>10}')
+          f'{"step s/iter":>13}{"loss-only s/iter":>18}{"overhead":>10}{"CLIP-core bench":>17}')
     for phase, rows in records.items():
         outputs = sum(r[2] for r in rows)
-        timed = [r for r in rows[1:] if r[2] == 0.0]  # skip warm-up and the I_t pass
+        timed = [r for r in rows[warmup[phase]:] if r[2] == 0.0]  # skip warm-up and the I_t pass
         if not timed:
             continue
-        total, wait, step = (sum(r[k] for r in timed) for k in (0, 1, 3))
-        reference = loss_only.get(LOSS_ONLY_STEPS.get(phase))
-        compared = f'{reference:>18.2f}{100 * (total / len(timed) / reference - 1):>+9.1f}%' if reference else ''
-        print(f'{phase:<23}{len(timed):>6}{total / len(timed):>9.2f}{len(timed) / total:>9.3f}'
-              f'{100 * wait / total:>10.1f}%{outputs:>14.1f}{step / len(timed):>13.2f}{compared}')
+        total, wait, step, loss_only = (sum(r[k] for r in timed) / len(timed) for k in (0, 1, 3, 4))
+        compared = '' if args.no_loss_only else f'{loss_only:>18.2f}{100 * (total / loss_only - 1):>+9.1f}%'
+        reference = fresh.get(LOSS_ONLY_STEPS.get(phase))
+        print(f'{phase:<23}{len(timed):>6}{total:>9.2f}{1 / total:>9.3f}{100 * wait / total:>10.1f}%'
+              f'{outputs:>14.1f}{step:>13.2f}{compared}{f"{reference:>17.2f}" if reference else ""}')
     print(f"peak RSS of the process tree: {memory['rss']:.2f} GiB; peak PSS: {memory['pss']:.2f} GiB "
           '(sampled every 0.5 s)')
-    print(f'loading one datasets.train batch (fetched and unused in every prompt iteration): '
-          f'{train_batch_seconds(option_file):.2f} CPU-s')
+
+
+def warmup_iterations(args) -> dict:
+    """Untimed first iterations of each recorded phase: 1, or ``--warmup-epochs`` epochs of the prompt loader
+    of prompt initialisation and of the first refinement (the second finds the refinement loader warm)."""
+    if args.quick:
+        return defaultdict(lambda: 1)
+    batch = yaml.safe_load((REPO_ROOT / 'options' / 'train_cliplit.yml').read_text())['prompt_dataset'][
+        'batch_size_per_gpu']
+    per_epoch = {'prompt_init': -(-args.images // (batch // 2)), 'prompt_refinement r1': -(-args.images // batch)}
+    return defaultdict(lambda: 1, {phase: args.warmup_epochs * n for phase, n in per_epoch.items()})
 
 
 # the trainer's phases and the step of scripts/bench_clip_losses.py that computes the same losses
@@ -249,19 +304,6 @@ def loss_only_seconds(work: Path) -> dict:
             sys.exit(f'bench_train: loss-only step {step} failed: {(proc.stderr.strip().splitlines() or ["?"])[-1]}')
         seconds[step] = json.loads(line[len('RESULT '):])['sec_per_iter']
     return seconds
-
-
-def train_batch_seconds(option_file: Path) -> float:
-    """Single-process time to load one batch of ``datasets.train`` (what BasicSR's loader prepares)."""
-    from basicsr.data import build_dataset
-    dataset_opt = dict(yaml.safe_load(option_file.read_text())['datasets']['train'], phase='train')
-    dataset = build_dataset(dataset_opt)
-    batch = dataset_opt['batch_size_per_gpu']
-    dataset[0]  # open files / warm caches
-    t = time.process_time()
-    for i in range(batch):
-        dataset[i % len(dataset)]
-    return time.process_time() - t
 
 
 if __name__ == '__main__':
