@@ -212,7 +212,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         self._text_features: Optional[torch.Tensor] = None
         self._network_set: Optional[Dataset] = None  # loads datasets.train batches left unloaded
         self.log_dict = OrderedDict()
-        set_network_batch_loading(self.schedule.phase.trains_network)
+        self._load_network_batches_if_needed()
         get_root_logger().info(f'CLIP-LIT schedule starts with {self.schedule.describe()}')
 
     def _build_prompt_loaders(self) -> None:
@@ -249,6 +249,10 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             self.lq = data['backlit'].to(self.device)
         else:
             super().feed_data(data)
+
+    def _load_network_batches_if_needed(self) -> None:
+        """Have ``datasets.train``'s workers load images only while the current phase trains the network."""
+        set_network_batch_loading(self.schedule.phase.trains_network)
 
     def _load_deferred(self, items: torch.Tensor) -> torch.Tensor:
         """The backlit images of a ``datasets.train`` batch whose loading was skipped, loaded in this process."""
@@ -375,7 +379,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         }[phase]
         outcome = self.schedule.step(current_iter, reduced[total], reduced.get('psnr_recon'))
         self._apply(outcome, current_iter, phase, round_)
-        set_network_batch_loading(self.schedule.phase.trains_network)
+        self._load_network_batches_if_needed()
         self.log_dict = OrderedDict(round=float(round_), **reduced)
 
     # -- schedule events -----------------------------------------------------------------------------
@@ -471,5 +475,5 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             if name in getattr(self, '_prompt_loaders', {}):
                 self._prompt_loaders[name].update(epoch=epoch, iter=None)
         self._outputs, self._text_features = {}, None
-        set_network_batch_loading(self.schedule.phase.trains_network)
+        self._load_network_batches_if_needed()
         get_root_logger().info(f'Resumed CLIP-LIT schedule: {self.schedule.describe()}')
