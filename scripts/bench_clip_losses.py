@@ -16,9 +16,13 @@ Variants, each run in its own process so that its peak RSS (VmHWM: models + acti
 * ``ours``: this package's losses and prompt pair (one batched CLIP pass per image set, image features
   without autograd, text transformer up to the pooled token, one shared ViT and RN101), and the
   network in its training layout (:func:`cliplit_basicsr.archs.training_layout.prepare_for_training`:
-  channels-last, checkpointed heavy blocks; same gradients); ``--plain-network`` runs it unconverted;
-  the enhancement step runs forward/backward ``--micro-batch`` images at a time as the training model
-  does (``train.micro_batch``; gradients accumulate to the batch's);
+  channels-last; same gradients); ``--plain-network`` runs it unconverted; the enhancement step runs
+  forward/backward ``--micro-batch`` images at a time as the training model does (``train.micro_batch``,
+  default ``auto``: one on CPU; gradients accumulate to the batch's). It runs in the process environment
+  the training commands give themselves: glibc keeping freed memory
+  (:func:`_cliplit_basicsr_hook.restart_keeping_freed_memory`);
+* ``authors-kept`` (``--authors-keep-freed-memory``): ``authors`` in that same environment, to show how
+  much of the speed-up that environment gives (the authors' scripts run with glibc's defaults);
 * ``ours-bf16`` (``--bf16``): ``ours`` with ``amp: bf16`` for CLIP (on CPU the image towers run on a
   bf16 copy of their weights; the network stays fp32); its deviation from ``ours`` on losses and
   gradients is printed.
@@ -33,6 +37,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _cliplit_basicsr_hook import KEEP_FREED_MEMORY, keep_freed_memory_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STEPS = ('enhance', 'refine', 'init')
@@ -55,7 +61,7 @@ def _models(variant):
     torch.manual_seed(1)
     rn = load_clip(RN_MODEL, None)
     copies = []
-    if variant == 'authors':
+    if variant.startswith('authors'):
         import open_clip
         copies = [open_clip.create_model(VIT_MODEL, pretrained=None).eval().requires_grad_(False)
                   for _ in range(N_VIT_COPIES_AUTHORS - 1)]
@@ -126,7 +132,7 @@ def run_child(args) -> None:
     amp = 'bf16' if variant.endswith('bf16') else None
     vit, rn, copies = _models(variant)
     pair = _prompt_pair(amp)
-    authors = AuthorsStyle(vit, rn, pair) if variant == 'authors' else None
+    authors = AuthorsStyle(vit, rn, pair) if variant.startswith('authors') else None
     gen = torch.Generator().manual_seed(3)
     result = {}
 
@@ -208,6 +214,8 @@ def _run_variant(args, variant, step, workdir):
         cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     cmd += ['--plain-network'] * args.plain_network
     env = dict(os.environ, HF_HUB_OFFLINE='1', PYTHONPATH=f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    if variant != 'authors':  # as the training commands run: see restart_keeping_freed_memory
+        env = keep_freed_memory_environment(env) or env
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     line = next((l for l in proc.stdout.splitlines() if l.startswith('RESULT ')), None)
     if proc.returncode or line is None:
@@ -226,18 +234,21 @@ def _deviation(a, b):
 
 
 def main() -> None:
-    from cliplit_basicsr.models.micro_batch import DEFAULT_MICRO_BATCH
+    import torch
+    from cliplit_basicsr.models.micro_batch import auto_micro_batch
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--steps', default=','.join(STEPS), help='comma-separated subset of enhance,refine,init')
     parser.add_argument('--batch', type=int, default=8, help='enhancement batch')
     parser.add_argument('--size', type=int, default=512, help='enhancement image side')
     parser.add_argument('--prompt-batch', type=int, default=16, help='prompt batch (per set for refine)')
     parser.add_argument('--prompt-size', type=int, default=256, help='prompt image side')
-    parser.add_argument('--micro-batch', type=int, default=DEFAULT_MICRO_BATCH,
-                        help='ours, enhance: images per forward/backward (default: the training default)')
+    parser.add_argument('--micro-batch', type=int, default=auto_micro_batch(torch.device('cpu')),
+                        help="ours, enhance: images per forward/backward (default: train.micro_batch's auto on CPU)")
     parser.add_argument('--iters', type=int, default=2, help='timed iterations per step')
     parser.add_argument('--warmup', type=int, default=1, help='untimed iterations first')
     parser.add_argument('--bf16', action='store_true', help='also run ours with amp: bf16 for CLIP')
+    parser.add_argument('--authors-keep-freed-memory', action='store_true',
+                        help="also run the authors' structure with glibc keeping freed memory, as ours runs")
     parser.add_argument('--plain-network', action='store_true',
                         help='ours: the network as built, without prepare_for_training')
     parser.add_argument('--child', nargs=2, help=argparse.SUPPRESS)
@@ -248,14 +259,15 @@ def main() -> None:
     steps = [s for s in args.steps.split(',') if s]
     if set(steps) - set(STEPS):
         parser.error(f'--steps: unknown {sorted(set(steps) - set(STEPS))}')
-    variants = ['authors', 'ours'] + ['ours-bf16'] * args.bf16
+    variants = ['authors'] + ['authors-kept'] * args.authors_keep_freed_memory + ['ours'] + ['ours-bf16'] * args.bf16
     targets = {'enhance': 3.0, 'refine': 10.0, 'init': 5.0}
     print(f'enhance: batch {args.batch} @ {args.size}; refine/init: batch {args.prompt_batch} @ {args.prompt_size}; '
           f'{args.iters} timed iteration(s) after {args.warmup} warm-up; {len(os.sched_getaffinity(0))} CPUs '
           f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); "
-          f"ours network: {'plain' if args.plain_network else 'prepare_for_training (channels-last, checkpointed)'}, "
-          f'micro-batch {args.micro_batch}')
-    header = f"{'step':8} {'variant':10} {'s/iter':>8} {'peak RSS GiB':>13} {'speed-up':>9} {'target':>7} " \
+          f"ours network: {'plain' if args.plain_network else 'prepare_for_training (channels-last)'}, "
+          f'micro-batch {args.micro_batch}; ours runs with '
+          f"{' '.join(f'{k}={v}' for k, v in KEEP_FREED_MEMORY.items())} (as cliplit-train), authors without")
+    header = f"{'step':8} {'variant':12} {'s/iter':>8} {'peak RSS GiB':>13} {'speed-up':>9} {'target':>7} " \
              f"{'loss':>12} {'loss dev':>9} {'grad dev':>9}"
     print(header)
     print('-' * len(header))
@@ -266,7 +278,7 @@ def main() -> None:
                 speed = runs['authors']['sec_per_iter'] / run['sec_per_iter']
                 loss_dev, grad_dev = _deviation(run, runs['ours'] if variant != 'ours' else runs['authors'])
                 target = f"{targets[step]:.0f}x" if variant == 'ours' else ''
-                print(f"{step:8} {variant:10} {run['sec_per_iter']:8.2f} {run['peak_rss_gib']:13.2f} {speed:8.2f}x "
+                print(f"{step:8} {variant:12} {run['sec_per_iter']:8.2f} {run['peak_rss_gib']:13.2f} {speed:8.2f}x "
                       f"{target:>7} {run['loss']:12.6g} {loss_dev:9.1e} {grad_dev:9.1e}", flush=True)
     print('loss/grad dev: relative deviation from ours (authors, ours-bf16) or from authors (ours); '
           'grad dev = max over tensors of max|a-b|/max|b|. Target for enhance peak RSS: <= 8 GiB.')

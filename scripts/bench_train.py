@@ -11,7 +11,8 @@ no download), the default batch sizes, resolutions and loader workers, and a sch
 I_{t-1}) with ``--iters`` + 1 iterations per network phase (the first is warm-up) and ``--prompt-iters``
 timed ones per prompt phase after ``--warmup-epochs`` epochs of its loader (the prompt loaders' workers keep
 resized images, ``cache_resized``: a long run decodes each image once, so the steady state is what counts),
-then runs ``basicsr.train.train_pipeline`` in this process with timers around the model's steps and data
+then runs ``basicsr.train.train_pipeline`` in this process (restarted first as the training commands are,
+with glibc keeping freed memory) with timers around the model's steps and data
 fetches. Printed per phase:
 
 * s/iteration and iterations/s of the whole BasicSR iteration (data fetch + step + bookkeeping);
@@ -43,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import yaml
+from _cliplit_basicsr_hook import restart_keeping_freed_memory
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -234,6 +236,7 @@ def main():
         args.photo_size, args.images = [96, 128], 8
 
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
+    restart_keeping_freed_memory()  # as the training commands start (no-op once done, or where it does not apply)
     import basicsr.train  # noqa: F401  (the hook imports cliplit_basicsr right after basicsr)
     import torch
 

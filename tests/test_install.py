@@ -4,6 +4,7 @@ Tests that start a fresh interpreter need the package installed (README command 
 start-up hook is a ``.pth`` file in site-packages; they run from a temporary directory so that the
 repository is not on ``sys.path`` by accident.
 """
+import json
 import os
 import socket
 import subprocess
@@ -98,6 +99,49 @@ def test_interpreter_start_runs_the_hook_without_importing_torch(tmp_path):
 ])
 def test_run_module_name_reads_the_interpreter_arguments(argv, expected):
     assert hook.run_module_name(argv) == expected
+
+
+@pytest.mark.parametrize('argv, expected', [
+    (['python', '-m', 'basicsr.train', '-opt', 'x.yml'], True),
+    (['python', '-u', '-m', 'cliplit_basicsr.train', '--launcher', 'pytorch'], True),
+    (['/venv/bin/python', '/venv/bin/cliplit-train', '-opt', 'x.yml'], True),
+    (['python', '-m', 'basicsr.test', '-opt', 'x.yml'], False),
+    (['/venv/bin/python', '/venv/bin/cliplit-enhance', '-i', 'x'], False),
+    (['python', 'train.py', '-opt', 'x.yml'], False),
+    (['python', '-c', 'import cliplit_basicsr'], False),
+    (['python', '-m', 'pytest'], False),
+])
+def test_training_commands_are_recognised_from_the_interpreter_arguments(argv, expected):
+    assert hook.is_training_command(argv) is expected
+
+
+GLIBC = hook.uses_glibc()
+
+
+@pytest.mark.parametrize('environ, applies', [
+    ({}, True),
+    ({'CLIPLIT_KEEP_FREED_MEMORY': '1'}, True),
+    ({'CLIPLIT_KEEP_FREED_MEMORY': '0'}, False),
+    ({'MALLOC_ARENA_MAX': '2'}, False),  # the user tunes glibc's malloc: left alone
+    ({'GLIBC_TUNABLES': 'glibc.malloc.mmap_max=0'}, False),
+])
+def test_keep_freed_memory_environment_respects_the_users_settings(environ, applies):
+    applies = applies and GLIBC  # other C libraries do not read these variables
+    assert hook.keep_freed_memory_environment(environ) == ({**environ, **hook.KEEP_FREED_MEMORY} if applies else None)
+
+
+@pytest.mark.parametrize('switch, expected', [('', '0'), ('0', None)])
+def test_a_training_command_restarts_in_place_keeping_freed_memory(tmp_path, switch, expected):
+    expected = expected if GLIBC else None
+    script = tmp_path / 'cliplit-train'  # a stand-in with the console script's name: the hook acts on the name
+    script.write_text('import json, os, sys\n'
+                      'print(json.dumps([os.getpid(), sys.argv[1:], os.environ.get("MALLOC_MMAP_MAX_")]))\n')
+    env = dict(os.environ, CLIPLIT_KEEP_FREED_MEMORY=switch)
+    env = {k: v for k, v in env.items() if not k.startswith('MALLOC_')}
+    proc = subprocess.Popen([sys.executable, str(script), '-opt', 'x y.yml'], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, text=True)
+    pid, args, mmap_max = json.loads(proc.communicate(timeout=60)[0])
+    assert (pid, args, mmap_max) == (proc.pid, ['-opt', 'x y.yml'], expected)
 
 
 # --- BasicSR fixes --------------------------------------------------------------------------------

@@ -66,4 +66,11 @@ def test_batch_share_follows_the_loss_reduction():
 @pytest.mark.parametrize('value', [0, -2, 1.5, True, 'two'])
 def test_bad_micro_batch_option_is_a_one_line_error(value):
     with pytest.raises(OptionError, match=r'^train\.micro_batch: expected a positive integer'):
-        _micro_batch(value)
+        _micro_batch(value, torch.device('cpu'))
+
+
+def test_auto_micro_batch_is_one_image_on_cpu_and_the_whole_batch_on_gpu():
+    assert _micro_batch('auto', torch.device('cpu')) == 1
+    assert _micro_batch('auto', torch.device('cuda', 0)) is None
+    assert _micro_batch(3, torch.device('cuda', 0)) == 3
+    assert _micro_batch(None, torch.device('cpu')) is None

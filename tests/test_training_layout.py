@@ -1,5 +1,5 @@
-"""The training layout (channels-last, checkpointed residual blocks) computes the plain network's loss and
-gradients, and leaves the module's parameters and state dict as they were."""
+"""The training layout (channels-last) computes the plain network's loss and gradients, and leaves the
+module's parameters and state dict as they were."""
 import copy
 from pathlib import Path
 
@@ -23,12 +23,11 @@ def _loss_and_grads(net, x, weights):
 
 
 @pytest.mark.parametrize('padding', ['zeros', 'reflect'])
-@pytest.mark.parametrize('channels_last,blocks', [(True, None), (False, None), (True, ())])
-def test_loss_and_gradients_equal_the_plain_network(padding, channels_last, blocks):
+def test_loss_and_gradients_equal_the_plain_network(padding):
     plain = load_checkpoint(CLIPLITNet(padding=padding), INIT_WEIGHTS)
     fast = copy.deepcopy(plain)
-    kwargs = {} if blocks is None else {'checkpoint_blocks': blocks}
-    assert prepare_for_training(fast, channels_last=channels_last, **kwargs) is fast
+    assert prepare_for_training(fast) is fast
+    assert fast.cond1.weight.is_contiguous(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 37, 30, generator=gen)
     weights = torch.randn(2, 3, 37, 30, generator=gen)
@@ -57,7 +56,3 @@ def test_state_dict_inference_copies_and_repeated_calls():
         twin.cond1.weight.mul_(2)
         assert not torch.allclose(twin(x), fast(x))
 
-
-def test_unknown_block_name_rejected():
-    with pytest.raises(ValueError, match='NoSuchBlock'):
-        prepare_for_training(CLIPLITNet(), checkpoint_blocks=['NoSuchBlock'])

@@ -5,8 +5,8 @@ Each BasicSR iteration is one step of the phase that `TrainingSchedule` says is 
 * ``reconstruction`` / ``enhancement``: the light-map network ``net_g`` learns from BasicSR's own train
   batches (``datasets.train``: backlit images, default 8 @ 512); the prompt pair is frozen and its text
   features are computed once per phase. A batch goes through forward and backward ``train.micro_batch``
-  images at a time (default 4) and one Adam step follows: the same step with a fraction of the
-  activation memory (:mod:`.micro_batch`).
+  images at a time (default ``auto``: one on CPU, the whole batch on GPU) and one Adam step follows: the
+  same step with a fraction of the activation memory (:mod:`.micro_batch`).
 * ``prompt_init`` / ``prompt_refinement``: the prompt pair ``net_prompt`` learns from batches of the
   top-level ``prompt_dataset`` section (backlit + well-lit pairs, default 16 @ 256), whose loaders this
   model builds with BasicSR's ``build_dataset``/``build_dataloader`` and an ``EnlargedSampler`` (so LMDB and
@@ -28,6 +28,7 @@ schedule decides on is all-reduced (mean over ranks) first, so all ranks take th
 rank 0 writes files.
 """
 import contextlib
+import os
 from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
@@ -55,7 +56,7 @@ from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
 from cliplit_basicsr.errors import OptionError
 
 from .cliplit_enhancer_model import CLIPLITEnhancerModel
-from .micro_batch import DEFAULT_MICRO_BATCH, backward_in_micro_batches, batch_share
+from .micro_batch import AUTO, auto_micro_batch, backward_in_micro_batches, batch_share
 from .schedule import Phase, ScheduleOptions, StepOutcome, TrainingSchedule
 
 INIT_CHECKPOINT = OFFICIAL_CHECKPOINT.parent / 'init_enhancement_model.pth'  # the network after reconstruction
@@ -97,11 +98,24 @@ def y_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return calculate_psnr_pt(output, target, crop_border=0, test_y_channel=True).mean().float()
 
 
-def _micro_batch(value) -> Optional[int]:
-    """``train.micro_batch``: a positive number of images, or ``None`` (the whole batch at once)."""
+def _micro_batch(value, device: torch.device) -> Optional[int]:
+    """``train.micro_batch``: a positive number of images, ``None`` (the whole batch at once) or ``auto``
+    (:func:`~.micro_batch.auto_micro_batch` for ``device``)."""
+    if value == AUTO:
+        return auto_micro_batch(device)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise OptionError(f'train.micro_batch: expected a positive integer or ~ (whole batch), got {value!r}')
+        raise OptionError(
+            f'train.micro_batch: expected a positive integer, ~ (whole batch) or {AUTO}, got {value!r}')
     return value
+
+
+def _cpu_allocator_note(environ) -> str:
+    """One log line on whether glibc keeps freed memory in this CPU training process (the training
+    commands restart themselves so that it does: ``_cliplit_basicsr_hook.restart_keeping_freed_memory``)."""
+    if environ.get('MALLOC_MMAP_MAX_') == '0':
+        return 'CPU training: glibc keeps freed memory (MALLOC_MMAP_MAX_=0): no page faults on reused activations'
+    return ('CPU training with glibc returning freed memory: steps can run up to 1.6x slower; start training '
+            'with cliplit-train or python -m basicsr.train, or set MALLOC_MMAP_MAX_=0 (README, Training)')
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:
@@ -173,7 +187,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         self.net_prompt = self.model_to_device(net)
 
     def build_network_g(self, network_opt: dict) -> nn.Module:
-        """The network in its training layout (channels-last, checkpointed blocks; same maths), before DDP."""
+        """The network in its training layout (channels-last; same maths), before DDP."""
         net = super().build_network_g(network_opt)
         return prepare_for_training(net) if isinstance(net, CLIPLITNet) else net  # others: refused by the base
 
@@ -191,7 +205,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             prompt_init=learn and not self.opt['path'].get('pretrain_network_prompt'),
             reconstruction=self.opt['path'].get('pretrain_network_g') is None)
 
-        self.micro_batch = _micro_batch(train_opt.get('micro_batch', DEFAULT_MICRO_BATCH))
+        self.micro_batch = _micro_batch(train_opt.get('micro_batch', AUTO), self.device)
         self.cri_clip = self._build_loss('clip_opt')
         self.cri_identity = self._build_loss('identity_opt')
         self.cri_reconstruction = self._build_loss('reconstruction_opt')
@@ -214,6 +228,8 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         self.log_dict = OrderedDict()
         self._load_network_batches_if_needed()
         get_root_logger().info(f'CLIP-LIT schedule starts with {self.schedule.describe()}')
+        if self.device.type == 'cpu':
+            get_root_logger().info(_cpu_allocator_note(os.environ))
 
     def _build_prompt_loaders(self) -> None:
         """Loaders of ``prompt_dataset``: ``rank`` (batch_size_per_gpu pairs) and ``init`` (half as many)."""
