@@ -7,6 +7,12 @@ Full-size ViT-B-32-quickgelu and RN101-quickgelu with random weights (no downloa
 * ``refine``: 4-tuple ranking, ``--prompt-batch`` images of ``--prompt-size``² per set, backward to the prompt;
 * ``init``: prompt-initialisation cross-entropy on ``--prompt-batch`` images.
 
+Prompt images are random base images under a fresh augmentation draw per iteration (the authors'
+probabilities; one draw per index shared by the sets, as the training tuple shares it), made before
+timing. ``ours`` keeps CLIP features of images that recur exactly (flips/transpose only, p = 0.49), as the
+training model does (``train.prompt_feature_cache``), starting from the steady state of a long run: all 8
+flip/transpose variants of every base image already kept (``--no-feature-cache``: none).
+
 Variants, each run in its own process so that its peak RSS (VmHWM: models + activations) is its own:
 
 * ``authors``: the same maths structured as the authors' code: one image at a time through CLIP (ViT and
@@ -124,10 +130,40 @@ class AuthorsStyle:
         return self.torch.cat(rows, dim=0)
 
 
+def _augmented_batches(base, count: int, seed: int):
+    """``count`` prompt batches: every image of ``base`` ({set: (N,3,S,S)}) under a fresh augmentation draw
+    with the authors' probabilities (prompt zoom range), one draw per index shared by all sets as the
+    training tuple shares it. Yields (images by set, collated draws); made before timing (loader work)."""
+    import numpy as np
+    from torch.utils.data import default_collate
+    from cliplit_basicsr.data.augment import augment_batch, draw_augmentation
+    rng = np.random.default_rng(seed)
+    n = len(next(iter(base.values())))
+    for _ in range(count):
+        aug = default_collate([draw_augmentation((0.5, 1.5), rng).as_dict() for _ in range(n)])
+        yield {s: augment_batch(images, aug) for s, images in base.items()}, aug
+
+
+def _steady_state_cache(pair, base):
+    """A :class:`FeatureCache` holding all 8 flip/transpose variants of every image of ``base``: the state a
+    long run reaches (each training image is drawn hundreds of times), filled before timing."""
+    from torch.utils.data import default_collate
+    from cliplit_basicsr.data.augment import AugmentParams, augment_batch
+    from cliplit_basicsr.models.feature_cache import FeatureCache
+    cache = FeatureCache()
+    for code in range(8):
+        draw = AugmentParams(hflip=bool(code & 1), vflip=bool(code & 2), transpose=bool(code & 4)).as_dict()
+        for s, images in base.items():
+            aug = default_collate([draw] * len(images))
+            cache.encode(pair.encode_images, augment_batch(images, aug), [(s, i, code) for i in range(len(images))])
+    return cache
+
+
 def run_child(args) -> None:
     import torch
     import cliplit_basicsr  # noqa: F401  (registrations, BasicSR shim)
     from cliplit_basicsr.losses.cliplit_loss import CLIPEnhanceLoss, CLIPIdentityLoss, PromptInitLoss, PromptRankingLoss
+    from cliplit_basicsr.models.feature_cache import exact_variants
     variant, step = args.child
     amp = 'bf16' if variant.endswith('bf16') else None
     vit, rn, copies = _models(variant)
@@ -168,11 +204,15 @@ def run_child(args) -> None:
     else:
         sets = ('backlit', 'welllit', 'it', 'it1') if step == 'refine' else ('backlit', 'welllit')
         n_per_set = args.prompt_batch if step == 'refine' else args.prompt_batch // 2
-        images = {s: torch.randint(0, 256, (n_per_set, 3, args.prompt_size, args.prompt_size), generator=gen) / 255.0
-                  for s in sets}
+        base = {s: torch.randint(0, 256, (n_per_set, 3, args.prompt_size, args.prompt_size), generator=gen) / 255.0
+                for s in sets}
+        batches = _augmented_batches(base, args.warmup + args.iters, seed=4)
         rank_fn, init_fn = PromptRankingLoss(loss_weight=200.0), PromptInitLoss()
+        cache = _steady_state_cache(pair, base) if variant.startswith('ours') and not args.no_feature_cache else None
+        encoded = []
 
         def iteration():
+            images, aug = next(batches)
             pair.zero_grad(set_to_none=True)
             if authors:  # features one image at a time (their data loaders), scores per prompt call
                 feats = {s: [authors.image_feature(img) for img in images[s]] for s in sets}
@@ -187,7 +227,16 @@ def run_child(args) -> None:
                     labels = torch.arange(len(logits)) >= n_per_set
                     loss = torch.nn.functional.cross_entropy(logits, labels.long())
             else:
-                feats = pair.encode_images(torch.cat([images[s] for s in sets])).split(n_per_set)
+                all_images = torch.cat([images[s] for s in sets])
+                if cache is None:
+                    feats = pair.encode_images(all_images)
+                    encoded.append(len(all_images))
+                else:
+                    keys = [None if code is None else (s, i, code) for s in sets
+                            for i, code in enumerate(exact_variants(aug))]
+                    feats = cache.encode(pair.encode_images, all_images, keys)
+                    encoded.append(keys.count(None))
+                feats = feats.split(n_per_set)
                 text = pair()
                 loss = rank_fn(text, *feats) if step == 'refine' else init_fn(text, *feats)
             loss.backward()
@@ -199,6 +248,8 @@ def run_child(args) -> None:
     for _ in range(args.iters):
         loss, grads = iteration()
     result['sec_per_iter'] = (time.perf_counter() - start) / args.iters
+    if step != 'enhance' and variant.startswith('ours'):
+        result['encoded_share'] = sum(encoded[-args.iters:]) / (args.iters * len(sets) * n_per_set)
     result['peak_rss_gib'] = peak_rss_gib()
     result['loss'] = loss.item()
     torch.save({k: v.detach().float().clone() for k, v in grads.items()}, args.grads_out)
@@ -212,7 +263,7 @@ def _run_variant(args, variant, step, workdir):
     cmd = [sys.executable, os.path.abspath(__file__), '--child', variant, step, '--grads-out', str(grads)]
     for flag in ('batch', 'size', 'prompt_batch', 'prompt_size', 'iters', 'warmup', 'micro_batch'):
         cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    cmd += ['--plain-network'] * args.plain_network
+    cmd += ['--plain-network'] * args.plain_network + ['--no-feature-cache'] * args.no_feature_cache
     env = dict(os.environ, HF_HUB_OFFLINE='1', PYTHONPATH=f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     if variant != 'authors':  # as the training commands run: see restart_keeping_freed_memory
         env = keep_freed_memory_environment(env) or env
@@ -251,6 +302,8 @@ def main() -> None:
                         help="also run the authors' structure with glibc keeping freed memory, as ours runs")
     parser.add_argument('--plain-network', action='store_true',
                         help='ours: the network as built, without prepare_for_training')
+    parser.add_argument('--no-feature-cache', action='store_true',
+                        help='ours, prompt steps: encode every image (no kept features of recurring images)')
     parser.add_argument('--child', nargs=2, help=argparse.SUPPRESS)
     parser.add_argument('--grads-out', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -268,7 +321,7 @@ def main() -> None:
           f'micro-batch {args.micro_batch}; ours runs with '
           f"{' '.join(f'{k}={v}' for k, v in KEEP_FREED_MEMORY.items())} (as cliplit-train), authors without")
     header = f"{'step':8} {'variant':12} {'s/iter':>8} {'peak RSS GiB':>13} {'speed-up':>9} {'target':>7} " \
-             f"{'loss':>12} {'loss dev':>9} {'grad dev':>9}"
+             f"{'loss':>12} {'loss dev':>9} {'grad dev':>9} {'encoded':>8}"
     print(header)
     print('-' * len(header))
     with tempfile.TemporaryDirectory() as workdir:
@@ -279,9 +332,12 @@ def main() -> None:
                 loss_dev, grad_dev = _deviation(run, runs['ours'] if variant != 'ours' else runs['authors'])
                 target = f"{targets[step]:.0f}x" if variant == 'ours' else ''
                 print(f"{step:8} {variant:12} {run['sec_per_iter']:8.2f} {run['peak_rss_gib']:13.2f} {speed:8.2f}x "
-                      f"{target:>7} {run['loss']:12.6g} {loss_dev:9.1e} {grad_dev:9.1e}", flush=True)
+                      f"{target:>7} {run['loss']:12.6g} {loss_dev:9.1e} {grad_dev:9.1e} "
+                      f"{'' if 'encoded_share' not in run else format(run['encoded_share'], '.0%'):>8}", flush=True)
     print('loss/grad dev: relative deviation from ours (authors, ours-bf16) or from authors (ours); '
-          'grad dev = max over tensors of max|a-b|/max|b|. Target for enhance peak RSS: <= 8 GiB.')
+          'grad dev = max over tensors of max|a-b|/max|b|. Target for enhance peak RSS: <= 8 GiB.\n'
+          'encoded: share of the prompt images ours sent through CLIP; the others recur exactly (flips/transpose '
+          'only) and their features were kept, as in a long run (--no-feature-cache: none kept).')
 
 
 if __name__ == '__main__':

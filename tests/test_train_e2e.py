@@ -350,3 +350,36 @@ def test_fixed_prompts_ablation_trains_only_the_network(tmp_path, parity_dir):
     assert torch.equal(model.get_bare_model(model.net_prompt).embedding, prompt)
     assert not all(torch.equal(v, initial[k]) for k, v in model.get_bare_model(model.net_g).state_dict().items())
     assert set(model.log_dict) == {'round', 'l_clip', 'l_identity', 'l_enhance'}
+
+
+def test_prompt_feature_cache_changes_no_step(tmp_path, data_dir, parity_dir):
+    """Prompt steps with kept CLIP features (the default) and with every image encoded again
+    (``prompt_feature_cache: false``) learn the same prompt from the same batches, and the cache spares
+    CLIP the images that recur exactly (flips/transpose only)."""
+    from torch.utils.data import default_collate
+
+    from cliplit_basicsr.models.schedule import Phase
+
+    option_file = write_options(tmp_path, data_dir, parity_dir)
+    models = {cache: restored_model_fresh(tmp_path, option_file,
+                                          lambda opt, cache=cache: opt['train'].update(prompt_feature_cache=cache))
+              for cache in (True, False)}
+    prompt_set = models[True].prompt_set
+    np.random.seed(0)  # the dataset's augmentation draws
+    batches = [default_collate([prompt_set[i] for i in order])
+               for _ in range(6) for order in ([0, 1, 2], [3, 4, 5])]
+    for cache, model in models.items():
+        prompt = model.get_bare_model(model.net_prompt)
+        encode, encoded = prompt.encode_images, []
+        prompt.encode_images = lambda images, encode=encode, encoded=encoded: encoded.append(len(images)) or encode(images)
+        feed = iter(batches)
+        model._next_prompt_batch = lambda name, feed=feed: next(feed)
+        model.losses = [model._prompt_step(Phase.PROMPT_INIT)['l_prompt_init'].item() for _ in batches]
+        model.encoded = sum(encoded)
+    cached, plain = models[True], models[False]
+    assert plain.encoded == 6 * 12
+    assert cached.encoded < plain.encoded  # recurring images were not encoded again
+    np.testing.assert_allclose(cached.losses, plain.losses, rtol=1e-5)
+    learned = {cache: m.get_bare_model(m.net_prompt).embedding.detach() for cache, m in models.items()}
+    scale = learned[False].abs().max().item()
+    torch.testing.assert_close(learned[True], learned[False], rtol=0, atol=1e-5 * scale)

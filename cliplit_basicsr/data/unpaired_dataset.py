@@ -57,9 +57,9 @@ class CLIPLITUnpairedDataset(data.Dataset):
 
     Item ``i`` pairs backlit ``i % n_backlit`` with well-lit ``i % n_welllit``; the length is the longer
     list's, so the shorter one is cycled. An item holds ``backlit`` (and ``welllit``): (3, S, S) RGB
-    float32 tensors in [0, 1] sharing one augmentation draw, ``backlit_path`` (and ``welllit_path``),
-    ``index`` (the backlit index) and ``aug`` (the draw, `AugmentParams.as_dict`). While loading is off
-    (`set_network_batch_loading`, backlit-only sets), an item is ``{'deferred_item': i}`` and
+    float32 tensors in [0, 1] sharing one augmentation draw, ``backlit_path`` and ``index`` (and
+    ``welllit_path``, ``welllit_index``), and ``aug`` (the draw, `AugmentParams.as_dict`). While loading is
+    off (`set_network_batch_loading`, backlit-only sets), an item is ``{'deferred_item': i}`` and
     `load_item` gives the real one.
 
     Enhanced versions of the backlit images (I_t, I_{t-1}) are made by the model, so they cannot live
@@ -128,7 +128,7 @@ class CLIPLITUnpairedDataset(data.Dataset):
         if self.use_welllit:
             welllit_index = item % len(self.welllit)
             images.append(self._load(self.welllit, welllit_index))
-            sample['welllit_path'] = self.welllit.names[welllit_index]
+            sample['welllit_path'], sample['welllit_index'] = self.welllit.names[welllit_index], welllit_index
         params = draw_augmentation(self.zoom_range) if self.augment else AugmentParams()
         tensors = [img2tensor(img, bgr2rgb=False) for img in apply_augmentation(images, params)]
         sample['backlit'] = tensors[0]

@@ -56,6 +56,7 @@ from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
 from cliplit_basicsr.errors import OptionError
 
 from .cliplit_enhancer_model import CLIPLITEnhancerModel
+from .feature_cache import FeatureCache, exact_variants
 from .micro_batch import AUTO, auto_micro_batch, backward_in_micro_batches, batch_share
 from .schedule import Phase, ScheduleOptions, StepOutcome, TrainingSchedule
 
@@ -71,7 +72,7 @@ TOP_LEVEL_KEYS = frozenset({
 })
 TRAIN_KEYS = frozenset({
     'total_iter', 'optim_g', 'optim_prompt', 'scheduler', 'schedule', 'clip_opt', 'identity_opt',
-    'reconstruction_opt', 'prompt_init_opt', 'ranking_opt', 'micro_batch'
+    'reconstruction_opt', 'prompt_init_opt', 'ranking_opt', 'micro_batch', 'prompt_feature_cache'
 })
 PATH_KEYS = frozenset({
     'pretrain_network_g', 'strict_load_g', 'param_key_g', 'pretrain_network_prompt', 'resume_state',
@@ -225,6 +226,10 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         self._backlit_small: Optional[torch.Tensor] = None
         self._text_features: Optional[torch.Tensor] = None
         self._network_set: Optional[Dataset] = None  # loads datasets.train batches left unloaded
+        cache = train_opt.get('prompt_feature_cache', True)
+        if not isinstance(cache, bool):
+            raise OptionError(f'train.prompt_feature_cache: expected true or false, got {cache!r}')
+        self._feature_cache = FeatureCache() if cache else None
         self.log_dict = OrderedDict()
         self._load_network_batches_if_needed()
         get_root_logger().info(f'CLIP-LIT schedule starts with {self.schedule.describe()}')
@@ -320,6 +325,8 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             x = chunk.to(self.device).float() / 255
             outputs.append(quantise(torch.clamp(x / net(x), 0, 1)).cpu())  # the authors' inference: no eps
         self._outputs[slot] = (round_, torch.cat(outputs))
+        if self._feature_cache is not None:  # features of outputs of rounds no longer ranked
+            self._feature_cache.forget(lambda key: key[0] != 'output' or key[1] in self.schedule.slot_rounds)
         get_root_logger().info(f'Enhanced {len(self._outputs[slot][1])} backlit images with the best network of '
                                f'round {round_} (slot {slot})')
         return self._outputs[slot][1]
@@ -372,7 +379,12 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             for slot in self.schedule.ranking_slots():
                 enhanced = self._enhanced_outputs(slot)[batch['index']].float() / 255
                 sets.append(augment_batch(enhanced, batch['aug']))
-        features = prompt.encode_images(torch.cat(sets).to(self.device)).split(len(batch['backlit']))
+        images = torch.cat(sets).to(self.device)
+        if self._feature_cache is None:
+            features = prompt.encode_images(images)
+        else:
+            features = self._feature_cache.encode(prompt.encode_images, images, self._feature_keys(phase, batch))
+        features = features.split(len(batch['backlit']))
         text = self.net_prompt(None)  # a placeholder argument: see CLIPLITPromptPair.forward
         if phase is Phase.PROMPT_INIT:
             terms = {'l_prompt_init': self.cri_prompt_init(text, *features)}
@@ -382,6 +394,17 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         next(iter(terms.values())).backward()
         self.optimizer_prompt.step()
         return terms
+
+    def _feature_keys(self, phase: Phase, batch: dict) -> list:
+        """:class:`.feature_cache.FeatureCache` keys of a prompt batch's images, in ``_prompt_step``'s order:
+        (set, round of the network behind an enhanced output or None, index, flip/transpose code)."""
+        sources = [('backlit', None, batch['index']), ('welllit', None, batch['welllit_index'])]
+        if phase is Phase.PROMPT_REFINEMENT:
+            sources += [('output', self.schedule.slot_rounds[slot], batch['index'])
+                        for slot in self.schedule.ranking_slots()]
+        variants = exact_variants(batch['aug'])
+        return [None if code is None else (name, round_, index, code)
+                for name, round_, indices in sources for index, code in zip(indices.tolist(), variants)]
 
     def optimize_parameters(self, current_iter: int) -> None:
         phase, round_ = self.schedule.phase, self.schedule.round

@@ -1,0 +1,54 @@
+"""CLIP image features of prompt-phase images, kept for the images that recur pixel for pixel.
+
+A prompt batch holds training images resized to the prompt size and augmented (SPEC A5.6). Flips and the
+transpose (p = 0.5 each) only move pixels, so an image drawn without zoom and without rotation
+(p = 0.7 x 0.7 = 0.49) is one of 8 exact variants of its resized image, and the frozen ViT gives it the
+same features every time. Those features are kept (one D-vector each); a step sends only the other
+images through CLIP, about half of them once a long run has drawn every variant (each backlit and
+well-lit image is drawn hundreds of times over the authors' schedule). Only the order of floating-point
+sums can differ from encoding the image again, as it can between any two batch compositions.
+
+Keys name the image exactly: its set and index (enhanced outputs also the round of the network that
+produced them) and its flip/transpose code; images with zoom or rotation get no key.
+"""
+from typing import Callable, Dict, Hashable, List, Mapping, Optional, Sequence
+
+import torch
+
+Key = Optional[Hashable]
+
+
+def exact_variants(aug: Mapping[str, torch.Tensor]) -> List[Optional[int]]:
+    """Per image of a collated batch of augmentation draws (`AugmentParams.as_dict`): its flip/transpose
+    code 0-7 when the draw only flips and transposes, None when it zooms or rotates."""
+    codes = (aug['hflip'].long() + 2 * aug['vflip'].long() + 4 * aug['transpose'].long()).tolist()
+    warped = (aug['zoom'].bool() | aug['rotate'].bool()).tolist()
+    return [None if w else code for code, w in zip(codes, warped)]
+
+
+class FeatureCache:
+    """Features by key; :meth:`encode` computes only the missing ones, in one batch."""
+
+    def __init__(self) -> None:
+        self._features: Dict[Hashable, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+    def encode(self, encode_images: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+               keys: Sequence[Key]) -> torch.Tensor:
+        """Features of ``images`` (N, ...) in order: kept ones where ``keys[i]`` was seen before, the others
+        from one ``encode_images`` call (and kept where their key is not None)."""
+        if len(keys) != len(images):
+            raise ValueError(f'FeatureCache.encode: {len(keys)} keys for {len(images)} images')
+        missing = [i for i, key in enumerate(keys) if key is None or key not in self._features]
+        fresh = encode_images(images[missing]) if missing else None
+        for row, i in enumerate(missing):
+            if keys[i] is not None:
+                self._features[keys[i]] = fresh[row]
+        fresh_rows = dict(zip(missing, fresh if fresh is not None else ()))
+        return torch.stack([fresh_rows[i] if i in fresh_rows else self._features[key] for i, key in enumerate(keys)])
+
+    def forget(self, keep: Callable[[Hashable], bool]) -> None:
+        """Drop every entry whose key ``keep`` rejects (e.g. outputs of a network no longer used)."""
+        self._features = {key: value for key, value in self._features.items() if keep(key)}
