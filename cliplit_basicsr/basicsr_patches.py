@@ -16,6 +16,8 @@ Importing ``cliplit_basicsr`` applies them (BasicSR looks these functions up at 
   ``os.replace``), so a process killed while saving leaves the previous state loadable.
 * ``basicsr.train.load_resume_state`` loads the state onto the model's device, CPU included
   (BasicSR calls ``torch.cuda.current_device()``), and names a missing state file in one line.
+* ``basicsr.train.create_train_val_dataloader`` starts the train loader's persistent workers before
+  the model loads CLIP (:func:`~cliplit_basicsr.data.worker_start.start_workers_now`).
 """
 import argparse
 import os
@@ -36,6 +38,7 @@ from basicsr.utils import options as basicsr_options
 from torch.nn.parallel import DistributedDataParallel
 
 from .atomic_io import atomic_torch_save
+from .data.worker_start import start_workers_now
 from .errors import OptionError
 
 BASICSR_INSTALL_ROOT = osp.dirname(osp.dirname(osp.abspath(basicsr.__file__)))
@@ -146,6 +149,17 @@ def load_resume_state(opt: dict) -> Optional[dict]:
     return resume_state
 
 
+def create_train_val_dataloader(opt: dict, logger):
+    """BasicSR's, then the train loader's persistent workers are started at once, before the model (and
+    CLIP) exists, so that they do not map the model's memory (:mod:`cliplit_basicsr.data.worker_start`)."""
+    result = _create_train_val_dataloader(opt, logger)
+    start_workers_now(result[0])
+    return result
+
+
+_create_train_val_dataloader = basicsr.train.create_train_val_dataloader
+
+
 def apply() -> None:
     """Apply every fix above where BasicSR looks the patched names up."""
     for module in (basicsr_options, basicsr.train, basicsr.test):
@@ -154,6 +168,7 @@ def apply() -> None:
     base_model.BaseModel.model_to_device = model_to_device
     base_model.torch = _TorchWithAtomicSave()
     basicsr.train.load_resume_state = load_resume_state
+    basicsr.train.create_train_val_dataloader = create_train_val_dataloader
 
 
 apply()

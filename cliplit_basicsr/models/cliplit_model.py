@@ -53,6 +53,7 @@ from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.atomic_io import atomic_torch_save
 from cliplit_basicsr.data.augment import augment_batch
 from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
+from cliplit_basicsr.data.worker_start import start_workers_now
 from cliplit_basicsr.errors import OptionError
 
 from .cliplit_enhancer_model import CLIPLITEnhancerModel
@@ -195,12 +196,14 @@ class CLIPLITModel(CLIPLITEnhancerModel):
     def init_training_settings(self) -> None:
         train_opt = self.opt['train']
         self.net_g.train()
-        self._build_prompt()
         try:
             self.schedule_options = ScheduleOptions(**(train_opt.get('schedule') or {}))
         except TypeError as err:
             raise OptionError(f'train.schedule: {err}') from None
         learn = self.schedule_options.prompt_learning
+        if learn:  # before anything loads CLIP: see start_workers_now
+            self._build_prompt_loaders()
+        self._build_prompt()
         self.schedule = TrainingSchedule(
             self.schedule_options,
             prompt_init=learn and not self.opt['path'].get('pretrain_network_prompt'),
@@ -213,7 +216,6 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         if learn:
             self.cri_prompt_init = self._build_loss('prompt_init_opt')
             self.cri_ranking = self._build_loss('ranking_opt')
-            self._build_prompt_loaders()
 
         self.optimizer_g = self._build_optimizer('optim_g', self.net_g.parameters())
         self.optimizer_prompt = self._build_optimizer('optim_prompt', self.net_prompt.parameters())
@@ -258,6 +260,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             sampler = EnlargedSampler(self.prompt_set, self.opt['world_size'], self.opt['rank'], 1)
             loader = build_dataloader(self.prompt_set, loader_opt, num_gpu=self.opt['num_gpu'], dist=self.opt['dist'],
                                       sampler=sampler, seed=self.opt['manual_seed'])
+            start_workers_now(loader)
             self._prompt_loaders[name] = {'loader': loader, 'sampler': sampler, 'epoch': 0, 'iter': None}
 
     # -- data ----------------------------------------------------------------------------------------
