@@ -7,7 +7,7 @@ from basicsr.data import build_dataloader
 from basicsr.data.data_sampler import EnlargedSampler
 from torch.utils.data import Dataset
 
-from cliplit_basicsr.data.worker_start import start_workers_now
+from cliplit_basicsr.data.worker_start import start_workers_now, stop_workers
 
 
 class RandomItems(Dataset):
@@ -49,3 +49,12 @@ def test_workers_start_without_fetching_and_epochs_are_unchanged():
 def test_loaders_without_persistent_workers_are_left_alone():
     assert not start_workers_now(_loader(workers=0))
     assert not start_workers_now(_loader(persistent=False))
+
+
+def test_stop_workers_ends_the_worker_processes():
+    loader = _loader()
+    start_workers_now(loader)
+    pids = set(w.pid for w in loader._iterator._workers)
+    stop_workers(loader)
+    assert loader._iterator is None
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)

@@ -1,4 +1,4 @@
-"""Start a loader's persistent workers before the training process loads CLIP.
+"""Start a loader's persistent workers before the training process loads CLIP; stop them when done.
 
 A data-loader worker is a fork of the training process: its RSS counts every page the process held
 when it forked, shared or not. Forked once CLIP is loaded, each worker maps the ViT-B/32 and RN101
@@ -27,3 +27,12 @@ def start_workers_now(loader: DataLoader) -> bool:
     finally:
         sampler.num_samples, sampler.total_size = sizes
     return True
+
+
+def stop_workers(loader: DataLoader) -> None:
+    """End ``loader``'s worker processes now, e.g. persistent workers of a loader no phase uses any more
+    (they would otherwise live as long as the loader)."""
+    iterator = getattr(loader, '_iterator', None)
+    if iterator is not None:
+        iterator._shutdown_workers()
+        loader._iterator = None

@@ -45,7 +45,7 @@ from basicsr.metrics.psnr_ssim import calculate_psnr_pt
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset, default_collate
 
 from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
@@ -53,7 +53,7 @@ from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.atomic_io import atomic_torch_save
 from cliplit_basicsr.data.augment import augment_batch
 from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
-from cliplit_basicsr.data.worker_start import start_workers_now
+from cliplit_basicsr.data.worker_start import start_workers_now, stop_workers
 from cliplit_basicsr.errors import OptionError
 
 from .cliplit_enhancer_model import CLIPLITEnhancerModel
@@ -201,12 +201,13 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         except TypeError as err:
             raise OptionError(f'train.schedule: {err}') from None
         learn = self.schedule_options.prompt_learning
+        prompt_init = learn and not self.opt['path'].get('pretrain_network_prompt')
         if learn:  # before anything loads CLIP: see start_workers_now
             self._build_prompt_loaders()
         self._build_prompt()
         self.schedule = TrainingSchedule(
             self.schedule_options,
-            prompt_init=learn and not self.opt['path'].get('pretrain_network_prompt'),
+            prompt_init=prompt_init,
             reconstruction=self.opt['path'].get('pretrain_network_g') is None)
 
         self.micro_batch = _micro_batch(train_opt.get('micro_batch', AUTO), self.device)
@@ -233,13 +234,14 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             raise OptionError(f'train.prompt_feature_cache: expected true or false, got {cache!r}')
         self._feature_cache = FeatureCache() if cache else None
         self.log_dict = OrderedDict()
-        self._load_network_batches_if_needed()
+        self._follow_phase(started=False)  # a resume may still restore prompt initialisation
         get_root_logger().info(f'CLIP-LIT schedule starts with {self.schedule.describe()}')
         if self.device.type == 'cpu':
             get_root_logger().info(_cpu_allocator_note(os.environ))
 
     def _build_prompt_loaders(self) -> None:
-        """Loaders of ``prompt_dataset``: ``rank`` (batch_size_per_gpu pairs) and ``init`` (half as many)."""
+        """Loaders of ``prompt_dataset``: ``rank`` (batch_size_per_gpu pairs) and ``init`` (half as many; its
+        workers stop once the schedule is past prompt initialisation, see ``_follow_phase``)."""
         dataset_opt = self.opt.get('prompt_dataset')
         if not isinstance(dataset_opt, dict):
             raise OptionError('prompt_dataset: missing (backlit and well-lit images for the prompt phases)')
@@ -274,9 +276,13 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         else:
             super().feed_data(data)
 
-    def _load_network_batches_if_needed(self) -> None:
-        """Have ``datasets.train``'s workers load images only while the current phase trains the network."""
+    def _follow_phase(self, started: bool = True) -> None:
+        """Have ``datasets.train``'s workers load images only while the current phase trains the network, and,
+        once training has ``started`` (a step was taken or a state restored), stop the prompt-initialisation
+        loader's workers if the schedule is past that phase (it never returns)."""
         set_network_batch_loading(self.schedule.phase.trains_network)
+        if started and self.schedule.phase is not Phase.PROMPT_INIT and 'init' in getattr(self, '_prompt_loaders', {}):
+            stop_workers(self._prompt_loaders.pop('init')['loader'])
 
     def _load_deferred(self, items: torch.Tensor) -> torch.Tensor:
         """The backlit images of a ``datasets.train`` batch whose loading was skipped, loaded in this process."""
@@ -307,11 +313,13 @@ class CLIPLITModel(CLIPLITEnhancerModel):
     def _backlit_at_prompt_size(self) -> torch.Tensor:
         """Every backlit training image, resized to the prompt size, un-augmented, as uint8 (N,3,S,S).
 
-        Read in a data-loader worker, like every other training read, so this process does no decoding.
+        Read once, here, from a copy of the prompt set: a data-loader worker forked at this point would map
+        this process's memory (CLIP and the kept heap: 3.7 GiB RSS measured), and the copy keeps this
+        process's file handles (LMDB) apart from the set the persistent workers read.
         """
         if self._backlit_small is None:
-            loader = DataLoader(_UnaugmentedBacklit(self.prompt_set), batch_size=16, num_workers=1)
-            self._backlit_small = quantise(torch.cat(list(loader)).permute(0, 3, 1, 2))
+            images = _UnaugmentedBacklit(build_dataset(dict(self.opt['prompt_dataset'], phase='train')))
+            self._backlit_small = torch.stack([quantise(images[i]) for i in range(len(images))]).permute(0, 3, 1, 2)
         return self._backlit_small
 
     @torch.no_grad()
@@ -421,7 +429,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         }[phase]
         outcome = self.schedule.step(current_iter, reduced[total], reduced.get('psnr_recon'))
         self._apply(outcome, current_iter, phase, round_)
-        self._load_network_batches_if_needed()
+        self._follow_phase()
         self.log_dict = OrderedDict(round=float(round_), **reduced)
 
     # -- schedule events -----------------------------------------------------------------------------
@@ -517,5 +525,5 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             if name in getattr(self, '_prompt_loaders', {}):
                 self._prompt_loaders[name].update(epoch=epoch, iter=None)
         self._outputs, self._text_features = {}, None
-        self._load_network_batches_if_needed()
+        self._follow_phase()
         get_root_logger().info(f'Resumed CLIP-LIT schedule: {self.schedule.describe()}')
