@@ -301,11 +301,14 @@ LOSS_ONLY_STEPS = {'prompt_init': 'init', 'enhancement': 'enhance', 'prompt_refi
 
 
 def loss_only_seconds(work: Path) -> dict:
-    """s/iteration of bench_clip_losses' ``ours`` steps at the default sizes, each in a fresh process."""
+    """s/iteration of bench_clip_losses' ``ours`` steps at the default sizes, each in a fresh process, every
+    prompt image encoded (``--no-feature-cache``: as the loss-only steps here; the trainer's kept features
+    depend on how long it has run)."""
     seconds = {}
     for step in sorted(set(LOSS_ONLY_STEPS.values())):
         cmd = [sys.executable, str(REPO_ROOT / 'scripts' / 'bench_clip_losses.py'), '--child', 'ours', step,
-               '--grads-out', str(work / f'{step}.pt'), '--iters', '2' if step == 'enhance' else '5']
+               '--grads-out', str(work / f'{step}.pt'), '--iters', '2' if step == 'enhance' else '5',
+               '--no-feature-cache']
         proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True,
                               env=dict(os.environ, HF_HUB_OFFLINE='1'))
         line = next((l for l in proc.stdout.splitlines() if l.startswith('RESULT ')), None)
