@@ -1,0 +1,81 @@
+"""Exact-fp32 GEMMs of frozen CLIP image forwards through oneDNN on CPU: the same maths, faster.
+
+PyTorch sends fp32 matmuls on CPU to MKL's sgemm, and sends them to oneDNN only in reduced precision. On
+some CPUs oneDNN's fp32 matmul is much faster. Measured on a 2-core AMD EPYC with AVX-512, at the shapes of
+ViT-B/32's linear layers: 273-384 GFLOP/s against MKL's 155-183. There, ViT-B/32 image features (the cost
+of every prompt step) come out 1.7-2.1x faster (64 images: 3.2-3.7 s -> 1.9 s; 8 images: 0.45 -> 0.22 s).
+
+A dispatch mode hands the linear layers' GEMMs to ``torch.ops.mkldnn._linear_pointwise``. These are aten
+``addmm`` and ``mm``, plus ``bmm`` against a weight broadcast over the batch, which is how
+``nn.MultiheadAttention`` runs its in-projection on a transposed input. The mode only sees the GEMMs that
+PyTorch dispatches from Python, so MultiheadAttention's fused fast path, which calls MKL from C++, is
+switched off meanwhile. Only float rounding changes: both libraries accumulate in fp32.
+"""
+import contextlib
+import functools
+from typing import Iterator, Optional
+
+import torch
+
+try:
+    from torch.utils._python_dispatch import TorchDispatchMode
+except ImportError:  # a PyTorch without dispatch modes: keep MKL
+    TorchDispatchMode = None
+
+_aten = torch.ops.aten
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x @ weight.T + bias`` by oneDNN (x (M,K), weight (N,K), bias (N,) or None)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
+
+
+def _fp32_cpu(*tensors: torch.Tensor) -> bool:
+    return all(t.dtype == torch.float32 and t.device.type == 'cpu' for t in tensors)
+
+
+if TorchDispatchMode is not None:
+    class _OneDNNGemms(TorchDispatchMode):
+        """Route fp32 CPU ``addmm`` (1-D bias), ``mm`` and broadcast-weight ``bmm`` to oneDNN; pass the rest on."""
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not kwargs:  # addmm with beta/alpha other than 1 arrives with kwargs: left to MKL
+                if func is _aten.addmm.default and args[0].dim() == 1 and _fp32_cpu(*args):
+                    bias, x, weight_t = args
+                    return _linear(x, weight_t.t(), bias)
+                if func is _aten.mm.default and _fp32_cpu(*args):
+                    x, weight_t = args
+                    return _linear(x, weight_t.t(), None)
+                if func is _aten.bmm.default and args[1].stride(0) == 0 and _fp32_cpu(*args):
+                    x, weight_t = args
+                    batch, rows, inner = x.shape
+                    return _linear(x.reshape(batch * rows, inner), weight_t[0].t(), None).view(batch, rows, -1)
+            return func(*args, **(kwargs or {}))
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_gemms_available() -> bool:
+    """Whether this PyTorch build has dispatch modes and oneDNN's linear op, and the op is right here."""
+    if TorchDispatchMode is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        x, weight, bias = torch.randn(5, 7), torch.randn(3, 7), torch.randn(3)
+        return torch.allclose(_linear(x, weight, bias), torch.nn.functional.linear(x, weight, bias), atol=1e-5)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@contextlib.contextmanager
+def onednn_gemms(device: torch.device) -> Iterator[None]:
+    """Within this context, fp32 linear-layer GEMMs on ``device`` run on oneDNN when it is a CPU that has it
+    (a no-op elsewhere). Meant for frozen CLIP forwards without autograd (prompt steps' image features)."""
+    if torch.device(device).type != 'cpu' or not onednn_gemms_available():
+        yield
+        return
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with _OneDNNGemms():
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
