@@ -62,6 +62,23 @@ def test_importing_basicsr_first_registers_the_plugin(tmp_path):
     assert 'plugin registered' in result.stdout
 
 
+def test_enhancement_does_not_import_open_clip(tmp_path):
+    """open_clip and timm cost ~85 MB of resident memory and seconds of start-up; only CLIP users load them."""
+    code = textwrap.dedent("""
+        import sys
+        import cliplit_basicsr
+        from cliplit_basicsr.enhancer import CLIPLITEnhancer
+        CLIPLITEnhancer('official', 'cpu').enhance(__import__('numpy').zeros((8, 8, 3), 'uint8'))
+        print(sorted(m for m in ('open_clip', 'timm', 'transformers') if m in sys.modules))
+        from cliplit_basicsr.clip import preprocess_images
+        preprocess_images(__import__('torch').zeros(1, 3, 8, 8))
+        print('open_clip' in sys.modules)
+    """)
+    result = run_python(['-c', code], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ['[]', 'True']
+
+
 def test_no_hook_variable_disables_the_plugin_import_but_keeps_the_shim(tmp_path):
     code = "import sys, basicsr; print('cliplit_basicsr' in sys.modules)"
     result = run_python(['-c', code], cwd=tmp_path, env_update={'CLIPLIT_BASICSR_NO_HOOK': '1'})

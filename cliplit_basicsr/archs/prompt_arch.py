@@ -6,12 +6,13 @@ two texts (the authors' default: 16 ``X`` for both). The frozen CLIP is fetched 
 (:func:`cliplit_basicsr.clip.load_clip`) and is deliberately **not** a submodule, so the state dict,
 BasicSR checkpoints, optimizers and DDP see only ``embedding`` and the ``eot_indices`` buffer.
 """
+from __future__ import annotations
+
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union
 
-import open_clip
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
@@ -21,6 +22,8 @@ from cliplit_basicsr.clip import (DEFAULT_PRETRAINED, VIT_MODEL, PromptFileError
 
 POOLING_MODES = ('authors', 'text')
 PathLike = Union[str, Path]
+if TYPE_CHECKING:  # open_clip (and timm) load where CLIP is used: enhancement alone never imports them
+    import open_clip
 
 
 def x_prompt(length_prompt: int) -> str:

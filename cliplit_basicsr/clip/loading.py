@@ -15,6 +15,8 @@ Hugging Face hub into its cache) or a local file:
 downloadable (``HF_HUB_OFFLINE=1``, or the hub unreachable), :class:`CLIPLoadError` says so at once
 instead of letting the hub client retry for a minute.
 """
+from __future__ import annotations
+
 import copy
 import logging
 import os
@@ -22,14 +24,15 @@ import socket
 import warnings
 import weakref
 import zipfile
-from typing import Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Optional, Tuple, Union
 from urllib.parse import urlparse
 
-import open_clip
 import torch
-from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives
 
 from .errors import CLIPLoadError
+
+if TYPE_CHECKING:  # open_clip (and timm) load where CLIP is used: enhancement alone never imports them
+    import open_clip
 
 VIT_MODEL = 'ViT-B-32-quickgelu'
 RN_MODEL = 'RN101-quickgelu'
@@ -38,7 +41,7 @@ PRETRAINED_OPTION = 'clip_pretrained'  # the option key that users set to a loca
 
 _HUB_PROBE_TIMEOUT_S = 3.0
 _MODELS: Dict[Tuple[str, Optional[str], str, str], open_clip.CLIP] = {}
-_LOW_PRECISION_TOWERS: 'weakref.WeakKeyDictionary[open_clip.CLIP, Dict[torch.dtype, torch.nn.Module]]' = \
+_LOW_PRECISION_TOWERS: weakref.WeakKeyDictionary[open_clip.CLIP, Dict[torch.dtype, torch.nn.Module]] = \
     weakref.WeakKeyDictionary()
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ def _one_line(err: BaseException, limit: int = 300) -> str:
 
 def _hub_files(model_name: str, tag: str) -> Tuple[str, Tuple[str, ...]]:
     """The hub repository and file names open_clip tries for ``(model_name, tag)``, best first."""
+    import open_clip
+    from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     repo, filename = os.path.split(cfg['hf_hub'])
     filename = filename or HF_WEIGHTS_NAME
@@ -83,6 +88,7 @@ def _hub_reachable() -> bool:
 def _resolve_tag(model_name: str, tag: str) -> Optional[str]:
     """A cached checkpoint for the tag, or ``None`` when open_clip may download it; raises when it cannot."""
     from huggingface_hub import constants, try_to_load_from_cache
+    import open_clip
     if not open_clip.get_pretrained_cfg(model_name, tag):
         known = ', '.join(open_clip.list_pretrained_tags_by_model(model_name)) or 'none'
         raise CLIPLoadError(f"CLIP '{model_name}': {PRETRAINED_OPTION}='{tag}' is neither a file nor an open_clip "
@@ -117,6 +123,7 @@ def _is_openai_layout(path: str) -> bool:
 
 
 def _build(model_name: str, pretrained: Optional[str], device: torch.device, precision: str) -> open_clip.CLIP:
+    import open_clip
     if pretrained is None:
         logger.warning(f"CLIP '{model_name}' has random weights ({PRETRAINED_OPTION} is null)")
         return open_clip.create_model(model_name, pretrained=None, device=device, precision=precision)
@@ -185,6 +192,7 @@ def clear_clip_cache() -> None:
 
 def require_resnet(model: open_clip.CLIP, model_name: str) -> None:
     """Raise :class:`CLIPLoadError` unless the image tower is a ModifiedResNet (the identity loss needs its maps)."""
-    if not isinstance(model.visual, open_clip.modified_resnet.ModifiedResNet):
+    from open_clip.modified_resnet import ModifiedResNet
+    if not isinstance(model.visual, ModifiedResNet):
         raise CLIPLoadError(f"CLIP '{model_name}': the identity loss needs a ModifiedResNet image tower "
                             f'(e.g. {RN_MODEL}), got {type(model.visual).__name__}')

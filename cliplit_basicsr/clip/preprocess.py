@@ -4,17 +4,20 @@ Each image is squashed as a whole (no crop) to the model's input size with bilin
 ``align_corners=False`` and **no antialiasing** (tensor resizing did not antialias in torchvision 0.14;
 today's default does and moves the losses by percents), then normalised with CLIP's mean and std.
 """
-import contextlib
-from typing import Callable, List, Optional
+from __future__ import annotations
 
-import open_clip
+import contextlib
+from typing import TYPE_CHECKING, Callable, List, Optional
+
 import torch
 import torch.nn.functional as F
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from .loading import low_precision_image_tower
 from .onednn_gemm import onednn_gemms
 from .precision import check_amp, clip_autocast, runs_on_bf16_weights
+
+if TYPE_CHECKING:  # open_clip (and timm) load where CLIP is used: enhancement alone never imports them
+    import open_clip
 
 
 def _input_size(model: open_clip.CLIP) -> tuple:
@@ -26,6 +29,7 @@ def preprocess_images(images: torch.Tensor, size: tuple = (224, 224)) -> torch.T
     """Resize a (B,3,H,W) batch in [0,1] to ``size`` (bilinear, no antialias) and normalise it for CLIP."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f'CLIP input must be a (B,3,H,W) batch, got shape {tuple(images.shape)}')
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     x = F.interpolate(images, size=size, mode='bilinear', align_corners=False, antialias=False)
     mean = torch.tensor(OPENAI_DATASET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_DATASET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)

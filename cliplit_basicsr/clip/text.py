@@ -4,16 +4,21 @@
 ``model.encode_text(tokens)``: positional embedding, causal text transformer, ``ln_final``, pooling at
 the end-of-text position, ``text_projection``. CLIP-LIT learns the embeddings instead of the tokens.
 """
-from typing import Optional, Sequence
+from __future__ import annotations
 
-import open_clip
+from typing import TYPE_CHECKING, Optional, Sequence
+
 import torch
 
 from .precision import clip_autocast
 
+if TYPE_CHECKING:  # open_clip (and timm) load where CLIP is used: enhancement alone never imports them
+    import open_clip
+
 
 def tokenize(texts: Sequence[str], model: open_clip.CLIP) -> torch.Tensor:
     """OpenAI CLIP's BPE tokens (N, context_length) of ``texts``, on the model's device."""
+    import open_clip
     tokens = open_clip.tokenize(list(texts), context_length=model.context_length)
     return tokens.to(model.token_embedding.weight.device)
 
