@@ -177,19 +177,16 @@ class FastCLIPLIT:
         self._buffers = {}
 
     # --- the network, layer by layer, in reused activation buffers ---------------------------------
-    def _buffer(self, name: str, batch: int, channels: int, height: int, width: int,
-                dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """A channels-last (batch, channels, height, width) view of the reusable buffer ``name``, in
-        ``dtype`` (default: the engine's).
+    def _buffer(self, name: str, batch: int, channels: int, height: int, width: int) -> torch.Tensor:
+        """A channels-last (batch, channels, height, width) view of the reusable buffer ``name``.
 
         Every tile reuses the same memory: fresh full-tile activations would cost page faults that take as
         long as the convolutions (the allocator hands large blocks back to the system after each use).
         """
         numel = batch * channels * height * width
-        dtype = dtype or self.dtype
         flat = self._buffers.get(name)
-        if flat is None or flat.numel() < numel or flat.dtype != dtype:
-            flat = self._buffers[name] = torch.empty(numel, dtype=dtype, device=self.device)
+        if flat is None or flat.numel() < numel:
+            flat = self._buffers[name] = torch.empty(numel, dtype=self.dtype, device=self.device)
         return flat[:numel].view(batch, height, width, channels).permute(0, 3, 1, 2)
 
     def _conv_into(self, out: torch.Tensor, x: torch.Tensor, name: str, reflect: Border,
@@ -269,11 +266,8 @@ class FastCLIPLIT:
             row_parts.append(rows.reshape(-1, y1 - y0))
             col_parts.append(torch.einsum('xjw,nyxoij->nyiwo', cols, taps).reshape(batch, -1, width * channels))
         rows, blocks = torch.cat(row_parts).t(), torch.cat(col_parts, 1)  # (h, 36), (B, 36, w * 32)
-        term = out if out.dtype == torch.float32 else self._buffer(
-            'fuse_term', batch, channels, y1 - y0, width, torch.float32).permute(0, 2, 3, 1)
-        torch.matmul(rows, blocks, out=term.view(batch, y1 - y0, width * channels))
-        if term is not out:
-            out.copy_(term)
+        # in the engine's precision: in bf16 this moved no output value against fp32 and saves a pass
+        torch.matmul(rows.to(out.dtype), blocks.to(out.dtype), out=out.view(batch, y1 - y0, width * channels))
 
     # --- driving it -------------------------------------------------------------------------------
     def _tiles(self, height: int, width: int, halo: int) -> List[Tuple[Region, Region, Border]]:
