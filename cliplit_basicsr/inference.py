@@ -14,7 +14,8 @@ The computation is the network's own, rearranged for speed and bounded memory:
   global averages. The branches are never materialised: their part of the fuse conv is a GEMM on the
   tiny pooled maps (see ``_fuse_branch_term``). When the whole image's head features fit in ``HEAD_CACHE_BYTES``, the first pass keeps
   them and the second runs only the tail, with a halo of ``TAIL_HALO``. Each tile's core is then what the
-  full-frame network gives, up to float rounding.
+  full-frame network gives, up to float rounding. Each conv skips the halo row it would get wrong, so
+  the rows to compute shrink layer by layer towards the core (one image of a batch at a time).
 
 ``precision='fp32'`` is the exact path (TF32 is disabled on CUDA); ``'bf16'`` (CPUs with AMX, CUDA) and
 ``'fp16'`` (CUDA) run convolutions in reduced precision, with pooling statistics and the final division in
@@ -44,27 +45,30 @@ LEAKY_SLOPE = 0.2
 HEAD_CACHE_BYTES = 384 * 2**20
 
 Region = Tuple[int, int, int, int]  # y0, y1, x0, x1 (end exclusive)
+Rows = Tuple[int, int]  # the rows [start, end) of a tile's window on which an activation is valid
 Reader = Callable[[Region], torch.Tensor]
 Writer = Callable[[Region, torch.Tensor], None]
 Border = Tuple[bool, bool, bool, bool]  # which sides (top, bottom, left, right) lie on the image border
 NO_BORDER: Border = (False, False, False, False)
 
 
-def _conv_add_fallback(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                       bias: Optional[torch.Tensor]) -> None:
-    """``out += conv3x3(x)`` with zero padding, through a temporary (CUDA caches its allocations)."""
-    out.add_(F.conv2d(x, weight, bias, padding=1))
+def _conv_add_fallback(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                       row_pad: int) -> None:
+    """``out += conv3x3(x)``, zero padding (``row_pad`` rows, 1 column), through a temporary (CUDA caches
+    its allocations)."""
+    out.add_(F.conv2d(x, weight, bias, padding=(row_pad, 1)))
 
 
-def _conv_add_onednn(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                     bias: Optional[torch.Tensor]) -> None:
-    """``out += conv3x3(x)`` with zero padding, written by oneDNN straight into ``out`` (its sum post-op).
+def _conv_add_onednn(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                     row_pad: int) -> None:
+    """``out += conv3x3(x)``, zero padding (``row_pad`` rows, 1 column), written by oneDNN straight into
+    ``out`` (its sum post-op).
 
     On CPU this is the whole point: a fresh full-tile output costs page faults that take as long as the
     convolution itself. In fp32 the result is bit-identical to ``out + F.conv2d(x, ...)``.
     """
-    torch.ops.mkldnn._convolution_pointwise_.binary(out, x, weight, bias, [1, 1], [1, 1], [1, 1], 1, 'add', None,
-                                                    None, [], None)
+    torch.ops.mkldnn._convolution_pointwise_.binary(out, x, weight, bias, [row_pad, 1], [1, 1], [1, 1], 1, 'add',
+                                                    None, None, [], None)
 
 
 def _onednn_conv_add_works(dtype: torch.dtype) -> bool:
@@ -73,15 +77,16 @@ def _onednn_conv_add_works(dtype: torch.dtype) -> bool:
         x = torch.ones(1, 2, 4, 4, dtype=dtype).contiguous(memory_format=torch.channels_last)
         out = torch.zeros_like(x)
         _conv_add_onednn(out, x, torch.ones(2, 2, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last),
-                         None)
+                         None, 1)
         return float(out[0, 0, 1, 1]) == 18.0
     except (AttributeError, RuntimeError):
         return False
 
 
 def _conv_add(conv_add: Callable, out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-              bias: Optional[torch.Tensor], reflect: Border) -> None:
-    """``out += conv3x3(x)``, stride 1, padding 1: zeros, except reflect on the sides flagged in ``reflect``.
+              bias: Optional[torch.Tensor], reflect: Border, row_pad: int = 1) -> None:
+    """``out += conv3x3(x)``, stride 1, padding ``row_pad`` rows and 1 column: zeros, except reflect on the
+    sides flagged in ``reflect`` (top and bottom only with ``row_pad`` 1).
 
     Only the outermost output rows/cols see the padding, so instead of padding a copy of ``x`` they are
     recomputed from reflect-padded 3-pixel strips (before ``out`` is overwritten, as they add to it too).
@@ -94,14 +99,30 @@ def _conv_add(conv_add: Callable, out: torch.Tensor, x: torch.Tensor, weight: to
         fixes.append(((slice(None), slice(None), slice(-1, None)), F.pad(x[:, :, -2:], (1, 1, 0, 1), mode='reflect')))
     if left:
         fixes.append(((slice(None), slice(None), slice(None), slice(0, 1)),
-                      F.pad(x[:, :, :, :2], (1, 0, 1, 1), mode='reflect')))
+                      F.pad(x[:, :, :, :2], (1, 0, row_pad, row_pad), mode='reflect')))
     if right:
         fixes.append(((slice(None), slice(None), slice(None), slice(-1, None)),
-                      F.pad(x[:, :, :, -2:], (0, 1, 1, 1), mode='reflect')))
+                      F.pad(x[:, :, :, -2:], (0, 1, row_pad, row_pad), mode='reflect')))
     fixes = [(index, out[index] + F.conv2d(strip, weight, bias)) for index, strip in fixes]
-    conv_add(out, x, weight, bias)
+    conv_add(out, x, weight, bias, row_pad)
     for index, value in fixes:
         out[index] = value
+
+
+def _conv_rows(rows: Rows, border: Border) -> Rows:
+    """The window rows a 3x3 conv computes from input rows ``rows``: every row where the tile meets the
+    image border (it pads there), one row less where it meets halo (that row would be wrong anyway)."""
+    row_pad = int(border[0] or border[1])
+    return rows[0] + 1 - row_pad, rows[1] - 1 + row_pad
+
+
+def _valid_rows(rows: Rows, border: Border) -> Rows:
+    """The window rows a 3x3 conv's output is right on, from input rows ``rows``: halo edges lose one."""
+    return rows[0] + (not border[0]), rows[1] - (not border[1])
+
+
+def _row_slice(tensor: torch.Tensor, rows: Rows) -> torch.Tensor:
+    return tensor[:, :, rows[0]:rows[1]]
 
 
 def _crop(tensor: torch.Tensor, core: Region, window: Region) -> torch.Tensor:
@@ -189,59 +210,74 @@ class FastCLIPLIT:
             flat = self._buffers[name] = torch.empty(numel, dtype=self.dtype, device=self.device)
         return flat[:numel].view(batch, height, width, channels).permute(0, 3, 1, 2)
 
-    def _conv_into(self, out: torch.Tensor, x: torch.Tensor, name: str, reflect: Border,
-                   accumulate: bool = False) -> torch.Tensor:
-        """``out = conv(x)`` (or ``out += conv(x)`` with ``accumulate``) for the conv layer ``name``."""
+    def _conv_into(self, out: torch.Tensor, x: torch.Tensor, rows: Rows, name: str, border: Border,
+                   reflect: Border, accumulate: bool = False) -> Rows:
+        """``out = conv(x)`` (or ``out += conv(x)`` with ``accumulate``) for the conv layer ``name``.
+
+        ``x`` and ``out`` are whole-window buffers; ``x`` is valid on ``rows``. Returns the rows on which
+        ``out`` now holds the layer's output. Rows are not computed past what the halo needs: a window's
+        edge inside the image loses a row per conv, so the halo rows cost fewer FLOPs layer after layer
+        (columns keep the window's width: a column crop would not be contiguous in memory).
+        """
+        target = _row_slice(out, _conv_rows(rows, border))
         if not accumulate:
-            out.zero_()
-        _conv_add(self._conv_add_op, out, x, self.weights[f'{name}.weight'], self.weights.get(f'{name}.bias'),
-                  reflect)
-        return out
+            target.zero_()
+        _conv_add(self._conv_add_op, target, _row_slice(x, rows), self.weights[f'{name}.weight'],
+                  self.weights.get(f'{name}.bias'), reflect, int(border[0] or border[1]))
+        return _valid_rows(rows, border)
 
-    def _cond(self, name: str, out: torch.Tensor, x: torch.Tensor, border: Border) -> torch.Tensor:
-        return self._conv_into(out, x, name, border if self.reflect_cond else NO_BORDER)
+    def _cond(self, name: str, out: torch.Tensor, x: torch.Tensor, rows: Rows, border: Border) -> Rows:
+        return self._conv_into(out, x, rows, name, border, border if self.reflect_cond else NO_BORDER)
 
-    def _residual_block(self, name: str, x: torch.Tensor, border: Border) -> torch.Tensor:
+    def _residual_block(self, name: str, x: torch.Tensor, rows: Rows, border: Border) -> Rows:
         """``x = lrelu(x + conv2(lrelu(conv1(x))))``, in place."""
         mid = self._buffer('mid', *x.shape)  # one buffer for the 32- and the 64-channel blocks
-        F.leaky_relu_(self._conv_into(mid, x, f'{name}.conv1', border), LEAKY_SLOPE)
-        return F.leaky_relu_(self._conv_into(x, mid, f'{name}.conv2', border, accumulate=True), LEAKY_SLOPE)
+        mid_rows = self._conv_into(mid, x, rows, f'{name}.conv1', border, border)
+        F.leaky_relu_(_row_slice(mid, mid_rows), LEAKY_SLOPE)
+        rows = self._conv_into(x, mid, mid_rows, f'{name}.conv2', border, border, accumulate=True)
+        F.leaky_relu_(_row_slice(x, rows), LEAKY_SLOPE)
+        return rows
 
-    def _head(self, x: torch.Tensor, border: Border) -> torch.Tensor:
-        """cond1 .. ResidualBlock2: the features the PPM pools (in the buffer ``head``)."""
+    def _head(self, x: torch.Tensor, border: Border) -> Tuple[torch.Tensor, Rows]:
+        """cond1 .. ResidualBlock2: the features the PPM pools (the buffer ``head``) and their valid rows."""
         x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
         feat = self._buffer('head', x.shape[0], 32, x.shape[2], x.shape[3])
-        F.leaky_relu_(self._cond('cond1', feat, x, border), LEAKY_SLOPE)
-        self._residual_block('ResidualBlock1', feat, border)
-        return self._residual_block('ResidualBlock2', feat, border)
+        rows = self._cond('cond1', feat, x, (0, x.shape[2]), border)
+        F.leaky_relu_(_row_slice(feat, rows), LEAKY_SLOPE)
+        rows = self._residual_block('ResidualBlock1', feat, rows, border)
+        return feat, self._residual_block('ResidualBlock2', feat, rows, border)
 
-    def _tail(self, feat: torch.Tensor, pooled: List[torch.Tensor], size: Tuple[int, int], window: Region,
-              border: Border) -> torch.Tensor:
-        """PPM fuse .. cond_add1: the light map over ``window`` of an image of ``size``, from the window's
-        head features ``feat`` (NHWC (B,h,w,32); a view of the head cache is only read) and the PPM's
-        ``pooled`` averages of the whole image.
+    def _tail(self, feat: torch.Tensor, rows: Rows, pooled: List[torch.Tensor], size: Tuple[int, int],
+              window: Region, border: Border) -> torch.Tensor:
+        """PPM fuse .. cond_add1: the light map (B,1,h,w) over ``window`` of an image of ``size`` (right on
+        the core), from the window's head features ``feat`` (NHWC (B,h,w,32), valid on ``rows``; a view of
+        the head cache is only read) and the PPM's ``pooled`` averages of the whole image.
 
         The fuse conv sees the head features and the upsampled PPM branches side by side. It runs as its
         head half (a conv) added to its branch half (:meth:`_fuse_branch_term`): the branches are never
         materialised or concatenated.
         """
         batch, height, width, channels = feat.shape
-        narrow = self._buffer('narrow', batch, channels, height, width)
-        self._fuse_branch_term(pooled, size, window, narrow.permute(0, 2, 3, 1))
         head = feat.permute(0, 3, 1, 2)
         if not head.is_contiguous(memory_format=torch.channels_last):  # a window of the head cache
             head = self._buffer('head', batch, channels, height, width).copy_(head)
-        self._conv_into(narrow, head, 'PPM1.fuse.head', NO_BORDER, accumulate=True)
-        F.leaky_relu_(narrow, self.fuse_slope)  # a one-parameter PReLU is a leaky ReLU
+        narrow = self._buffer('narrow', batch, channels, height, width)
+        fuse_rows = _conv_rows(rows, border)
+        self._fuse_branch_term(pooled, size, (window[0] + fuse_rows[0], window[0] + fuse_rows[1]) + window[2:],
+                               _row_slice(narrow, fuse_rows).permute(0, 2, 3, 1))
+        rows = self._conv_into(narrow, head, rows, 'PPM1.fuse.head', border, NO_BORDER, accumulate=True)
+        F.leaky_relu_(_row_slice(narrow, rows), self.fuse_slope)  # a one-parameter PReLU is a leaky ReLU
         wide = self._buffer('wide', batch, 2 * channels, height, width)
-        self._cond('condx', wide, narrow, border)
+        rows = self._cond('condx', wide, narrow, rows, border)
         for block in ('ResidualBlock3', 'ResidualBlock4'):
-            self._residual_block(block, wide, border)
-        self._cond('condy', narrow, wide, border)
+            rows = self._residual_block(block, wide, rows, border)
+        rows = self._cond('condy', narrow, wide, rows, border)
         for block in ('ResidualBlock5', 'ResidualBlock6'):
-            self._residual_block(block, narrow, border)
-        light = torch.empty(batch, 1, height, width, dtype=self.dtype, device=self.device)
-        return F.relu_(self._cond('cond_add1', light, narrow, border)).float()
+            rows = self._residual_block(block, narrow, rows, border)
+        light = torch.ones(batch, 1, height, width, dtype=self.dtype, device=self.device)  # 1 where not computed
+        rows = self._cond('cond_add1', light, narrow, rows, border)
+        F.relu_(_row_slice(light, rows))
+        return light.float()
 
     def _fuse_branch_term(self, pooled: List[torch.Tensor], size: Tuple[int, int], region: Region,
                           out: torch.Tensor) -> None:
@@ -296,7 +332,7 @@ class FastCLIPLIT:
         bounds = [(_adaptive_bounds(height, b), _adaptive_bounds(width, b)) for b in PPM_BINS]
         sums = [torch.zeros(batch, 32, b, b, dtype=torch.float64, device=self.device) for b in PPM_BINS]
         for core, outer, border in self._tiles(height, width, HEAD_HALO):
-            feat = self._head(read(outer), border)
+            feat, _ = self._head(read(outer), border)
             y0, y1, x0, x1 = core
             feat = _crop(feat, core, outer)
             if cache is not None:
@@ -353,15 +389,23 @@ class FastCLIPLIT:
         """
         if height < 2 or width < 2:
             raise ValueError(f'image is {height}x{width}; CLIP-LIT needs at least 2x2 pixels')
+        if batch > 1:  # one image at a time: a window's rows are then contiguous in memory
+            outputs = {}
+            for index in range(batch):
+                self.run(lambda region, i=index: read(region)[i:i + 1],
+                         lambda region, enhanced: outputs.setdefault(region, []).append(enhanced), 1, height, width)
+            for region, parts in outputs.items():
+                write(region, torch.cat(parts))
+            return
         size = (height, width)
         with self._exact_math(), self._released_buffers():
             whole = self._tiles(height, width, 0)
             if len(whole) == 1:  # one tile: the whole image, no second pass
                 (region, _, everywhere), = whole
                 image = read(region)
-                feat = self._head(image, everywhere)
+                feat, rows = self._head(image, everywhere)
                 pooled = [F.adaptive_avg_pool2d(feat.float(), b) for b in PPM_BINS]
-                light = self._tail(feat.permute(0, 2, 3, 1), pooled, size, region, everywhere)
+                light = self._tail(feat.permute(0, 2, 3, 1), rows, pooled, size, region, everywhere)
                 write(region, torch.clamp(image / light, 0, 1))
                 return
             cache = self._head_cache(batch, height, width)
@@ -370,8 +414,12 @@ class FastCLIPLIT:
                                                    HEAD_HALO + TAIL_HALO):
                 image = read(outer)
                 y0, y1, x0, x1 = outer
-                feat = self._head(image, border).permute(0, 2, 3, 1) if cache is None else cache[:, y0:y1, x0:x1]
-                light = self._tail(feat, pooled, size, outer, border)
+                if cache is None:
+                    feat, rows = self._head(image, border)
+                    feat = feat.permute(0, 2, 3, 1)
+                else:
+                    feat, rows = cache[:, y0:y1, x0:x1], (0, y1 - y0)
+                light = self._tail(feat, rows, pooled, size, outer, border)
                 write(core, torch.clamp(_crop(image, core, outer) / _crop(light, core, outer), 0, 1))
 
 
