@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional
 import torch
 import torch.nn.functional as F
 
+from .class_token import class_token_tower
 from .loading import low_precision_image_tower
 from .onednn_gemm import onednn_gemms
 from .precision import check_amp, clip_autocast, runs_on_bf16_weights
@@ -57,9 +58,11 @@ def image_features(model: open_clip.CLIP, images: torch.Tensor, amp: Optional[st
                    normalize: bool = False) -> torch.Tensor:
     """CLIP image embeddings (B,D) of a batch in [0,1], in float32; differentiable w.r.t. ``images``.
 
-    The same as ``model.encode_image`` (which is ``model.visual``) on the preprocessed batch.
+    The same as ``model.encode_image`` (which is ``model.visual``) on the preprocessed batch, up to float
+    rounding: a ViT's last block runs for the class token only (:func:`class_token_tower`).
     """
-    features = _image_tower_forward(model, images, amp, lambda visual, pixels: visual(pixels)).float()
+    features = _image_tower_forward(model, images, amp, lambda visual, pixels: class_token_tower(visual)(pixels))
+    features = features.float()
     return F.normalize(features, dim=-1) if normalize else features
 
 

@@ -1,0 +1,53 @@
+"""ViT image features without the work that CLIP's pooling throws away.
+
+A ViT that pools its class token reads only that token of its last block's output. The block still needs
+every token as attention keys and values, but only the class token's own attention row, output
+projection and MLP: for ViT-B/32 that is 7% of the image tower's FLOPs saved. The maths is the same up to
+float rounding, gradients included (the outputs not computed are never read).
+"""
+import copy
+import itertools
+import weakref
+from typing import Optional
+
+import torch
+from torch import nn
+
+_TOWERS: 'weakref.WeakKeyDictionary[nn.Module, nn.Module]' = weakref.WeakKeyDictionary()
+
+
+class ClassTokenBlock(nn.Module):
+    """A ViT's last ``ResidualAttentionBlock`` evaluated for the class token only: (B,L,D) -> (B,1,D)."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        block = self.block
+        tokens = block.ln_1(x)
+        cls = x[:, :1] + block.ls_1(block.attention(tokens[:, :1], tokens, tokens, attn_mask=attn_mask))
+        return cls + block.ls_2(block.mlp(block.ln_2(cls)))
+
+
+def _pools_class_token(visual: nn.Module) -> bool:
+    """Whether ``visual`` is an open_clip ViT whose output is its last block's class token, and only that."""
+    from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+    if not isinstance(visual, VisionTransformer) or visual.attn_pool is not None or visual.output_tokens:
+        return False
+    last = visual.transformer.resblocks[-1]
+    return (visual.pool_type == 'tok' and visual.transformer.batch_first and type(last) is ResidualAttentionBlock
+            and not hasattr(last, 'ln_1_kv'))
+
+
+def class_token_tower(visual: nn.Module) -> nn.Module:
+    """``visual``, or, for a ViT that pools its class token, a copy sharing its weights whose last block
+    computes that token only (:class:`ClassTokenBlock`); made once per tower."""
+    if visual not in _TOWERS:
+        tower = visual
+        if _pools_class_token(visual):
+            shared = {id(t): t for t in itertools.chain(visual.parameters(), visual.buffers())}
+            tower = copy.deepcopy(visual, shared)
+            tower.transformer.resblocks[-1] = ClassTokenBlock(tower.transformer.resblocks[-1])
+        _TOWERS[visual] = tower
+    return _TOWERS[visual]
