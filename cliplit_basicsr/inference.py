@@ -12,8 +12,8 @@ The computation is the network's own, rearranged for speed and bounded memory:
   (halo ``HEAD_HALO``) accumulates those averages; a second pass runs the whole network on tiles with a
   halo of ``HEAD_HALO + TAIL_HALO`` pixels (one per 3x3 conv), feeding the PPM branches computed from the
   global averages. The branches are never materialised: their part of the fuse conv is a GEMM on the
-  tiny pooled maps (see ``_fuse_branch_term``). When the whole image's head features fit in ``HEAD_CACHE_BYTES``, the first pass keeps
-  them and the second runs only the tail, with a halo of ``TAIL_HALO``. Each tile's core is then what the
+  tiny pooled maps (see ``_fuse_branch_term``). When the whole image's head features fit in
+  ``HEAD_CACHE_BYTES``, the first pass keeps them and the second runs only the tail, with a halo of ``TAIL_HALO``. Each tile's core is then what the
   full-frame network gives, up to float rounding. Each conv skips the halo row it would get wrong, so
   the rows to compute shrink layer by layer towards the core (one image of a batch at a time).
 
@@ -40,8 +40,8 @@ HEAD_HALO = 5  # 3x3 convs before the PPM: cond1 and two residual blocks
 TAIL_HALO = 12  # 3x3 convs from the PPM fuse conv to cond_add1
 LEAKY_SLOPE = 0.2
 # Keep the whole image's head features when they fit in this: 3.1 MP in fp32 (a 2048x1536 photo), 6.3 MP in
-# bf16. The process holds about 1.1 GB besides (torch, BasicSR and open_clip imported, tile buffers, the
-# image): with a full cache, peak RSS measured 1.49 GB. Larger images recompute the head instead.
+# bf16. The process holds about 1 GB besides (torch and BasicSR imported, tile buffers at tile 384, the
+# image): with a full cache, peak RSS measured 1.44 GB. Larger images recompute the head instead.
 HEAD_CACHE_BYTES = 384 * 2**20
 
 Region = Tuple[int, int, int, int]  # y0, y1, x0, x1 (end exclusive)
@@ -247,11 +247,11 @@ class FastCLIPLIT:
         rows = self._residual_block('ResidualBlock1', feat, rows, border)
         return feat, self._residual_block('ResidualBlock2', feat, rows, border)
 
-    def _tail(self, feat: torch.Tensor, rows: Rows, pooled: List[torch.Tensor], size: Tuple[int, int],
+    def _tail(self, feat: torch.Tensor, rows: Rows, taps: List[torch.Tensor], size: Tuple[int, int],
               window: Region, border: Border) -> torch.Tensor:
         """PPM fuse .. cond_add1: the light map (B,1,h,w) over ``window`` of an image of ``size`` (right on
         the core), from the window's head features ``feat`` (NHWC (B,h,w,32), valid on ``rows``; a view of
-        the head cache is only read) and the PPM's ``pooled`` averages of the whole image.
+        the head cache is only read) and the PPM branches' ``taps`` (:meth:`_fuse_branch_taps`).
 
         The fuse conv sees the head features and the upsampled PPM branches side by side. It runs as its
         head half (a conv) added to its branch half (:meth:`_fuse_branch_term`): the branches are never
@@ -263,7 +263,7 @@ class FastCLIPLIT:
             head = self._buffer('head', batch, channels, height, width).copy_(head)
         narrow = self._buffer('narrow', batch, channels, height, width)
         fuse_rows = _conv_rows(rows, border)
-        self._fuse_branch_term(pooled, size, (window[0] + fuse_rows[0], window[0] + fuse_rows[1]) + window[2:],
+        self._fuse_branch_term(taps, size, (window[0] + fuse_rows[0], window[0] + fuse_rows[1]) + window[2:],
                                _row_slice(narrow, fuse_rows).permute(0, 2, 3, 1))
         rows = self._conv_into(narrow, head, rows, 'PPM1.fuse.head', border, NO_BORDER, accumulate=True)
         F.leaky_relu_(_row_slice(narrow, rows), self.fuse_slope)  # a one-parameter PReLU is a leaky ReLU
@@ -279,28 +279,36 @@ class FastCLIPLIT:
         F.relu_(_row_slice(light, rows))
         return light.float()
 
-    def _fuse_branch_term(self, pooled: List[torch.Tensor], size: Tuple[int, int], region: Region,
+    def _fuse_branch_taps(self, pooled: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Per PPM bin count, the tiny branch maps projected by each tap of the fuse conv's branch half:
+        (B, 3, 3, 32, bins, bins), from the whole image's ``pooled`` averages (once per image)."""
+        taps, start = [], 0
+        for avg, (proj, slope) in zip(pooled, self.ppm_weights):
+            small = F.prelu(F.conv2d(avg, proj), slope)  # (B, 8, bins, bins)
+            weight = self.fuse_branch_weight[:, start:start + small.shape[1]]  # (32, 8, 3, 3)
+            start += small.shape[1]
+            taps.append(torch.einsum('ocyx,ncij->nyxoij', weight, small))
+        return taps
+
+    def _fuse_branch_term(self, taps: List[torch.Tensor], size: Tuple[int, int], region: Region,
                           out: torch.Tensor) -> None:
         """Write into ``out`` (B,h,w,32), NHWC, the fuse conv's response to the upsampled PPM branches over
         ``region`` of an image of ``size``, with the fuse conv's zero padding at the image border.
 
         A branch is a bilinear upsampling ``rows^T @ small @ cols`` of a tiny map, so its 3x3 conv is a
         sum over the taps of the same upsampling, with rows and cols shifted by the tap, of the tiny maps
-        projected by the tap's weights. All bin counts and tap rows make one GEMM, (h, 3 x 12) @
+        projected by the tap's weights (``taps``). All bin counts and tap rows make one GEMM, (h, 3 x 12) @
         (3 x 12, w * 32), whose output is NHWC: 2.3 kFLOP a pixel instead of the conv's 18 kFLOP.
         """
         y0, y1, x0, x1 = region
-        batch, width, channels = pooled[0].shape[0], x1 - x0, out.shape[3]
-        row_parts, col_parts, start = [], [], 0
-        for bins, avg, (proj, slope) in zip(PPM_BINS, pooled, self.ppm_weights):
-            small = F.prelu(F.conv2d(avg, proj), slope)  # (B, 8, bins, bins)
-            weight = self.fuse_branch_weight[:, start:start + small.shape[1]]  # (32, 8, 3, 3)
-            start += small.shape[1]
-            taps = torch.einsum('ocyx,ncij->nyxoij', weight, small)  # the tiny maps projected per tap
+        batch, width, channels = out.shape[0], x1 - x0, out.shape[3]
+        row_parts, col_parts = [], []
+        for tap in taps:
+            bins = tap.shape[-1]
             rows = _shifted_columns(_interp_matrix(bins, size[0]).to(self.device), y0, y1)  # (3, bins, h)
             cols = _shifted_columns(_interp_matrix(bins, size[1]).to(self.device), x0, x1)  # (3, bins, w)
             row_parts.append(rows.reshape(-1, y1 - y0))
-            col_parts.append(torch.einsum('xjw,nyxoij->nyiwo', cols, taps).reshape(batch, -1, width * channels))
+            col_parts.append(torch.einsum('xjw,nyxoij->nyiwo', cols, tap).reshape(batch, -1, width * channels))
         rows, blocks = torch.cat(row_parts).t(), torch.cat(col_parts, 1)  # (h, 36), (B, 36, w * 32)
         # in the engine's precision: in bf16 this moved no output value against fp32 and saves a pass
         torch.matmul(rows.to(out.dtype), blocks.to(out.dtype), out=out.view(batch, y1 - y0, width * channels))
@@ -404,12 +412,12 @@ class FastCLIPLIT:
                 (region, _, everywhere), = whole
                 image = read(region)
                 feat, rows = self._head(image, everywhere)
-                pooled = [F.adaptive_avg_pool2d(feat.float(), b) for b in PPM_BINS]
-                light = self._tail(feat.permute(0, 2, 3, 1), rows, pooled, size, region, everywhere)
+                taps = self._fuse_branch_taps([F.adaptive_avg_pool2d(feat.float(), b) for b in PPM_BINS])
+                light = self._tail(feat.permute(0, 2, 3, 1), rows, taps, size, region, everywhere)
                 write(region, torch.clamp(image / light, 0, 1))
                 return
             cache = self._head_cache(batch, height, width)
-            pooled = self._pooled_stats(read, batch, height, width, cache)
+            taps = self._fuse_branch_taps(self._pooled_stats(read, batch, height, width, cache))
             for core, outer, border in self._tiles(height, width, TAIL_HALO if cache is not None else
                                                    HEAD_HALO + TAIL_HALO):
                 image = read(outer)
@@ -419,7 +427,7 @@ class FastCLIPLIT:
                     feat = feat.permute(0, 2, 3, 1)
                 else:
                     feat, rows = cache[:, y0:y1, x0:x1], (0, y1 - y0)
-                light = self._tail(feat, rows, pooled, size, outer, border)
+                light = self._tail(feat, rows, taps, size, outer, border)
                 write(core, torch.clamp(_crop(image, core, outer) / _crop(light, core, outer), 0, 1))
 
 
