@@ -1,8 +1,8 @@
 """The oneDNN GEMM route for frozen CLIP forwards computes what PyTorch computes, and really takes over the
 linear layers' GEMMs (including nn.MultiheadAttention's), on fp32 CPU tensors only.
 
-That the image features through it still match the authors' values is tests/test_clip_parity.py's job
-(prompt-step features are computed without autograd, hence through this route)."""
+That the identity loss through it still matches the authors' values is tests/test_clip_parity.py's job
+(its target maps are computed without autograd, hence through this route)."""
 import pytest
 import torch
 from torch import nn

@@ -30,7 +30,7 @@ class ClassTokenBlock(nn.Module):
         return cls + block.ls_2(block.mlp(block.ln_2(cls)))
 
 
-def _pools_class_token(visual: nn.Module) -> bool:
+def pools_class_token(visual: nn.Module) -> bool:
     """Whether ``visual`` is an open_clip ViT whose output is its last block's class token, and only that."""
     from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
     if not isinstance(visual, VisionTransformer) or visual.attn_pool is not None or visual.output_tokens:
@@ -40,14 +40,20 @@ def _pools_class_token(visual: nn.Module) -> bool:
             and not hasattr(last, 'ln_1_kv'))
 
 
+def weight_sharing_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` whose parameters and buffers are the original tensors (its submodules
+    can then be replaced without touching ``module``)."""
+    shared = {id(t): t for t in itertools.chain(module.parameters(), module.buffers())}
+    return copy.deepcopy(module, shared)
+
+
 def class_token_tower(visual: nn.Module) -> nn.Module:
     """``visual``, or, for a ViT that pools its class token, a copy sharing its weights whose last block
     computes that token only (:class:`ClassTokenBlock`); made once per tower."""
     if visual not in _TOWERS:
         tower = visual
-        if _pools_class_token(visual):
-            shared = {id(t): t for t in itertools.chain(visual.parameters(), visual.buffers())}
-            tower = copy.deepcopy(visual, shared)
+        if pools_class_token(visual):
+            tower = weight_sharing_copy(visual)
             tower.transformer.resblocks[-1] = ClassTokenBlock(tower.transformer.resblocks[-1])
         _TOWERS[visual] = tower
     return _TOWERS[visual]

@@ -2,8 +2,10 @@
 
 PyTorch sends fp32 matmuls on CPU to MKL's sgemm, and sends them to oneDNN only in reduced precision. On
 some CPUs oneDNN's fp32 matmul is much faster. Measured on a 2-core AMD EPYC with AVX-512, at the shapes of
-ViT-B/32's linear layers: 273-384 GFLOP/s against MKL's 155-183. There, ViT-B/32 image features (the cost
-of every prompt step) come out 1.7-2.1x faster (64 images: 3.2-3.7 s -> 1.9 s; 8 images: 0.45 -> 0.22 s).
+ViT-B/32's linear layers: 273-384 GFLOP/s against MKL's 155-183. There, ViT-B/32 image features came out
+1.7-2.1x faster (64 images: 3.2-3.7 s -> 1.9 s; 8 images: 0.45 -> 0.22 s). Prompt steps' ViT features now
+take the further fused route of :mod:`.fused_vit`; this mode serves the other frozen forwards without
+autograd (RN101 maps, towers that route does not compute).
 
 A dispatch mode hands the linear layers' GEMMs to ``torch.ops.mkldnn._linear_pointwise``. These are aten
 ``addmm`` and ``mm``, plus ``bmm`` against a weight broadcast over the batch, which is how

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .class_token import class_token_tower
+from .fused_vit import fused_vit_tower
 from .loading import low_precision_image_tower
 from .onednn_gemm import onednn_gemms
 from .precision import check_amp, clip_autocast, runs_on_bf16_weights
@@ -43,7 +44,7 @@ def _image_tower_forward(model: open_clip.CLIP, images: torch.Tensor, amp: Optio
 
     CPU bf16 runs a cached bf16 copy of the tower on bf16 pixels (see :func:`runs_on_bf16_weights`);
     otherwise the tower runs under :func:`clip_autocast` (a no-op in fp32). An fp32 forward without
-    autograd (prompt steps' image features) runs its GEMMs on oneDNN where that is faster (:func:`onednn_gemms`).
+    autograd (the identity loss's target maps) runs its GEMMs on oneDNN where that is faster (:func:`onednn_gemms`).
     """
     pixels = preprocess_images(images, _input_size(model))
     if runs_on_bf16_weights(images.device, amp):
@@ -59,9 +60,16 @@ def image_features(model: open_clip.CLIP, images: torch.Tensor, amp: Optional[st
     """CLIP image embeddings (B,D) of a batch in [0,1], in float32; differentiable w.r.t. ``images``.
 
     The same as ``model.encode_image`` (which is ``model.visual``) on the preprocessed batch, up to float
-    rounding: a ViT's last block runs for the class token only (:func:`class_token_tower`).
+    rounding: a ViT's last block runs for the class token only (:func:`class_token_tower`), and an fp32
+    CPU forward without autograd (prompt steps) runs on oneDNN's fused ops (:func:`fused_vit_tower`).
     """
-    features = _image_tower_forward(model, images, amp, lambda visual, pixels: class_token_tower(visual)(pixels))
+    fused = None
+    if check_amp(amp) is None and not torch.is_grad_enabled() and images.device.type == 'cpu':
+        fused = fused_vit_tower(model.visual)
+    if fused is not None:
+        features = fused(preprocess_images(images, _input_size(model)))
+    else:
+        features = _image_tower_forward(model, images, amp, lambda visual, pixels: class_token_tower(visual)(pixels))
     features = features.float()
     return F.normalize(features, dim=-1) if normalize else features
 

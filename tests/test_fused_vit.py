@@ -1,0 +1,92 @@
+"""The fused oneDNN ViT tower computes what the open_clip ViT computes, on the same weights, refuses to run
+where it has no autograd, and is not made for towers whose blocks it does not compute.
+
+That prompt-step image features through it still match the authors' values is tests/test_clip_parity.py's
+job (they are computed without autograd on CPU, hence through this tower)."""
+import pytest
+import torch
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import QuickGELU, VisionTransformer
+from torch import nn
+
+from cliplit_basicsr.clip import fused_vit, image_features, preprocess
+from cliplit_basicsr.clip.fused_vit import FusedBlock, PatchEmbedding, fused_ops_available, fused_vit_tower
+
+
+def _vit(image_size: int = 32, act_layer=QuickGELU, **options) -> VisionTransformer:
+    torch.manual_seed(0)
+    vit = VisionTransformer(image_size=image_size, patch_size=8, width=32, layers=3, heads=4, mlp_ratio=4.0,
+                            output_dim=16, act_layer=act_layer, **options).eval().requires_grad_(False)
+    with torch.no_grad():  # non-trivial biases and norms, so that every scaled term shows in the output
+        for name, p in vit.named_parameters():
+            if name.endswith(('bias', 'ln_1.weight', 'ln_2.weight')):
+                p.add_(0.1 * torch.randn_like(p))
+    return vit
+
+
+@pytest.mark.parametrize('image_size', [32, 36])  # 36: the patch grid drops a remainder, as the convolution does
+def test_fused_tower_equals_the_vit_with_the_same_weights(image_size):
+    assert fused_ops_available()  # the PyTorch wheels this package installs have oneDNN
+    vit = _vit(image_size)
+    tower = fused_vit_tower(vit)
+    assert tower is fused_vit_tower(vit)  # made once
+    assert isinstance(tower.conv1, PatchEmbedding)
+    blocks = tower.transformer.resblocks
+    assert all(isinstance(b, FusedBlock) for b in blocks) and [b.class_token_only for b in blocks] == [0, 0, 1]
+    assert {id(p) for p in tower.parameters()} == {id(p) for p in vit.parameters()}  # no copy of the weights
+    x = torch.randn(5, 3, image_size, image_size)
+    with torch.no_grad():
+        torch.testing.assert_close(tower(x), vit(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_tower_follows_weight_updates():
+    vit = _vit()
+    tower = fused_vit_tower(vit)
+    with torch.no_grad():
+        vit.transformer.resblocks[0].mlp.c_fc.bias.add_(1.0)
+        vit.transformer.resblocks[1].ln_2.weight.mul_(2.0)
+        x = torch.randn(2, 3, 32, 32)
+        torch.testing.assert_close(tower(x), vit(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_tower_refuses_inputs_that_need_gradients():
+    tower = fused_vit_tower(_vit())
+    with pytest.raises(RuntimeError, match='no autograd'):
+        tower(torch.randn(1, 3, 32, 32, requires_grad=True))
+
+
+def test_image_features_use_the_fused_tower_without_autograd_only(monkeypatch):
+    calls = []
+    forward = FusedBlock.forward
+    monkeypatch.setattr(FusedBlock, 'forward', lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+
+    class Model(nn.Module):  # what image_features reads of an open_clip CLIP
+        def __init__(self):
+            super().__init__()
+            self.visual = _vit()
+
+    model, images = Model(), torch.rand(2, 3, 40, 40, requires_grad=True)
+    with torch.no_grad():
+        plain = model.visual(preprocess.preprocess_images(images, (32, 32)))
+        fused = image_features(model, images)
+    assert len(calls) == 3
+    differentiable = image_features(model, images)
+    assert len(calls) == 3 and differentiable.requires_grad
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(differentiable.detach(), plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('tower', [
+    lambda: _vit(pool_type='avg'),
+    lambda: _vit(act_layer=nn.GELU),
+    lambda: _vit(ls_init_value=0.1),
+    lambda: _vit().train(),
+    lambda: ModifiedResNet(layers=(1, 1, 1, 1), output_dim=16, heads=2, image_size=64, width=8).eval(),
+])
+def test_towers_it_does_not_compute_get_none(tower):
+    assert fused_vit_tower(tower()) is None
+
+
+def test_no_tower_without_the_fused_ops(monkeypatch):
+    monkeypatch.setattr(fused_vit, 'fused_ops_available', lambda: False)
+    assert fused_vit_tower(_vit()) is None
