@@ -33,11 +33,16 @@ Variants, each run in its own process so that its peak RSS (VmHWM: models + acti
   bf16 copy of their weights; the network stays fp32); its deviation from ``ours`` on losses and
   gradients is printed.
 
+A shared CPU's speed drifts by tens of percent within minutes: ``--rounds N`` runs every variant N times in
+turn and prints medians (the speed-up is the ratio of the medians), with each round's figures below.
+
 Example (small): ``python scripts/bench_clip_losses.py --batch 1 --size 256 --prompt-batch 4 --iters 1``.
 """
 import argparse
+import functools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -197,7 +202,9 @@ def run_child(args) -> None:
                 identity_term = batch_share(identity_fn, identity_fn(final, part), share)
             return {'loss': clip_term + 0.9 * identity_term}
 
-        def iteration():
+        next_batch = lambda: None  # noqa: E731  (the input is made once)
+
+        def iteration(_):
             net.zero_grad(set_to_none=True)
             loss = backward_in_micro_batches(x, None if authors else args.micro_batch, terms_of, 'loss')['loss']
             return loss, {n: p.grad for n, p in net.named_parameters()}
@@ -210,9 +217,10 @@ def run_child(args) -> None:
         rank_fn, init_fn = PromptRankingLoss(loss_weight=200.0), PromptInitLoss()
         cache = _steady_state_cache(pair, base) if variant.startswith('ours') and not args.no_feature_cache else None
         encoded = []
+        next_batch = functools.partial(next, batches)  # augmentation: loader work, made outside the timing
 
-        def iteration():
-            images, aug = next(batches)
+        def iteration(batch):
+            images, aug = batch
             pair.zero_grad(set_to_none=True)
             if authors:  # features one image at a time (their data loaders), scores per prompt call
                 feats = {s: [authors.image_feature(img) for img in images[s]] for s in sets}
@@ -242,12 +250,13 @@ def run_child(args) -> None:
             loss.backward()
             return loss, {'embedding': pair.embedding.grad}
 
-    for _ in range(args.warmup):
-        iteration()
-    start = time.perf_counter()
-    for _ in range(args.iters):
-        loss, grads = iteration()
-    result['sec_per_iter'] = (time.perf_counter() - start) / args.iters
+    elapsed = 0.0
+    for i in range(args.warmup + args.iters):
+        batch = next_batch()
+        start = time.perf_counter()
+        loss, grads = iteration(batch)
+        elapsed += (time.perf_counter() - start) * (i >= args.warmup)
+    result['sec_per_iter'] = elapsed / args.iters
     if step != 'enhance' and variant.startswith('ours'):
         result['encoded_share'] = sum(encoded[-args.iters:]) / (args.iters * len(sets) * n_per_set)
     result['peak_rss_gib'] = peak_rss_gib()
@@ -258,8 +267,8 @@ def run_child(args) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- parent side
-def _run_variant(args, variant, step, workdir):
-    grads = Path(workdir) / f'{variant}-{step}.pt'
+def _run_variant(args, variant, step, workdir, round_index=0):
+    grads = Path(workdir) / f'{variant}-{step}-{round_index}.pt'
     cmd = [sys.executable, os.path.abspath(__file__), '--child', variant, step, '--grads-out', str(grads)]
     for flag in ('batch', 'size', 'prompt_batch', 'prompt_size', 'iters', 'warmup', 'micro_batch'):
         cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
@@ -297,6 +306,8 @@ def main() -> None:
                         help="ours, enhance: images per forward/backward (default: train.micro_batch's auto on CPU)")
     parser.add_argument('--iters', type=int, default=2, help='timed iterations per step')
     parser.add_argument('--warmup', type=int, default=1, help='untimed iterations first')
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='rounds, each running every variant once in turn; s/iter and speed-ups are medians')
     parser.add_argument('--bf16', action='store_true', help='also run ours with amp: bf16 for CLIP')
     parser.add_argument('--authors-keep-freed-memory', action='store_true',
                         help="also run the authors' structure with glibc keeping freed memory, as ours runs")
@@ -315,7 +326,8 @@ def main() -> None:
     variants = ['authors'] + ['authors-kept'] * args.authors_keep_freed_memory + ['ours'] + ['ours-bf16'] * args.bf16
     targets = {'enhance': 3.0, 'refine': 10.0, 'init': 5.0}
     print(f'enhance: batch {args.batch} @ {args.size}; refine/init: batch {args.prompt_batch} @ {args.prompt_size}; '
-          f'{args.iters} timed iteration(s) after {args.warmup} warm-up; {len(os.sched_getaffinity(0))} CPUs '
+          f'{args.iters} timed iteration(s) after {args.warmup} warm-up, median of {args.rounds} round(s); '
+          f'{len(os.sched_getaffinity(0))} CPUs '
           f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); "
           f"ours network: {'plain' if args.plain_network else 'prepare_for_training (channels-last)'}, "
           f'micro-batch {args.micro_batch}; ours runs with '
@@ -326,14 +338,20 @@ def main() -> None:
     print('-' * len(header))
     with tempfile.TemporaryDirectory() as workdir:
         for step in steps:
-            runs = {v: _run_variant(args, v, step, workdir) for v in variants}
-            for variant, run in runs.items():
-                speed = runs['authors']['sec_per_iter'] / run['sec_per_iter']
-                loss_dev, grad_dev = _deviation(run, runs['ours'] if variant != 'ours' else runs['authors'])
+            rounds = [{v: _run_variant(args, v, step, workdir, r) for v in variants} for r in range(args.rounds)]
+            seconds = {v: statistics.median(r[v]['sec_per_iter'] for r in rounds) for v in variants}
+            for variant in variants:
+                run = rounds[0][variant]  # losses and gradients are the same in every round (seeded)
+                speed = seconds['authors'] / seconds[variant]
+                loss_dev, grad_dev = _deviation(run, rounds[0]['ours'] if variant != 'ours' else rounds[0]['authors'])
                 target = f"{targets[step]:.0f}x" if variant == 'ours' else ''
-                print(f"{step:8} {variant:12} {run['sec_per_iter']:8.2f} {run['peak_rss_gib']:13.2f} {speed:8.2f}x "
+                peak = max(r[variant]['peak_rss_gib'] for r in rounds)
+                print(f"{step:8} {variant:12} {seconds[variant]:8.2f} {peak:13.2f} {speed:8.2f}x "
                       f"{target:>7} {run['loss']:12.6g} {loss_dev:9.1e} {grad_dev:9.1e} "
                       f"{'' if 'encoded_share' not in run else format(run['encoded_share'], '.0%'):>8}", flush=True)
+            if args.rounds > 1:
+                print(f"{'':8} per round, s/iter: " + '; '.join(
+                    f"{v} {' '.join(format(r[v]['sec_per_iter'], '.2f') for r in rounds)}" for v in variants))
     print('loss/grad dev: relative deviation from ours (authors, ours-bf16) or from authors (ours); '
           'grad dev = max over tensors of max|a-b|/max|b|. Target for enhance peak RSS: <= 8 GiB.\n'
           'encoded: share of the prompt images ours sent through CLIP; the others recur exactly (flips/transpose '
