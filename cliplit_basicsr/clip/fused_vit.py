@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import attention_heads, is_plain_block
 from .class_token import pools_class_token, weight_sharing_copy
 from .onednn_gemm import onednn_gemms_available
 
@@ -88,8 +89,7 @@ class FusedBlock(nn.Module):
             kv = _linear(x, weight[width:], None if bias is None else bias[width:], 'none', [], '')
             k, v = kv.view(batch, length, 2, heads, -1).permute(2, 0, 3, 1, 4)
         else:
-            qkv = _linear(x, weight, bias, 'none', [], '')
-            q, k, v = qkv.view(batch, length, 3, heads, -1).permute(2, 0, 3, 1, 4)
+            q, k, v = attention_heads(_linear(x, weight, bias, 'none', [], ''), batch, heads)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(-1, width)
         return _linear_add(out, residual, attn.out_proj)
 
@@ -113,14 +113,12 @@ class FusedBlock(nn.Module):
 
 def _fusable(block: nn.Module) -> bool:
     """Whether ``block`` is the plain open_clip block :class:`FusedBlock` computes."""
-    from open_clip.transformer import LayerNorm, QuickGELU, ResidualAttentionBlock
-    if type(block) is not ResidualAttentionBlock or hasattr(block, 'ln_1_kv'):
+    from open_clip.transformer import LayerNorm, QuickGELU
+    if not is_plain_block(block):
         return False
-    attn, mlp = block.attn, block.mlp
-    plain_mlp = [type(m) for m in mlp] in ([nn.Linear, QuickGELU, nn.Linear], [nn.Linear, QuickGELU, nn.Identity, nn.Linear])
+    plain_mlp = [type(m) for m in block.mlp] in ([nn.Linear, QuickGELU, nn.Linear],
+                                                 [nn.Linear, QuickGELU, nn.Identity, nn.Linear])
     return (plain_mlp and isinstance(block.ls_1, nn.Identity) and isinstance(block.ls_2, nn.Identity)
-            and isinstance(attn, nn.MultiheadAttention) and attn.batch_first and attn._qkv_same_embed_dim
-            and attn.bias_k is None and not attn.add_zero_attn
             and all(type(ln) in (LayerNorm, nn.LayerNorm) and ln.weight is not None for ln in (block.ln_1, block.ln_2)))
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 
+from .blocks import transformer_forward
 from .precision import clip_autocast
 
 if TYPE_CHECKING:  # open_clip (and timm) load where CLIP is used: enhancement alone never imports them
@@ -41,14 +42,15 @@ def encode_token_embeddings(model: open_clip.CLIP, embeddings: torch.Tensor, eot
     ``eot_indices`` (N,) gives the position pooled for each sequence; gradients flow to ``embeddings``.
     Under CLIP's causal mask the pooled positions never see later tokens, so the transformer runs only
     on the first ``max(eot_indices) + 1`` positions: the same result, at a quarter of the cost for
-    CLIP-LIT's 18-token prompts (later positions get zero gradient either way).
+    CLIP-LIT's 18-token prompts (later positions get zero gradient either way). The blocks run on
+    contiguous rows (:func:`transformer_forward`).
     """
     length = int(eot_indices.max()) + 1
     mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
     with clip_autocast(embeddings.device, amp):
         cast_dtype = model.transformer.get_cast_dtype()
         x = embeddings[:, :length].to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
-        x = model.transformer(x, attn_mask=mask)
+        x = transformer_forward(model.transformer, x, mask)
         x = model.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot_indices]
         x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) \
