@@ -43,9 +43,13 @@ def test_fused_tower_follows_weight_updates():
     vit = _vit()
     tower = fused_vit_tower(vit)
     with torch.no_grad():
+        x = torch.randn(2, 3, 32, 32)
+        tower(x)  # packs the weights
         vit.transformer.resblocks[0].mlp.c_fc.bias.add_(1.0)
         vit.transformer.resblocks[1].ln_2.weight.mul_(2.0)
-        x = torch.randn(2, 3, 32, 32)
+        vit.transformer.resblocks[1].mlp.c_proj.weight.mul_(1.5)  # packed: must be packed again
+        vit.transformer.resblocks[2].attn.in_proj_weight[:32].mul_(-1.0)  # the class-token query's rows
+        vit.conv1.weight.add_(0.1)
         torch.testing.assert_close(tower(x), vit(x), rtol=1e-5, atol=1e-5)
 
 

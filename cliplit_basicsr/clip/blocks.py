@@ -42,7 +42,8 @@ def block_forward(block: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.T
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
-def transformer_forward(transformer: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def transformer_forward(transformer: nn.Module, x: torch.Tensor,
+                        attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``transformer(x, attn_mask=attn_mask)`` for an open_clip ``Transformer`` on x (N, L, D), through
     :func:`block_forward` where every block is plain (and no gradient checkpointing is asked for)."""
     blocks = transformer.resblocks
