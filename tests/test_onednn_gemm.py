@@ -13,7 +13,8 @@ from cliplit_basicsr.clip.onednn_gemm import onednn_gemms, onednn_gemms_availabl
 
 @pytest.fixture
 def routed(monkeypatch):
-    """Counts the GEMMs handed to oneDNN."""
+    """Counts the GEMMs handed to oneDNN (after the availability check's own)."""
+    onednn_gemms_available()
     calls = []
     linear = onednn_gemm._linear
 
@@ -79,3 +80,27 @@ def test_other_dtypes_are_left_alone_and_the_fast_path_setting_comes_back(routed
     assert torch.backends.mha.get_fastpath_enabled() == fastpath
     assert routed == [] and half.dtype == torch.bfloat16
     torch.testing.assert_close(half, torch.nn.functional.linear(x, weight))
+
+
+def test_differentiable_linear_equals_f_linear_values_and_gradients(routed):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 7, 5, generator=gen, requires_grad=True)
+    weight = torch.randn(4, 5, generator=gen, requires_grad=True)
+    bias = torch.randn(4, generator=gen, requires_grad=True)
+    upstream = torch.randn(2, 7, 4, generator=gen)
+    expected = torch.nn.functional.linear(x, weight, bias)
+    grads_expected = torch.autograd.grad((expected * upstream).sum(), (x, weight, bias))
+    got = onednn_gemm.linear(x, weight, bias)
+    grads = torch.autograd.grad((got * upstream).sum(), (x, weight, bias))
+    assert len(routed) == 2  # the forward GEMM and the input gradient's
+    torch.testing.assert_close(got, expected)
+    for g, e in zip(grads, grads_expected):
+        torch.testing.assert_close(g, e)
+
+
+def test_differentiable_linear_leaves_autocast_and_other_dtypes_to_pytorch(routed):
+    x, weight = torch.randn(3, 8), torch.randn(2, 8)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert onednn_gemm.linear(x, weight).dtype == torch.bfloat16
+    assert onednn_gemm.linear(x.double(), weight.double()).dtype == torch.float64
+    assert routed == []

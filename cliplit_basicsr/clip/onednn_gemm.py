@@ -67,6 +67,36 @@ def onednn_gemms_available() -> bool:
         return False
 
 
+class _OneDNNLinear(torch.autograd.Function):
+    """``F.linear`` with both GEMMs on oneDNN: forward ``x @ W.T + b``, backward ``dy @ W`` (the weight's
+    transposed view: oneDNN reads it as it is, no copy); weight and bias gradients when asked for."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        ctx.save_for_backward(rows, weight)
+        ctx.shape, ctx.has_bias = x.shape, bias is not None
+        return _linear(rows, weight, bias).view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        rows, weight = ctx.saved_tensors
+        grad = grad.reshape(-1, grad.shape[-1])
+        grad_x = _linear(grad, weight.t(), None).view(ctx.shape) if ctx.needs_input_grad[0] else None
+        grad_weight = grad.t().mm(rows) if ctx.needs_input_grad[1] else None
+        grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``F.linear``, differentiable, on oneDNN for fp32 CPU tensors outside autocast where it is available
+    (2-2.5x MKL's speed at the text transformer's 36-row shapes on the AMD EPYC); ``F.linear`` otherwise."""
+    if _fp32_cpu(x, weight) and not torch.is_autocast_enabled('cpu') and onednn_gemms_available():
+        return _OneDNNLinear.apply(x, weight, bias)
+    return torch.nn.functional.linear(x, weight, bias)
+
+
 @contextlib.contextmanager
 def onednn_gemms(device: torch.device) -> Iterator[None]:
     """Within this context, fp32 linear-layer GEMMs on ``device`` run on oneDNN when it is a CPU that has it
