@@ -235,14 +235,13 @@ def run_child(args) -> None:
                     labels = torch.arange(len(logits)) >= n_per_set
                     loss = torch.nn.functional.cross_entropy(logits, labels.long())
             else:
-                all_images = torch.cat([images[s] for s in sets])
                 if cache is None:
-                    feats = pair.encode_images(all_images)
-                    encoded.append(len(all_images))
+                    feats = pair.encode_images(torch.cat([images[s] for s in sets]))
+                    encoded.append(len(sets) * n_per_set)
                 else:
                     keys = [None if code is None else (s, i, code) for s in sets
                             for i, code in enumerate(exact_variants(aug))]
-                    feats = cache.encode(pair.encode_images, all_images, keys)
+                    feats = cache.encode(pair.encode_images, [images[s] for s in sets], keys)
                     encoded.append(keys.count(None))
                 feats = feats.split(n_per_set)
                 text = pair()

@@ -39,6 +39,18 @@ def test_kept_features_equal_fresh_ones_and_only_missing_images_are_encoded():
     assert encoder.encoded == 1
 
 
+def test_a_list_of_batches_is_their_concatenation():
+    images = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    encoder, cache = CountingEncoder(), FeatureCache()
+    cache.encode(encoder, images[:1], ['a'])
+    encoder.encoded = 0
+    features = cache.encode(encoder, [images[:2], images[2:]], ['a', None, 'b', None, 'c'])
+    assert encoder.encoded == 4
+    torch.testing.assert_close(features, encoder(images))  # fp32 defaults: other batches round differently
+    with pytest.raises(ValueError, match='4 keys for 5 images'):
+        cache.encode(encoder, [images[:2], images[2:]], ['a', 'b', 'c', 'd'])
+
+
 def test_key_count_must_match_the_images():
     with pytest.raises(ValueError, match='2 keys for 3 images'):
         FeatureCache().encode(CountingEncoder(), torch.rand(3, 3, 8, 8), ['a', 'b'])

@@ -390,11 +390,11 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             for slot in self.schedule.ranking_slots():
                 enhanced = self._enhanced_outputs(slot)[batch['index']].float() / 255
                 sets.append(augment_batch(enhanced, batch['aug']))
-        images = torch.cat(sets).to(self.device)
+        sets = [images.to(self.device) for images in sets]
         if self._feature_cache is None:
-            features = prompt.encode_images(images)
+            features = prompt.encode_images(torch.cat(sets))
         else:
-            features = self._feature_cache.encode(prompt.encode_images, images, self._feature_keys(phase, batch))
+            features = self._feature_cache.encode(prompt.encode_images, sets, self._feature_keys(phase, batch))
         features = features.split(len(batch['backlit']))
         text = self.net_prompt(None)  # a placeholder argument: see CLIPLITPromptPair.forward
         if phase is Phase.PROMPT_INIT:

@@ -11,7 +11,7 @@ sums can differ from encoding the image again, as it can between any two batch c
 Keys name the image exactly: its set and index (enhanced outputs also the round of the network that
 produced them) and its flip/transpose code; images with zoom or rotation get no key.
 """
-from typing import Callable, Dict, Hashable, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -35,14 +35,16 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self._features)
 
-    def encode(self, encode_images: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-               keys: Sequence[Key]) -> torch.Tensor:
-        """Features of ``images`` (N, ...) in order: kept ones where ``keys[i]`` was seen before, the others
-        from one ``encode_images`` call (and kept where their key is not None)."""
-        if len(keys) != len(images):
-            raise ValueError(f'FeatureCache.encode: {len(keys)} keys for {len(images)} images')
+    def encode(self, encode_images: Callable[[torch.Tensor], torch.Tensor],
+               images: Union[torch.Tensor, Sequence[torch.Tensor]], keys: Sequence[Key]) -> torch.Tensor:
+        """Features of ``images`` (N, ...), or of a list of batches taken as their concatenation, in order:
+        kept ones where ``keys[i]`` was seen before, the others from one ``encode_images`` call (and kept
+        where their key is not None). Only the images to encode are copied into that call's batch."""
+        rows = list(images) if torch.is_tensor(images) else [image for batch in images for image in batch]
+        if len(keys) != len(rows):
+            raise ValueError(f'FeatureCache.encode: {len(keys)} keys for {len(rows)} images')
         missing = [i for i, key in enumerate(keys) if key is None or key not in self._features]
-        fresh = encode_images(images[missing]) if missing else None
+        fresh = encode_images(torch.stack([rows[i] for i in missing])) if missing else None
         for row, i in enumerate(missing):
             if keys[i] is not None:
                 self._features[keys[i]] = fresh[row]
