@@ -11,7 +11,9 @@ Prompt images are random base images under a fresh augmentation draw per iterati
 probabilities; one draw per index shared by the sets, as the training tuple shares it), made before
 timing. ``ours`` keeps CLIP features of images that recur exactly (flips/transpose only, p = 0.49), as the
 training model does (``train.prompt_feature_cache``), starting from the steady state of a long run: all 8
-flip/transpose variants of every base image already kept (``--no-feature-cache``: none).
+flip/transpose variants of every base image already kept (``--no-feature-cache``: none), and oneDNN's
+kernels made for every batch size the timed steps encode (a long run has met each of the 65 sizes; the
+first batch of a size costs 60-140 ms of kernel compilation, once per process).
 
 Variants, each run in its own process so that its peak RSS (VmHWM: models + activations) is its own:
 
@@ -135,18 +137,21 @@ class AuthorsStyle:
         return self.torch.cat(rows, dim=0)
 
 
-def _augmented_batches(base, count: int, seed: int):
-    """``count`` prompt batches: every image of ``base`` ({set: (N,3,S,S)}) under a fresh augmentation draw
-    with the authors' probabilities (prompt zoom range), one draw per index shared by all sets as the
-    training tuple shares it. Yields (images by set, collated draws); made before timing (loader work)."""
+def _augmentation_draws(n: int, count: int, seed: int) -> list:
+    """``count`` collated augmentation draws for ``n`` indices, with the authors' probabilities (prompt zoom
+    range); one draw per index is shared by all sets of a batch, as the training tuple shares it."""
     import numpy as np
     from torch.utils.data import default_collate
-    from cliplit_basicsr.data.augment import augment_batch, draw_augmentation
+    from cliplit_basicsr.data.augment import draw_augmentation
     rng = np.random.default_rng(seed)
-    n = len(next(iter(base.values())))
-    for _ in range(count):
-        aug = default_collate([draw_augmentation((0.5, 1.5), rng).as_dict() for _ in range(n)])
-        yield {s: augment_batch(images, aug) for s, images in base.items()}, aug
+    return [default_collate([draw_augmentation((0.5, 1.5), rng).as_dict() for _ in range(n)]) for _ in range(count)]
+
+
+def _augmented(base, aug):
+    """(images by set, draws): every image of ``base`` ({set: (N,3,S,S)}) under its index's draw in ``aug``;
+    made outside the timing (loader work)."""
+    from cliplit_basicsr.data.augment import augment_batch
+    return {s: augment_batch(images, aug) for s, images in base.items()}, aug
 
 
 def _steady_state_cache(pair, base):
@@ -162,6 +167,13 @@ def _steady_state_cache(pair, base):
             aug = default_collate([draw] * len(images))
             cache.encode(pair.encode_images, augment_batch(images, aug), [(s, i, code) for i in range(len(images))])
     return cache
+
+
+def warm_kernels(pair, images, sizes) -> None:
+    """Encode ``images[:size]`` once for every batch size in ``sizes``: oneDNN makes (JIT-compiles) its GEMM
+    kernels at the first batch of each size, 60-140 ms for ViT-B/32, once per process and size."""
+    for size in sorted(sizes - {0}):
+        pair.encode_images(images[:size])
 
 
 def run_child(args) -> None:
@@ -213,11 +225,15 @@ def run_child(args) -> None:
         n_per_set = args.prompt_batch if step == 'refine' else args.prompt_batch // 2
         base = {s: torch.randint(0, 256, (n_per_set, 3, args.prompt_size, args.prompt_size), generator=gen) / 255.0
                 for s in sets}
-        batches = _augmented_batches(base, args.warmup + args.iters, seed=4)
+        draws = _augmentation_draws(n_per_set, args.warmup + args.iters, seed=4)
+        batches = (_augmented(base, aug) for aug in draws)
         rank_fn, init_fn = PromptRankingLoss(loss_weight=200.0), PromptInitLoss()
         cache = _steady_state_cache(pair, base) if variant.startswith('ours') and not args.no_feature_cache else None
+        if cache is not None:  # a long run has met every batch size: oneDNN's kernels for them exist
+            warm_kernels(pair, torch.cat(list(base.values())), {len(sets) * exact_variants(aug).count(None)
+                                                              for aug in draws})
         encoded = []
-        next_batch = functools.partial(next, batches)  # augmentation: loader work, made outside the timing
+        next_batch = functools.partial(next, batches)
 
         def iteration(batch):
             images, aug = batch
