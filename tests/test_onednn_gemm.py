@@ -104,3 +104,17 @@ def test_differentiable_linear_leaves_autocast_and_other_dtypes_to_pytorch(route
         assert onednn_gemm.linear(x, weight).dtype == torch.bfloat16
     assert onednn_gemm.linear(x.double(), weight.double()).dtype == torch.float64
     assert routed == []
+
+
+def test_packed_weights_follow_in_place_changes_and_go_with_their_weight():
+    import gc
+    x, weight = torch.randn(3, 8), torch.randn(4, 8)
+    torch.testing.assert_close(onednn_gemm.linear(x, weight), x @ weight.t())
+    with torch.no_grad():
+        weight.mul_(-2.0)
+    torch.testing.assert_close(onednn_gemm.linear(x, weight), x @ weight.t())
+    key = id(weight)
+    assert key in onednn_gemm._PACKS
+    del weight
+    gc.collect()
+    assert key not in onednn_gemm._PACKS

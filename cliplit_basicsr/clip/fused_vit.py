@@ -19,7 +19,7 @@ Only float rounding changes. The blocks have no autograd: they refuse inputs tha
 """
 import functools
 import weakref
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from torch import nn
 
 from .blocks import attention_heads, is_plain_block
 from .class_token import pools_class_token, weight_sharing_copy
-from .onednn_gemm import onednn_gemms_available
+from .onednn_gemm import PackedWeights, onednn_gemms_available
 
 QUICK_GELU_SCALE = 1.702
 _TOWERS: 'weakref.WeakKeyDictionary[nn.Module, Optional[nn.Module]]' = weakref.WeakKeyDictionary()
@@ -38,22 +38,6 @@ def _linear_add(x: torch.Tensor, other: torch.Tensor, weight: torch.Tensor,
                 bias: Optional[torch.Tensor]) -> torch.Tensor:
     """``x @ weight.T + bias + other`` by oneDNN, the addition fused into the GEMM."""
     return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, bias, 'add')
-
-
-class PackedWeights:
-    """Weights (N, K), times ``scale``, in oneDNN's blocked layout for ``_linear_pointwise``, by name; a
-    weight is packed again when it is another tensor or was changed in place (its version counter moved)."""
-
-    def __init__(self) -> None:
-        self._entries: Dict[str, Tuple[tuple, torch.Tensor]] = {}
-
-    def __call__(self, name: str, weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-        stamp = (weight.data_ptr(), weight._version, tuple(weight.shape), scale)
-        entry = self._entries.get(name)
-        if entry is None or entry[0] != stamp:
-            weight = weight.contiguous() if scale == 1.0 else weight * scale
-            entry = self._entries[name] = (stamp, torch.ops.mkldnn._reorder_linear_weight(weight))
-        return entry[1]
 
 
 def _no_autograd(x: torch.Tensor) -> None:
