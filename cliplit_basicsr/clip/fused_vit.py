@@ -31,7 +31,7 @@ from .onednn_gemm import PackedWeights, onednn_gemms_available
 
 QUICK_GELU_SCALE = 1.702
 _TOWERS: 'weakref.WeakKeyDictionary[nn.Module, Optional[nn.Module]]' = weakref.WeakKeyDictionary()
-_linear = torch.ops.mkldnn._linear_pointwise
+_pointwise = torch.ops.mkldnn._linear_pointwise  # x @ W.T + b, then an elementwise post-op
 
 
 def _linear_add(x: torch.Tensor, other: torch.Tensor, weight: torch.Tensor,
@@ -63,7 +63,7 @@ class PatchEmbedding(nn.Module):
         patches = pixels.view(batch, channels, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5)
         patches = patches.reshape(batch * gh * gw, channels * ph * pw)
         weight = self.packed('weight', conv.weight.view(conv.out_channels, -1))
-        out = _linear(patches, weight, conv.bias, 'none', [], '')
+        out = _pointwise(patches, weight, conv.bias, 'none', [], '')
         return out.view(batch, gh, gw, -1).permute(0, 3, 1, 2)
 
 
@@ -83,13 +83,14 @@ class FusedBlock(nn.Module):
         x = F.layer_norm(tokens, (width, ), ln.weight, ln.bias, ln.eps).view(batch * length, width)
         weight, bias = attn.in_proj_weight, attn.in_proj_bias
         if self.class_token_only:  # query: the class token; keys and values: every token
-            q = _linear(x.view(batch, length, width)[:, 0], self.packed('q', weight[:width]),
+            q = _pointwise(x.view(batch, length, width)[:, 0], self.packed('q', weight[:width]),
                         None if bias is None else bias[:width], 'none', [], '')
             q = q.view(batch, 1, heads, -1).transpose(1, 2)
-            kv = _linear(x, self.packed('kv', weight[width:]), None if bias is None else bias[width:], 'none', [], '')
-            k, v = kv.view(batch, length, 2, heads, -1).permute(2, 0, 3, 1, 4)
+            kv_bias = None if bias is None else bias[width:]
+            kv = _pointwise(x, self.packed('kv', weight[width:]), kv_bias, 'none', [], '')
+            k, v = attention_heads(kv, batch, heads, parts=2)
         else:
-            q, k, v = attention_heads(_linear(x, self.packed('qkv', weight), bias, 'none', [], ''), batch, heads)
+            q, k, v = attention_heads(_pointwise(x, self.packed('qkv', weight), bias, 'none', [], ''), batch, heads)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(-1, width)
         return _linear_add(out, residual, self.packed('out', attn.out_proj.weight), attn.out_proj.bias)
 
@@ -98,7 +99,7 @@ class FusedBlock(nn.Module):
         ln, mlp = self.block.ln_2, self.block.mlp
         h = F.layer_norm(x, x.shape[-1:], ln.weight, ln.bias, ln.eps)
         fc_bias = None if mlp.c_fc.bias is None else mlp.c_fc.bias * QUICK_GELU_SCALE
-        h = _linear(h, self.packed('fc', mlp.c_fc.weight, QUICK_GELU_SCALE), fc_bias, 'swish', [], '')
+        h = _pointwise(h, self.packed('fc', mlp.c_fc.weight, QUICK_GELU_SCALE), fc_bias, 'swish', [], '')
         return _linear_add(h, x, self.packed('proj', mlp.c_proj.weight, 1 / QUICK_GELU_SCALE), mlp.c_proj.bias)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -116,9 +117,9 @@ def _fusable(block: nn.Module) -> bool:
     from open_clip.transformer import LayerNorm, QuickGELU
     if not is_plain_block(block):
         return False
-    plain_mlp = [type(m) for m in block.mlp] in ([nn.Linear, QuickGELU, nn.Linear],
-                                                 [nn.Linear, QuickGELU, nn.Identity, nn.Linear])
-    return (plain_mlp and isinstance(block.ls_1, nn.Identity) and isinstance(block.ls_2, nn.Identity)
+    mlp = block.mlp
+    return (type(mlp.gelu) is QuickGELU and isinstance(getattr(mlp, 'ln', nn.Identity()), nn.Identity)
+            and isinstance(block.ls_1, nn.Identity) and isinstance(block.ls_2, nn.Identity)
             and all(type(ln) in (LayerNorm, nn.LayerNorm) and ln.weight is not None for ln in (block.ln_1, block.ln_2)))
 
 
@@ -132,7 +133,7 @@ def fused_ops_available() -> bool:
     expected = F.linear(x, weight, bias)
     try:
         packed = PackedWeights()('weight', weight)
-        swish = _linear(x, packed, bias, 'swish', [], '')
+        swish = _pointwise(x, packed, bias, 'swish', [], '')
         added = _linear_add(x, other, packed, bias)
     except (AttributeError, RuntimeError):
         return False

@@ -38,6 +38,11 @@ def preprocess_images(images: torch.Tensor, size: tuple = (224, 224)) -> torch.T
     return (x - mean) / std
 
 
+def _exact_without_autograd(amp: Optional[str]) -> bool:
+    """An fp32 forward without autograd: the case oneDNN's exact-fp32 routes serve."""
+    return check_amp(amp) is None and not torch.is_grad_enabled()
+
+
 def _image_tower_forward(model: open_clip.CLIP, images: torch.Tensor, amp: Optional[str],
                          forward: Callable[[torch.nn.Module, torch.Tensor], object]):
     """``forward(image_tower, pixels)`` on the preprocessed ``images`` in the precision ``amp`` asks for.
@@ -49,8 +54,7 @@ def _image_tower_forward(model: open_clip.CLIP, images: torch.Tensor, amp: Optio
     pixels = preprocess_images(images, _input_size(model))
     if runs_on_bf16_weights(images.device, amp):
         return forward(low_precision_image_tower(model, torch.bfloat16), pixels.to(torch.bfloat16))
-    gemms = onednn_gemms(images.device) if check_amp(amp) is None and not torch.is_grad_enabled() \
-        else contextlib.nullcontext()
+    gemms = onednn_gemms(images.device) if _exact_without_autograd(amp) else contextlib.nullcontext()
     with clip_autocast(images.device, amp), gemms:
         return forward(model.visual, pixels)
 
@@ -63,9 +67,7 @@ def image_features(model: open_clip.CLIP, images: torch.Tensor, amp: Optional[st
     rounding: a ViT's last block runs for the class token only (:func:`class_token_tower`), and an fp32
     CPU forward without autograd (prompt steps) runs on oneDNN's fused ops (:func:`fused_vit_tower`).
     """
-    fused = None
-    if check_amp(amp) is None and not torch.is_grad_enabled() and images.device.type == 'cpu':
-        fused = fused_vit_tower(model.visual)
+    fused = fused_vit_tower(model.visual) if _exact_without_autograd(amp) and images.device.type == 'cpu' else None
     if fused is not None:
         features = fused(preprocess_images(images, _input_size(model)))
     else:
