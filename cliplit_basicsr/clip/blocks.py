@@ -31,11 +31,10 @@ def is_plain_block(block: nn.Module) -> bool:
             and isinstance(mlp.c_fc, nn.Linear) and isinstance(mlp.c_proj, nn.Linear))
 
 
-def attention_heads(projections: torch.Tensor, batch: int, heads: int, parts: int = 3) -> torch.Tensor:
-    """(rows, parts*D) packed projections (q, k, v; or k, v with ``parts=2``) -> stacked as
-    (parts, batch, heads, L, D / heads) views."""
-    width = projections.shape[-1] // (parts * heads)
-    return projections.view(batch, -1, parts, heads, width).permute(2, 0, 3, 1, 4)
+def attention_heads(projections: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
+    """(rows, 3*D) packed q, k, v projections -> stacked as (3, batch, heads, L, D / heads) views."""
+    width = projections.shape[-1] // (3 * heads)
+    return projections.view(batch, -1, 3, heads, width).permute(2, 0, 3, 1, 4)
 
 
 def block_forward(block: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
