@@ -39,6 +39,22 @@ def test_fused_tower_equals_the_vit_with_the_same_weights(image_size):
         torch.testing.assert_close(tower(x), vit(x), rtol=1e-5, atol=1e-5)
 
 
+def test_fused_tower_equals_a_vit_whose_attention_has_no_biases():
+    """The class-token attention drops the key bias (it cancels in the softmax) and adds the value bias
+    after mixing; without biases both terms are absent."""
+    vit = _vit()
+    for block in vit.transformer.resblocks:
+        unbiased = nn.MultiheadAttention(32, 4, bias=False, batch_first=True).eval().requires_grad_(False)
+        with torch.no_grad():
+            unbiased.in_proj_weight.copy_(block.attn.in_proj_weight)
+            unbiased.out_proj.weight.copy_(block.attn.out_proj.weight)
+        block.attn = unbiased
+    tower, x = fused_vit_tower(vit), torch.randn(3, 3, 32, 32)
+    assert tower is not None and tower.transformer.resblocks[-1].block.attn.in_proj_bias is None
+    with torch.no_grad():
+        torch.testing.assert_close(tower(x), vit(x), rtol=1e-5, atol=1e-5)
+
+
 def test_fused_tower_follows_weight_updates():
     vit = _vit()
     tower = fused_vit_tower(vit)
