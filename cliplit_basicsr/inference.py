@@ -13,8 +13,8 @@ The computation is the network's own, rearranged for speed and bounded memory:
   halo of ``HEAD_HALO + TAIL_HALO`` pixels (one per 3x3 conv), feeding the PPM branches computed from the
   global averages. The branches are never materialised: their part of the fuse conv is a GEMM on the
   tiny pooled maps (see ``_fuse_branch_term``). When the whole image's head features fit in
-  ``HEAD_CACHE_BYTES``, the first pass keeps them and the second runs only the tail, with a halo of ``TAIL_HALO``. Each tile's core is then what the
-  full-frame network gives, up to float rounding. Each conv skips the halo row it would get wrong, so
+  ``HEAD_CACHE_BYTES``, the first pass keeps them and the second runs only the tail, with a halo of
+  ``TAIL_HALO``. Each tile's core is then what the full-frame network gives, up to float rounding. Each conv skips the halo row it would get wrong, so
   the rows to compute shrink layer by layer towards the core (one image of a batch at a time).
 
 ``precision='fp32'`` is the exact path (TF32 is disabled on CUDA); ``'bf16'`` (CPUs with AMX, CUDA) and
