@@ -29,7 +29,7 @@ _SHIM_SOURCE = 'torchvision.transforms._functional_tensor'
 _HANDED_OVER = {'basicsr.train': 'cliplit_basicsr.train', 'basicsr.test': 'cliplit_basicsr.test'}
 _DISABLE_VARIABLE = 'CLIPLIT_BASICSR_NO_HOOK'
 _TRAINING_MODULES = ('basicsr.train', 'cliplit_basicsr.train')
-_TRAINING_SCRIPTS = ('cliplit-train', )
+_TRAINING_SCRIPTS = ('cliplit-train',)
 KEEP_FREED_MEMORY = {'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': str(64 * 2**30)}
 KEEP_FREED_MEMORY_SWITCH = 'CLIPLIT_KEEP_FREED_MEMORY'
 
@@ -128,6 +128,7 @@ class _FunctionalTensorLoader:
 
     def exec_module(self, module):
         import importlib
+
         source = importlib.import_module(_SHIM_SOURCE)
         module.__dict__.update({k: v for k, v in vars(source).items() if not k.startswith('__')})
 
@@ -153,13 +154,16 @@ class _PluginAfterBasicSRLoader(_DelegatingLoader):
 
     def exec_module(self, module):
         self.wrapped.exec_module(module)
-        import cliplit_basicsr  # noqa: F401
         import warnings
+
+        import cliplit_basicsr  # noqa: F401
+
         # basicsr/__init__ imports its own train/test, so runpy (``python -m basicsr.train``, and
         # multiprocessing's spawn re-importing that main module) warns that the module it is about
         # to run is already imported. With the hand-over (or as ``__mp_main__``) nothing runs twice.
         warnings.filterwarnings(
-            'ignore', message=r"'basicsr\.(train|test)' found in sys\.modules", category=RuntimeWarning)
+            'ignore', message=r"'basicsr\.(train|test)' found in sys\.modules", category=RuntimeWarning
+        )
 
 
 class _HandOverLoader(_DelegatingLoader):
@@ -177,6 +181,7 @@ class _Finder:
     def find_spec(self, fullname, path=None, target=None):
         if fullname == _SHIM_NAME:
             from importlib.machinery import ModuleSpec  # only now: nothing is imported at start-up
+
             return ModuleSpec(fullname, _FunctionalTensorLoader())
         if fullname == 'basicsr' and enabled():
             return self._wrapped_spec(fullname, path, target, _PluginAfterBasicSRLoader)

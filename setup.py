@@ -1,4 +1,5 @@
 """Install cliplit_basicsr, its start-up hook and its console scripts."""
+
 import os
 
 from setuptools import find_packages, setup
@@ -45,7 +46,7 @@ setup(
     description='CLIP-LIT backlit image enhancement (Liang et al., ICCV 2023) as a BasicSR plugin',
     long_description=read_file('README.md'),
     long_description_content_type='text/markdown',
-    license='S-Lab License 1.0 (authors\' checkpoints); see README',
+    license="S-Lab License 1.0 (authors' checkpoints); see README",
     python_requires='>=3.10',  # the hook reads sys.orig_argv
     package_dir={'': '.'},  # flat layout: editable installs then use a plain path entry, no import-time finder
     packages=find_packages(include=['cliplit_basicsr', 'cliplit_basicsr.*']),
@@ -53,8 +54,16 @@ setup(
     package_data={'cliplit_basicsr': ['weights/*.pth', 'weights/*.md', 'samples/*.jpg']},
     include_package_data=True,
     install_requires=[
-        'torch', 'torchvision', 'basicsr==1.4.2', 'open_clip_torch>=3,<4', 'opencv-python', 'lmdb',
-        'pyyaml', 'pyiqa', 'tqdm', 'numpy'
+        'torch',
+        'torchvision',
+        'basicsr==1.4.2',
+        'open_clip_torch>=3,<4',
+        'opencv-python',
+        'lmdb',
+        'pyyaml',
+        'pyiqa',
+        'tqdm',
+        'numpy',
     ],
     extras_require={'test': ['pytest', 'pytest-timeout']},
     entry_points={

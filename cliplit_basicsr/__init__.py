@@ -3,6 +3,7 @@
 Importing the package registers the network, losses, dataset, model and metrics into BasicSR's
 registries, exactly as Real-ESRGAN's package does.
 """
+
 import _cliplit_basicsr_hook  # noqa: F401  (makes BasicSR 1.4.2 importable on current torchvision)
 
 from . import basicsr_patches  # noqa: F401  (must precede anything that runs BasicSR code paths)

@@ -1,4 +1,5 @@
 """Atomic file writes: a reader (or a resumed run) sees the old file or the new one, never half of one."""
+
 import contextlib
 import os
 from typing import Any, Iterator

@@ -19,6 +19,7 @@ Importing ``cliplit_basicsr`` applies them (BasicSR looks these functions up at 
 * ``basicsr.train.create_train_val_dataloader`` starts the train loader's persistent workers before
   the model loads CLIP (:func:`~cliplit_basicsr.data.worker_start.start_workers_now`).
 """
+
 import argparse
 import os
 from os import path as osp
@@ -32,8 +33,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 from basicsr.models import base_model
-from basicsr.utils import check_resume, scandir
-from basicsr.utils import dist_util
+from basicsr.utils import check_resume, dist_util, scandir
 from basicsr.utils import options as basicsr_options
 from torch.nn.parallel import DistributedDataParallel
 
@@ -69,8 +69,7 @@ def check_option_file(option_file: str) -> None:
         problem = getattr(error, 'problem', None) or error
         raise OptionError(f'option file {option_file}{where} is not valid YAML: {problem}') from None
     if not isinstance(content, dict):
-        raise OptionError(f'option file {option_file} must hold a mapping of options, '
-                          f'not {type(content).__name__}')
+        raise OptionError(f'option file {option_file} must hold a mapping of options, not {type(content).__name__}')
 
 
 def parse_options(root_path: str, is_train: bool = True):
@@ -123,7 +122,7 @@ def _latest_training_state(opt: dict) -> Optional[str]:
     folder = opt['path']['training_states']
     if not osp.isdir(folder):
         return None
-    iterations = [int(name[:-len('.state')]) for name in scandir(folder, suffix='.state') if name[:-6].isdigit()]
+    iterations = [int(name[: -len('.state')]) for name in scandir(folder, suffix='.state') if name[:-6].isdigit()]
     return osp.join(folder, f'{max(iterations)}.state') if iterations else None
 
 

@@ -4,6 +4,7 @@ Grayscale inputs are enhanced and written as RGB, RGBA keeps its alpha, 16-bit i
 Files without an image extension in a folder are skipped with a warning; an image that cannot be read is
 reported in one line and the others are still processed (the exit code is then 1).
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -28,11 +29,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('-o', '--output', required=True, help='folder for the enhanced PNGs (created if needed)')
     parser.add_argument('--ckpt', default='official', help="'official' (the authors' model) or a checkpoint path")
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
-    parser.add_argument('--precision', default='fp32', choices=list(PRECISIONS),
-                        help='fp32 (exact, default); bf16 on CPUs with AMX or CUDA; fp16 on CUDA')
-    parser.add_argument('--tile', type=int, default=None,
-                        help='tile size in pixels, exact at any size (default: '
-                        f'{", ".join(f"{n} on {d.upper()}" for d, n in DEFAULT_TILES.items())}; 0 = whole image)')
+    parser.add_argument(
+        '--precision',
+        default='fp32',
+        choices=list(PRECISIONS),
+        help='fp32 (exact, default); bf16 on CPUs with AMX or CUDA; fp16 on CUDA',
+    )
+    parser.add_argument(
+        '--tile',
+        type=int,
+        default=None,
+        help='tile size in pixels, exact at any size (default: '
+        f'{", ".join(f"{n} on {d.upper()}" for d, n in DEFAULT_TILES.items())}; 0 = whole image)',
+    )
     return parser.parse_args(argv)
 
 

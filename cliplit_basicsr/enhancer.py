@@ -5,6 +5,7 @@ epsilon), integer outputs rounded as torchvision's ``save_image`` does (``x * ma
 The work is done tile by tile (:mod:`cliplit_basicsr.inference`), reading from and writing into the
 caller's arrays, so memory stays bounded whatever the image size.
 """
+
 from typing import Optional, Union
 
 import numpy as np
@@ -43,8 +44,9 @@ class CLIPLITEnhancer:
             processes whole images at once.
     """
 
-    def __init__(self, ckpt: str = 'official', device: str = 'auto', precision: str = 'fp32',
-                 tile: Optional[int] = None):
+    def __init__(
+        self, ckpt: str = 'official', device: str = 'auto', precision: str = 'fp32', tile: Optional[int] = None
+    ):
         if precision not in PRECISIONS:
             raise DeviceError(f"precision '{precision}' is unknown (use {', '.join(PRECISIONS)})")
         if tile is not None and tile < 0:
@@ -69,8 +71,9 @@ class CLIPLITEnhancer:
 
     def _enhance_tensor(self, image: torch.Tensor) -> torch.Tensor:
         if image.dim() not in (3, 4) or image.shape[-3] != 3 or not image.is_floating_point():
-            raise ValueError(f'expected an RGB float tensor (3,H,W) or (B,3,H,W), got {image.dtype} '
-                             f'{tuple(image.shape)}')
+            raise ValueError(
+                f'expected an RGB float tensor (3,H,W) or (B,3,H,W), got {image.dtype} {tuple(image.shape)}'
+            )
         batch = image if image.dim() == 4 else image[None]
         out = torch.empty(batch.shape, dtype=torch.float32, device=image.device)
 
@@ -86,12 +89,13 @@ class CLIPLITEnhancer:
         return out if image.dim() == 4 else out[0]
 
     def _enhance_array(self, image: np.ndarray) -> np.ndarray:
-        if image.dtype not in (np.uint8, np.uint16) or not (image.ndim == 2 or (
-                image.ndim == 3 and image.shape[2] in (3, 4))):
+        if image.dtype not in (np.uint8, np.uint16) or not (
+            image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))
+        ):
             raise ValueError(f'expected an 8- or 16-bit gray, BGR or BGRA image, got {image.dtype} {image.shape}')
         peak = float(np.iinfo(image.dtype).max)
         bgr = image[:, :, None] if image.ndim == 2 else image[:, :, :3]
-        out = np.empty(image.shape[:2] + (4 if image.ndim == 3 and image.shape[2] == 4 else 3, ), image.dtype)
+        out = np.empty(image.shape[:2] + (4 if image.ndim == 3 and image.shape[2] == 4 else 3,), image.dtype)
         if out.shape[2] == 4:
             out[:, :, 3] = image[:, :, 3]
 

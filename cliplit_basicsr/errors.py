@@ -1,4 +1,5 @@
 """Errors a user can fix (bad option, file or input), and how entry points report them: one line."""
+
 import functools
 import sys
 from typing import Callable, TypeVar

@@ -6,6 +6,7 @@ OpenCV would silently fill with grey. Everything else (PNG, 16-bit PNG/TIFF, BMP
 by OpenCV with ``IMREAD_UNCHANGED``. Images come back in OpenCV's layout: HxW (gray), HxWx3 (BGR) or HxWx4
 (BGRA), uint8 or uint16. PNGs are written atomically (temporary file, then ``os.replace``).
 """
+
 import io
 import os
 from typing import Union
@@ -56,8 +57,9 @@ def read_image(path: PathLike) -> np.ndarray:
     if image is None:
         raise ImageReadError(f'{path}: cannot decode image (corrupt or unsupported format)')
     if image.dtype not in (np.uint8, np.uint16) or not (image.ndim == 2 or image.shape[2] in (1, 3, 4)):
-        raise ImageReadError(f'{path}: unsupported image ({image.dtype}, shape {image.shape}); '
-                             'expected 8- or 16-bit gray, RGB or RGBA')
+        raise ImageReadError(
+            f'{path}: unsupported image ({image.dtype}, shape {image.shape}); expected 8- or 16-bit gray, RGB or RGBA'
+        )
     return image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
 
 

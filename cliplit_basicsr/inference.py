@@ -14,13 +14,15 @@ The computation is the network's own, rearranged for speed and bounded memory:
   global averages. The branches are never materialised: their part of the fuse conv is a GEMM on the
   tiny pooled maps (see ``_fuse_branch_term``). When the whole image's head features fit in
   ``HEAD_CACHE_BYTES``, the first pass keeps them and the second runs only the tail, with a halo of
-  ``TAIL_HALO``. Each tile's core is then what the full-frame network gives, up to float rounding. Each conv skips the halo row it would get wrong, so
-  the rows to compute shrink layer by layer towards the core (one image of a batch at a time).
+  ``TAIL_HALO``. Each tile's core is then what the full-frame network gives, up to float rounding. Each
+  conv skips the halo row it would get wrong, so the rows to compute shrink layer by layer towards the
+  core (one image of a batch at a time).
 
 ``precision='fp32'`` is the exact path (TF32 is disabled on CUDA); ``'bf16'`` (CPUs with AMX, CUDA) and
 ``'fp16'`` (CUDA) run convolutions in reduced precision, with pooling statistics and the final division in
 fp32.
 """
+
 import contextlib
 import math
 from typing import Callable, List, Optional, Tuple
@@ -52,23 +54,26 @@ Border = Tuple[bool, bool, bool, bool]  # which sides (top, bottom, left, right)
 NO_BORDER: Border = (False, False, False, False)
 
 
-def _conv_add_fallback(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                       row_pad: int) -> None:
+def _conv_add_fallback(
+    out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], row_pad: int
+) -> None:
     """``out += conv3x3(x)``, zero padding (``row_pad`` rows, 1 column), through a temporary (CUDA caches
     its allocations)."""
     out.add_(F.conv2d(x, weight, bias, padding=(row_pad, 1)))
 
 
-def _conv_add_onednn(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                     row_pad: int) -> None:
+def _conv_add_onednn(
+    out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], row_pad: int
+) -> None:
     """``out += conv3x3(x)``, zero padding (``row_pad`` rows, 1 column), written by oneDNN straight into
     ``out`` (its sum post-op).
 
     On CPU this is the whole point: a fresh full-tile output costs page faults that take as long as the
     convolution itself. In fp32 the result is bit-identical to ``out + F.conv2d(x, ...)``.
     """
-    torch.ops.mkldnn._convolution_pointwise_.binary(out, x, weight, bias, [row_pad, 1], [1, 1], [1, 1], 1, 'add',
-                                                    None, None, [], None)
+    torch.ops.mkldnn._convolution_pointwise_.binary(
+        out, x, weight, bias, [row_pad, 1], [1, 1], [1, 1], 1, 'add', None, None, [], None
+    )
 
 
 def _onednn_conv_add_works(dtype: torch.dtype) -> bool:
@@ -76,15 +81,23 @@ def _onednn_conv_add_works(dtype: torch.dtype) -> bool:
     try:
         x = torch.ones(1, 2, 4, 4, dtype=dtype).contiguous(memory_format=torch.channels_last)
         out = torch.zeros_like(x)
-        _conv_add_onednn(out, x, torch.ones(2, 2, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last),
-                         None, 1)
+        _conv_add_onednn(
+            out, x, torch.ones(2, 2, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last), None, 1
+        )
         return float(out[0, 0, 1, 1]) == 18.0
     except (AttributeError, RuntimeError):
         return False
 
 
-def _conv_add(conv_add: Callable, out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-              bias: Optional[torch.Tensor], reflect: Border, row_pad: int = 1) -> None:
+def _conv_add(
+    conv_add: Callable,
+    out: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    reflect: Border,
+    row_pad: int = 1,
+) -> None:
     """``out += conv3x3(x)``, stride 1, padding ``row_pad`` rows and 1 column: zeros, except reflect on the
     sides flagged in ``reflect`` (top and bottom only with ``row_pad`` 1).
 
@@ -98,11 +111,19 @@ def _conv_add(conv_add: Callable, out: torch.Tensor, x: torch.Tensor, weight: to
     if bottom:
         fixes.append(((slice(None), slice(None), slice(-1, None)), F.pad(x[:, :, -2:], (1, 1, 0, 1), mode='reflect')))
     if left:
-        fixes.append(((slice(None), slice(None), slice(None), slice(0, 1)),
-                      F.pad(x[:, :, :, :2], (1, 0, row_pad, row_pad), mode='reflect')))
+        fixes.append(
+            (
+                (slice(None), slice(None), slice(None), slice(0, 1)),
+                F.pad(x[:, :, :, :2], (1, 0, row_pad, row_pad), mode='reflect'),
+            )
+        )
     if right:
-        fixes.append(((slice(None), slice(None), slice(None), slice(-1, None)),
-                      F.pad(x[:, :, :, -2:], (0, 1, row_pad, row_pad), mode='reflect')))
+        fixes.append(
+            (
+                (slice(None), slice(None), slice(None), slice(-1, None)),
+                F.pad(x[:, :, :, -2:], (0, 1, row_pad, row_pad), mode='reflect'),
+            )
+        )
     fixes = [(index, out[index] + F.conv2d(strip, weight, bias)) for index, strip in fixes]
     conv_add(out, x, weight, bias, row_pad)
     for index, value in fixes:
@@ -122,12 +143,12 @@ def _valid_rows(rows: Rows, border: Border) -> Rows:
 
 
 def _row_slice(tensor: torch.Tensor, rows: Rows) -> torch.Tensor:
-    return tensor[:, :, rows[0]:rows[1]]
+    return tensor[:, :, rows[0] : rows[1]]
 
 
 def _crop(tensor: torch.Tensor, core: Region, window: Region) -> torch.Tensor:
     """The part of ``tensor`` (B,C,h,w), which covers ``window``, that covers ``core``."""
-    return tensor[:, :, core[0] - window[0]:core[1] - window[0], core[2] - window[2]:core[3] - window[2]]
+    return tensor[:, :, core[0] - window[0] : core[1] - window[0], core[2] - window[2] : core[3] - window[2]]
 
 
 def _adaptive_bounds(length: int, bins: int) -> List[Tuple[int, int]]:
@@ -151,7 +172,7 @@ def _shifted_columns(matrix: torch.Tensor, start: int, end: int) -> torch.Tensor
     """(3, rows, end - start): columns ``start + d - 1 .. end + d - 2`` of ``matrix`` for d = 0, 1, 2 (a 3x3
     conv's taps along one axis), zero where they fall outside the matrix (the conv's zero padding)."""
     padded = F.pad(matrix, (1, 1))
-    return torch.stack([padded[:, start + d:end + d] for d in range(3)])
+    return torch.stack([padded[:, start + d : end + d] for d in range(3)])
 
 
 def _split(length: int, tile: int) -> List[Tuple[int, int]]:
@@ -172,8 +193,7 @@ class FastCLIPLIT:
             whole image at once (memory grows with the image: about 1 GB per megapixel).
     """
 
-    def __init__(self, net: nn.Module, device: torch.device, precision: str = 'fp32',
-                 tile: Optional[int] = None):
+    def __init__(self, net: nn.Module, device: torch.device, precision: str = 'fp32', tile: Optional[int] = None):
         if precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
         self.device = torch.device(device)
@@ -186,12 +206,15 @@ class FastCLIPLIT:
             k: (v.to(self.dtype).contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v.to(self.dtype))
             for k, v in state.items()
         }
-        self.ppm_weights = [(state[f'PPM1.features.{i}.1.weight'].float(),
-                             state[f'PPM1.features.{i}.2.weight'].float()) for i in range(len(PPM_BINS))]
+        self.ppm_weights = [
+            (state[f'PPM1.features.{i}.1.weight'].float(), state[f'PPM1.features.{i}.2.weight'].float())
+            for i in range(len(PPM_BINS))
+        ]
         self.fuse_slope = float(state['PPM1.fuse.1.weight'])
         head_channels = state['cond1.weight'].shape[0]
         self.weights['PPM1.fuse.head.weight'] = self.weights['PPM1.fuse.0.weight'][:, :head_channels].contiguous(
-            memory_format=torch.channels_last)
+            memory_format=torch.channels_last
+        )
         self.fuse_branch_weight = state['PPM1.fuse.0.weight'][:, head_channels:].float()  # (32, 4 x 8, 3, 3)
         onednn = self.device.type == 'cpu' and _onednn_conv_add_works(self.dtype)
         self._conv_add_op = _conv_add_onednn if onednn else _conv_add_fallback
@@ -210,8 +233,16 @@ class FastCLIPLIT:
             flat = self._buffers[name] = torch.empty(numel, dtype=self.dtype, device=self.device)
         return flat[:numel].view(batch, height, width, channels).permute(0, 3, 1, 2)
 
-    def _conv_into(self, out: torch.Tensor, x: torch.Tensor, rows: Rows, name: str, border: Border,
-                   reflect: Border, accumulate: bool = False) -> Rows:
+    def _conv_into(
+        self,
+        out: torch.Tensor,
+        x: torch.Tensor,
+        rows: Rows,
+        name: str,
+        border: Border,
+        reflect: Border,
+        accumulate: bool = False,
+    ) -> Rows:
         """``out = conv(x)`` (or ``out += conv(x)`` with ``accumulate``) for the conv layer ``name``.
 
         ``x`` and ``out`` are whole-window buffers; ``x`` is valid on ``rows``. Returns the rows on which
@@ -222,8 +253,15 @@ class FastCLIPLIT:
         target = _row_slice(out, _conv_rows(rows, border))
         if not accumulate:
             target.zero_()
-        _conv_add(self._conv_add_op, target, _row_slice(x, rows), self.weights[f'{name}.weight'],
-                  self.weights.get(f'{name}.bias'), reflect, int(border[0] or border[1]))
+        _conv_add(
+            self._conv_add_op,
+            target,
+            _row_slice(x, rows),
+            self.weights[f'{name}.weight'],
+            self.weights.get(f'{name}.bias'),
+            reflect,
+            int(border[0] or border[1]),
+        )
         return _valid_rows(rows, border)
 
     def _cond(self, name: str, out: torch.Tensor, x: torch.Tensor, rows: Rows, border: Border) -> Rows:
@@ -247,8 +285,15 @@ class FastCLIPLIT:
         rows = self._residual_block('ResidualBlock1', feat, rows, border)
         return feat, self._residual_block('ResidualBlock2', feat, rows, border)
 
-    def _tail(self, feat: torch.Tensor, rows: Rows, taps: List[torch.Tensor], size: Tuple[int, int],
-              window: Region, border: Border) -> torch.Tensor:
+    def _tail(
+        self,
+        feat: torch.Tensor,
+        rows: Rows,
+        taps: List[torch.Tensor],
+        size: Tuple[int, int],
+        window: Region,
+        border: Border,
+    ) -> torch.Tensor:
         """PPM fuse .. cond_add1: the light map (B,1,h,w) over ``window`` of an image of ``size`` (right on
         the core), from the window's head features ``feat`` (NHWC (B,h,w,32), valid on ``rows``; a view of
         the head cache is only read) and the PPM branches' ``taps`` (:meth:`_fuse_branch_taps`).
@@ -263,8 +308,12 @@ class FastCLIPLIT:
             head = self._buffer('head', batch, channels, height, width).copy_(head)
         narrow = self._buffer('narrow', batch, channels, height, width)
         fuse_rows = _conv_rows(rows, border)
-        self._fuse_branch_term(taps, size, (window[0] + fuse_rows[0], window[0] + fuse_rows[1]) + window[2:],
-                               _row_slice(narrow, fuse_rows).permute(0, 2, 3, 1))
+        self._fuse_branch_term(
+            taps,
+            size,
+            (window[0] + fuse_rows[0], window[0] + fuse_rows[1]) + window[2:],
+            _row_slice(narrow, fuse_rows).permute(0, 2, 3, 1),
+        )
         rows = self._conv_into(narrow, head, rows, 'PPM1.fuse.head', border, NO_BORDER, accumulate=True)
         F.leaky_relu_(_row_slice(narrow, rows), self.fuse_slope)  # a one-parameter PReLU is a leaky ReLU
         wide = self._buffer('wide', batch, 2 * channels, height, width)
@@ -285,13 +334,14 @@ class FastCLIPLIT:
         taps, start = [], 0
         for avg, (proj, slope) in zip(pooled, self.ppm_weights):
             small = F.prelu(F.conv2d(avg, proj), slope)  # (B, 8, bins, bins)
-            weight = self.fuse_branch_weight[:, start:start + small.shape[1]]  # (32, 8, 3, 3)
+            weight = self.fuse_branch_weight[:, start : start + small.shape[1]]  # (32, 8, 3, 3)
             start += small.shape[1]
             taps.append(torch.einsum('ocyx,ncij->nyxoij', weight, small))
         return taps
 
-    def _fuse_branch_term(self, taps: List[torch.Tensor], size: Tuple[int, int], region: Region,
-                          out: torch.Tensor) -> None:
+    def _fuse_branch_term(
+        self, taps: List[torch.Tensor], size: Tuple[int, int], region: Region, out: torch.Tensor
+    ) -> None:
         """Write into ``out`` (B,h,w,32), NHWC, the fuse conv's response to the upsampled PPM branches over
         ``region`` of an image of ``size``, with the fuse conv's zero padding at the image border.
 
@@ -332,8 +382,9 @@ class FastCLIPLIT:
                 tiles.append(((y0, y1, x0, x1), (wy, wy + sy, wx, wx + sx), border))
         return tiles
 
-    def _pooled_stats(self, read: Reader, batch: int, height: int, width: int,
-                      cache: Optional[torch.Tensor]) -> List[torch.Tensor]:
+    def _pooled_stats(
+        self, read: Reader, batch: int, height: int, width: int, cache: Optional[torch.Tensor]
+    ) -> List[torch.Tensor]:
         """First pass: the PPM's adaptive averages of the whole image's head features, tile by tile.
 
         With ``cache`` (B,H,W,32), the head features of every pixel are also kept there."""
@@ -354,8 +405,12 @@ class FastCLIPLIT:
                 cols = _indicator(col_bounds, x0, x1, self.device)
                 region_sums = torch.matmul(cols, per_bin_row.reshape(-1, x1 - x0, nhwc.shape[3]))
                 total += region_sums.view(batch, len(row_bounds), len(col_bounds), -1).permute(0, 3, 1, 2).double()
-        counts = [torch.tensor([[(r1 - r0) * (c1 - c0) for c0, c1 in cb] for r0, r1 in rb], dtype=torch.float64,
-                               device=self.device) for rb, cb in bounds]
+        counts = [
+            torch.tensor(
+                [[(r1 - r0) * (c1 - c0) for c0, c1 in cb] for r0, r1 in rb], dtype=torch.float64, device=self.device
+            )
+            for rb, cb in bounds
+        ]
         return [(total / count).float() for total, count in zip(sums, counts)]
 
     @contextlib.contextmanager
@@ -400,8 +455,13 @@ class FastCLIPLIT:
         if batch > 1:  # one image at a time: a window's rows are then contiguous in memory
             outputs = {}
             for index in range(batch):
-                self.run(lambda region, i=index: read(region)[i:i + 1],
-                         lambda region, enhanced: outputs.setdefault(region, []).append(enhanced), 1, height, width)
+                self.run(
+                    lambda region, i=index: read(region)[i : i + 1],
+                    lambda region, enhanced: outputs.setdefault(region, []).append(enhanced),
+                    1,
+                    height,
+                    width,
+                )
             for region, parts in outputs.items():
                 write(region, torch.cat(parts))
             return
@@ -409,7 +469,7 @@ class FastCLIPLIT:
         with self._exact_math(), self._released_buffers():
             whole = self._tiles(height, width, 0)
             if len(whole) == 1:  # one tile: the whole image, no second pass
-                (region, _, everywhere), = whole
+                ((region, _, everywhere),) = whole
                 image = read(region)
                 feat, rows = self._head(image, everywhere)
                 taps = self._fuse_branch_taps([F.adaptive_avg_pool2d(feat.float(), b) for b in PPM_BINS])
@@ -418,8 +478,9 @@ class FastCLIPLIT:
                 return
             cache = self._head_cache(batch, height, width)
             taps = self._fuse_branch_taps(self._pooled_stats(read, batch, height, width, cache))
-            for core, outer, border in self._tiles(height, width, TAIL_HALO if cache is not None else
-                                                   HEAD_HALO + TAIL_HALO):
+            for core, outer, border in self._tiles(
+                height, width, TAIL_HALO if cache is not None else HEAD_HALO + TAIL_HALO
+            ):
                 image = read(outer)
                 y0, y1, x0, x1 = outer
                 if cache is None:
@@ -431,8 +492,9 @@ class FastCLIPLIT:
                 write(core, torch.clamp(_crop(image, core, outer) / _crop(light, core, outer), 0, 1))
 
 
-def enhance_tensor(net: nn.Module, img: torch.Tensor, tile: Optional[int] = None,
-                   precision: str = 'fp32') -> torch.Tensor:
+def enhance_tensor(
+    net: nn.Module, img: torch.Tensor, tile: Optional[int] = None, precision: str = 'fp32'
+) -> torch.Tensor:
     """Exact full-image CLIP-LIT enhancement ``clamp(img / net(img), 0, 1)`` of ``img`` (B,3,H,W) in [0,1].
 
     Runs on ``img.device`` with ``net``'s current weights and padding variant, tile by tile (memory stays

@@ -3,6 +3,7 @@
 Takes BasicSR's arguments (``-opt``, ``--launcher``, ``--force_yml``) and writes ``results/`` under
 the current directory. ``python -m basicsr.test`` is handed over to this entry by the start-up hook.
 """
+
 import os
 
 import basicsr.test

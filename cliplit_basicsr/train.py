@@ -4,6 +4,7 @@ Takes BasicSR's arguments (``-opt``, ``--auto_resume``, ``--debug``, ``--launche
 and writes ``experiments/`` and ``tb_logger/`` under the current directory. ``python -m basicsr.train``
 is handed over to this entry by the start-up hook, so both commands behave the same.
 """
+
 import os
 
 import basicsr.train

@@ -41,6 +41,7 @@ turn and prints medians (the speed-up is the ratio of the medians), with each ro
 
 Example (small): ``python scripts/bench_clip_losses.py --batch 1 --size 256 --prompt-batch 4 --iters 1``.
 """
+
 import argparse
 import itertools
 import json
@@ -69,7 +70,9 @@ def peak_rss_gib() -> float:
 def _models(variant):
     """(vit, rn, extra copies): random full-size CLIPs, seeded so every variant gets the same weights."""
     import torch
+
     from cliplit_basicsr.clip import RN_MODEL, VIT_MODEL, load_clip
+
     torch.manual_seed(0)
     vit = load_clip(VIT_MODEL, None)
     torch.manual_seed(1)
@@ -77,14 +80,19 @@ def _models(variant):
     copies = []
     if variant.startswith('authors'):
         import open_clip
-        copies = [open_clip.create_model(VIT_MODEL, pretrained=None).eval().requires_grad_(False)
-                  for _ in range(N_VIT_COPIES_AUTHORS - 1)]
+
+        copies = [
+            open_clip.create_model(VIT_MODEL, pretrained=None).eval().requires_grad_(False)
+            for _ in range(N_VIT_COPIES_AUTHORS - 1)
+        ]
     return vit, rn, copies
 
 
 def _prompt_pair(amp):
     import torch
+
     from cliplit_basicsr.archs.prompt_arch import CLIPLITPromptPair
+
     pair = CLIPLITPromptPair(clip_pretrained=None, amp=amp)
     with torch.no_grad():  # a non-degenerate prompt: the X-embedding plus seeded noise
         pair.embedding.add_(0.02 * torch.randn(pair.embedding.shape, generator=torch.Generator().manual_seed(2)))
@@ -96,10 +104,12 @@ class AuthorsStyle:
 
     def __init__(self, vit, rn, pair):
         import torch
+
         self.torch, self.vit, self.rn, self.pair = torch, vit, rn, pair
 
     def _pre(self, image):
         from cliplit_basicsr.clip import preprocess_images
+
         return preprocess_images(image.unsqueeze(0))
 
     def text_features(self):
@@ -112,7 +122,7 @@ class AuthorsStyle:
         score = 0
         for image in images:
             features = self.vit.encode_image(self._pre(image))
-            sim = (100.0 * features / features.norm(dim=-1, keepdim=True) @ (text / text.norm(dim=-1, keepdim=True)).T)
+            sim = 100.0 * features / features.norm(dim=-1, keepdim=True) @ (text / text.norm(dim=-1, keepdim=True)).T
             score = score + sim.softmax(dim=-1)[0][0]
         return score / images.shape[0]
 
@@ -121,8 +131,10 @@ class AuthorsStyle:
         for p, i in zip(pred, inp):
             pred_out = self.rn.visual.forward_intermediates(self._pre(p))
             inp_out = self.rn.visual.forward_intermediates(self._pre(i))
-            score = score + sum(w * self.torch.nn.functional.mse_loss(a.squeeze(0), b.squeeze(0)) for w, a, b in zip(
-                weights, pred_out['image_intermediates'], inp_out['image_intermediates']))
+            score = score + sum(
+                w * self.torch.nn.functional.mse_loss(a.squeeze(0), b.squeeze(0))
+                for w, a, b in zip(weights, pred_out['image_intermediates'], inp_out['image_intermediates'])
+            )
         return score
 
     def image_feature(self, image):
@@ -143,7 +155,9 @@ def _augmentation_draws(n: int, count: int, seed: int) -> list:
     range); one draw per index is shared by all sets of a batch, as the training tuple shares it."""
     import numpy as np
     from torch.utils.data import default_collate
+
     from cliplit_basicsr.data.augment import draw_augmentation
+
     rng = np.random.default_rng(seed)
     return [default_collate([draw_augmentation((0.5, 1.5), rng).as_dict() for _ in range(n)]) for _ in range(count)]
 
@@ -152,6 +166,7 @@ def _augmented(base, aug):
     """(images by set, draws): every image of ``base`` ({set: (N,3,S,S)}) under its index's draw in ``aug``;
     made outside the timing (loader work)."""
     from cliplit_basicsr.data.augment import augment_batch
+
     return {s: augment_batch(images, aug) for s, images in base.items()}, aug
 
 
@@ -159,8 +174,10 @@ def _steady_state_cache(pair, base):
     """A :class:`FeatureCache` holding all 8 flip/transpose variants of every image of ``base``: the state a
     long run reaches (each training image is drawn hundreds of times), filled before timing."""
     from torch.utils.data import default_collate
+
     from cliplit_basicsr.data.augment import AugmentParams, augment_batch
     from cliplit_basicsr.models.feature_cache import FeatureCache
+
     cache = FeatureCache()
     for code in range(8):
         draw = AugmentParams(hflip=bool(code & 1), vflip=bool(code & 2), transpose=bool(code & 4)).as_dict()
@@ -179,9 +196,16 @@ def _warm_kernels(pair, images, sizes) -> None:
 
 def run_child(args) -> None:
     import torch
+
     import cliplit_basicsr  # noqa: F401  (registrations, BasicSR shim)
-    from cliplit_basicsr.losses.cliplit_loss import CLIPEnhanceLoss, CLIPIdentityLoss, PromptInitLoss, PromptRankingLoss
+    from cliplit_basicsr.losses.cliplit_loss import (
+        CLIPLITEnhanceLoss,
+        CLIPLITIdentityLoss,
+        CLIPLITPromptInitLoss,
+        CLIPLITPromptRankingLoss,
+    )
     from cliplit_basicsr.models.feature_cache import exact_variants
+
     variant, step = args.child
     amp = 'bf16' if variant.endswith('bf16') else None
     vit, rn, copies = _models(variant)
@@ -194,14 +218,17 @@ def run_child(args) -> None:
         from cliplit_basicsr.archs.checkpoint import load_checkpoint
         from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
         from cliplit_basicsr.models.micro_batch import backward_in_micro_batches, batch_share
-        net = load_checkpoint(CLIPLITNet(padding='zeros'), REPO_ROOT / 'cliplit_basicsr' / 'weights' /
-                              'init_enhancement_model.pth')
+
+        net = load_checkpoint(
+            CLIPLITNet(padding='zeros'), REPO_ROOT / 'cliplit_basicsr' / 'weights' / 'init_enhancement_model.pth'
+        )
         x = torch.rand(args.batch, 3, args.size, args.size, generator=gen)
         if variant.startswith('ours') and not args.plain_network:
             from cliplit_basicsr.archs.training_layout import prepare_for_training
+
             prepare_for_training(net)
-        clip_fn = CLIPEnhanceLoss(loss_weight=320.0, clip_pretrained=None, amp=amp)
-        identity_fn = CLIPIdentityLoss(loss_weight=25.0, clip_pretrained=None, amp=amp)
+        clip_fn = CLIPLITEnhanceLoss(loss_weight=320.0, clip_pretrained=None, amp=amp)
+        identity_fn = CLIPLITIdentityLoss(loss_weight=25.0, clip_pretrained=None, amp=amp)
         with torch.no_grad():
             text = authors.text_features() if authors else pair()
 
@@ -224,15 +251,18 @@ def run_child(args) -> None:
     else:
         sets = ('backlit', 'welllit', 'it', 'it1') if step == 'refine' else ('backlit', 'welllit')
         n_per_set = args.prompt_batch if step == 'refine' else args.prompt_batch // 2
-        base = {s: torch.randint(0, 256, (n_per_set, 3, args.prompt_size, args.prompt_size), generator=gen) / 255.0
-                for s in sets}
+        base = {
+            s: torch.randint(0, 256, (n_per_set, 3, args.prompt_size, args.prompt_size), generator=gen) / 255.0
+            for s in sets
+        }
         draws = _augmentation_draws(n_per_set, args.warmup + args.iters, seed=4)
         batches = (_augmented(base, aug) for aug in draws)
-        rank_fn, init_fn = PromptRankingLoss(loss_weight=200.0), PromptInitLoss()
+        rank_fn, init_fn = CLIPLITPromptRankingLoss(loss_weight=200.0), CLIPLITPromptInitLoss()
         cache = _steady_state_cache(pair, base) if variant.startswith('ours') and not args.no_feature_cache else None
         if cache is not None:  # a long run has met every batch size: oneDNN's kernels for them exist
-            _warm_kernels(pair, torch.cat(list(base.values())), {len(sets) * exact_variants(aug).count(None)
-                                                              for aug in draws})
+            _warm_kernels(
+                pair, torch.cat(list(base.values())), {len(sets) * exact_variants(aug).count(None) for aug in draws}
+            )
         encoded = []
 
         def iteration(batch):
@@ -244,8 +274,12 @@ def run_child(args) -> None:
                     s_b, s_w, s_t, s_t1 = (authors.prompt_scores(feats[s]) for s in sets)
                     ones = torch.ones_like(s_b)
                     rank = torch.nn.functional.margin_ranking_loss
-                    loss = 200.0 * (rank(s_b, s_w, ones, margin=0.9) + rank(s_b, s_t, ones, margin=0.9) +
-                                    rank(s_t, s_t1, ones, margin=0.1) + rank(s_t1, s_w, ones, margin=0.1))
+                    loss = 200.0 * (
+                        rank(s_b, s_w, ones, margin=0.9)
+                        + rank(s_b, s_t, ones, margin=0.9)
+                        + rank(s_t, s_t1, ones, margin=0.1)
+                        + rank(s_t1, s_w, ones, margin=0.1)
+                    )
                 else:
                     logits = authors.prompt_scores(feats['backlit'] + feats['welllit'], softmax=False)
                     labels = torch.arange(len(logits)) >= n_per_set
@@ -255,8 +289,11 @@ def run_child(args) -> None:
                     feats = pair.encode_images(torch.cat([images[s] for s in sets]))
                     encoded.append(len(sets) * n_per_set)
                 else:
-                    keys = [None if code is None else (s, i, code) for s in sets
-                            for i, code in enumerate(exact_variants(aug))]
+                    keys = [
+                        None if code is None else (s, i, code)
+                        for s in sets
+                        for i, code in enumerate(exact_variants(aug))
+                    ]
                     feats = cache.encode(pair.encode_images, [images[s] for s in sets], keys)
                     encoded.append(keys.count(None))
                 feats = feats.split(n_per_set)
@@ -273,7 +310,7 @@ def run_child(args) -> None:
         elapsed += (time.perf_counter() - start) * (i >= args.warmup)
     result['sec_per_iter'] = elapsed / args.iters
     if step != 'enhance' and variant.startswith('ours'):
-        result['encoded_share'] = sum(encoded[-args.iters:]) / (args.iters * len(sets) * n_per_set)
+        result['encoded_share'] = sum(encoded[-args.iters :]) / (args.iters * len(sets) * n_per_set)
     result['peak_rss_gib'] = peak_rss_gib()
     result['loss'] = loss.item()
     torch.save({k: v.detach().float().clone() for k, v in grads.items()}, args.grads_out)
@@ -286,16 +323,16 @@ def _run_variant(args, variant, step, workdir, round_index=0):
     grads = Path(workdir) / f'{variant}-{step}-{round_index}.pt'
     cmd = [sys.executable, os.path.abspath(__file__), '--child', variant, step, '--grads-out', str(grads)]
     for flag in ('batch', 'size', 'prompt_batch', 'prompt_size', 'iters', 'warmup', 'micro_batch'):
-        cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        cmd += [f'--{flag.replace("_", "-")}', str(getattr(args, flag))]
     cmd += ['--plain-network'] * args.plain_network + ['--no-feature-cache'] * args.no_feature_cache
-    env = dict(os.environ, HF_HUB_OFFLINE='1', PYTHONPATH=f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env = dict(os.environ, HF_HUB_OFFLINE='1', PYTHONPATH=f'{REPO_ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
     if variant != 'authors':  # as the training commands run: see restart_keeping_freed_memory
         env = keep_freed_memory_environment(env) or env
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith('RESULT ')), None)
+    line = next((out for out in proc.stdout.splitlines() if out.startswith('RESULT ')), None)
     if proc.returncode or line is None:
         sys.exit(f'bench_clip_losses: {variant}/{step} failed: {(proc.stderr.strip().splitlines() or ["?"])[-1]}')
-    result = json.loads(line[len('RESULT '):])
+    result = json.loads(line[len('RESULT ') :])
     result['grads'] = grads
     return result
 
@@ -303,6 +340,7 @@ def _run_variant(args, variant, step, workdir, round_index=0):
 def _deviation(a, b):
     """(relative loss deviation, max over gradients of max|a-b| / max|b|) of run a against run b."""
     import torch
+
     ga, gb = torch.load(a['grads']), torch.load(b['grads'])
     grad_dev = max(((ga[k] - gb[k]).abs().max() / gb[k].abs().max().clamp_min(1e-30)).item() for k in gb)
     return abs(a['loss'] - b['loss']) / max(abs(b['loss']), 1e-30), grad_dev
@@ -310,26 +348,43 @@ def _deviation(a, b):
 
 def main() -> None:
     import torch
+
     from cliplit_basicsr.models.micro_batch import auto_micro_batch
+
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--steps', default=','.join(STEPS), help='comma-separated subset of enhance,refine,init')
     parser.add_argument('--batch', type=int, default=8, help='enhancement batch')
     parser.add_argument('--size', type=int, default=512, help='enhancement image side')
     parser.add_argument('--prompt-batch', type=int, default=16, help='prompt batch (per set for refine)')
     parser.add_argument('--prompt-size', type=int, default=256, help='prompt image side')
-    parser.add_argument('--micro-batch', type=int, default=auto_micro_batch(torch.device('cpu')),
-                        help="ours, enhance: images per forward/backward (default: train.micro_batch's auto on CPU)")
+    parser.add_argument(
+        '--micro-batch',
+        type=int,
+        default=auto_micro_batch(torch.device('cpu')),
+        help="ours, enhance: images per forward/backward (default: train.micro_batch's auto on CPU)",
+    )
     parser.add_argument('--iters', type=int, default=2, help='timed iterations per step')
     parser.add_argument('--warmup', type=int, default=1, help='untimed iterations first')
-    parser.add_argument('--rounds', type=int, default=1,
-                        help='rounds, each running every variant once in turn; s/iter and speed-ups are medians')
+    parser.add_argument(
+        '--rounds',
+        type=int,
+        default=1,
+        help='rounds, each running every variant once in turn; s/iter and speed-ups are medians',
+    )
     parser.add_argument('--bf16', action='store_true', help='also run ours with amp: bf16 for CLIP')
-    parser.add_argument('--authors-keep-freed-memory', action='store_true',
-                        help="also run the authors' structure with glibc keeping freed memory, as ours runs")
-    parser.add_argument('--plain-network', action='store_true',
-                        help='ours: the network as built, without prepare_for_training')
-    parser.add_argument('--no-feature-cache', action='store_true',
-                        help='ours, prompt steps: encode every image (no kept features of recurring images)')
+    parser.add_argument(
+        '--authors-keep-freed-memory',
+        action='store_true',
+        help="also run the authors' structure with glibc keeping freed memory, as ours runs",
+    )
+    parser.add_argument(
+        '--plain-network', action='store_true', help='ours: the network as built, without prepare_for_training'
+    )
+    parser.add_argument(
+        '--no-feature-cache',
+        action='store_true',
+        help='ours, prompt steps: encode every image (no kept features of recurring images)',
+    )
     parser.add_argument('--child', nargs=2, help=argparse.SUPPRESS)
     parser.add_argument('--grads-out', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -340,15 +395,19 @@ def main() -> None:
         parser.error(f'--steps: unknown {sorted(set(steps) - set(STEPS))}')
     variants = ['authors'] + ['authors-kept'] * args.authors_keep_freed_memory + ['ours'] + ['ours-bf16'] * args.bf16
     targets = {'enhance': 3.0, 'refine': 10.0, 'init': 5.0}
-    print(f'enhance: batch {args.batch} @ {args.size}; refine/init: batch {args.prompt_batch} @ {args.prompt_size}; '
-          f'{args.iters} timed iteration(s) after {args.warmup} warm-up, median of {args.rounds} round(s); '
-          f'{len(os.sched_getaffinity(0))} CPUs '
-          f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); "
-          f"ours network: {'plain' if args.plain_network else 'prepare_for_training (channels-last)'}, "
-          f'micro-batch {args.micro_batch}; ours runs with '
-          f"{' '.join(f'{k}={v}' for k, v in KEEP_FREED_MEMORY.items())} (as cliplit-train), authors without")
-    header = f"{'step':8} {'variant':12} {'s/iter':>8} {'peak RSS GiB':>13} {'speed-up':>9} {'target':>7} " \
-             f"{'loss':>12} {'loss dev':>9} {'grad dev':>9} {'encoded':>8}"
+    print(
+        f'enhance: batch {args.batch} @ {args.size}; refine/init: batch {args.prompt_batch} @ {args.prompt_size}; '
+        f'{args.iters} timed iteration(s) after {args.warmup} warm-up, median of {args.rounds} round(s); '
+        f'{len(os.sched_getaffinity(0))} CPUs '
+        f'(OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "unset")}); '
+        f'ours network: {"plain" if args.plain_network else "prepare_for_training (channels-last)"}, '
+        f'micro-batch {args.micro_batch}; ours runs with '
+        f'{" ".join(f"{k}={v}" for k, v in KEEP_FREED_MEMORY.items())} (as cliplit-train), authors without'
+    )
+    header = (
+        f'{"step":8} {"variant":12} {"s/iter":>8} {"peak RSS GiB":>13} {"speed-up":>9} {"target":>7} '
+        f'{"loss":>12} {"loss dev":>9} {"grad dev":>9} {"encoded":>8}'
+    )
     print(header)
     print('-' * len(header))
     with tempfile.TemporaryDirectory() as workdir:
@@ -359,20 +418,31 @@ def main() -> None:
                 run = rounds[0][variant]  # losses and gradients are the same in every round (seeded)
                 speed = seconds['authors'] / seconds[variant]
                 loss_dev, grad_dev = _deviation(run, rounds[0]['ours'] if variant != 'ours' else rounds[0]['authors'])
-                target = f"{targets[step]:.0f}x" if variant == 'ours' else ''
+                target = f'{targets[step]:.0f}x' if variant == 'ours' else ''
                 peak = max(r[variant]['peak_rss_gib'] for r in rounds)
-                print(f"{step:8} {variant:12} {seconds[variant]:8.2f} {peak:13.2f} {speed:8.2f}x "
-                      f"{target:>7} {run['loss']:12.6g} {loss_dev:9.1e} {grad_dev:9.1e} "
-                      f"{'' if 'encoded_share' not in run else format(run['encoded_share'], '.0%'):>8}", flush=True)
+                print(
+                    f'{step:8} {variant:12} {seconds[variant]:8.2f} {peak:13.2f} {speed:8.2f}x '
+                    f'{target:>7} {run["loss"]:12.6g} {loss_dev:9.1e} {grad_dev:9.1e} '
+                    f'{"" if "encoded_share" not in run else format(run["encoded_share"], ".0%"):>8}',
+                    flush=True,
+                )
             if args.rounds > 1:
-                print(f"{'':8} per round, s/iter: " + '; '.join(
-                    f"{v} {' '.join(format(r[v]['sec_per_iter'], '.2f') for r in rounds)}" for v in variants))
-                print(f"{'':8} per round, ours' speed-up: " + ' '.join(
-                    f"{r['authors']['sec_per_iter'] / r['ours']['sec_per_iter']:.2f}x" for r in rounds))
-    print('loss/grad dev: relative deviation from ours (authors, ours-bf16) or from authors (ours); '
-          'grad dev = max over tensors of max|a-b|/max|b|. Target for enhance peak RSS: <= 8 GiB.\n'
-          'encoded: share of the prompt images ours sent through CLIP; the others recur exactly (flips/transpose '
-          'only) and their features were kept, as in a long run (--no-feature-cache: none kept).')
+                print(
+                    f'{"":8} per round, s/iter: '
+                    + '; '.join(
+                        f'{v} {" ".join(format(r[v]["sec_per_iter"], ".2f") for r in rounds)}' for v in variants
+                    )
+                )
+                print(
+                    f"{'':8} per round, ours' speed-up: "
+                    + ' '.join(f'{r["authors"]["sec_per_iter"] / r["ours"]["sec_per_iter"]:.2f}x' for r in rounds)
+                )
+    print(
+        'loss/grad dev: relative deviation from ours (authors, ours-bf16) or from authors (ours); '
+        'grad dev = max over tensors of max|a-b|/max|b|. Target for enhance peak RSS: <= 8 GiB.\n'
+        'encoded: share of the prompt images ours sent through CLIP; the others recur exactly (flips/transpose '
+        'only) and their features were kept, as in a long run (--no-feature-cache: none kept).'
+    )
 
 
 if __name__ == '__main__':

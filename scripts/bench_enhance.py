@@ -10,6 +10,7 @@ The speed of a shared CPU drifts by 2x within minutes, so the measurements run i
 each of which measures every (precision, workload) once; the table gives medians over rounds, and the
 in-run ratio is the median of the per-round ratios to the baseline (measured beside it in time).
 """
+
 import argparse
 import json
 import resource
@@ -38,10 +39,10 @@ def synthetic_image(height: int, width: int) -> np.ndarray:
     image = np.empty((height, width, 3), np.uint8)
     cols = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
     for start in range(0, height, 256):
-        rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[start:start + 256, None]
+        rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[start : start + 256, None]
         luminance = 0.9 - 0.8 * (rows > 0.4 + 0.1 * np.sin(12 * cols)) + 0.05 * np.sin(200 * cols + 90 * rows)
         for channel, tint in enumerate((1.0, 0.9, 0.8)):
-            image[start:start + 256, :, channel] = np.clip(luminance * tint * 255, 0, 255).astype(np.uint8)
+            image[start : start + 256, :, channel] = np.clip(luminance * tint * 255, 0, 255).astype(np.uint8)
     return image
 
 
@@ -54,6 +55,7 @@ class AuthorsBaseline:
 
         from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT, load_checkpoint
         from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+
         self.torch = torch
         self.net = load_checkpoint(CLIPLITNet(padding='reflect'), OFFICIAL_CHECKPOINT).eval()
 
@@ -100,15 +102,22 @@ def measure(precision: str, workload: str, tile: int, out_dir: Path) -> dict:
 def output_error(fp32_dir: Path, other_dir: Path) -> tuple:
     """Max and mean absolute difference of the 8-bit outputs over all samples, in 1/255 units."""
     import cv2
-    diffs = [np.abs(cv2.imread(str(p)).astype(np.int16) - cv2.imread(str(other_dir / p.name)).astype(np.int16))
-             for p in sorted(fp32_dir.glob('*.png'))]
+
+    diffs = [
+        np.abs(cv2.imread(str(p)).astype(np.int16) - cv2.imread(str(other_dir / p.name)).astype(np.int16))
+        for p in sorted(fp32_dir.glob('*.png'))
+    ]
     return max(int(d.max()) for d in diffs), float(np.concatenate([d.ravel() for d in diffs]).mean())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--precisions', nargs='+', default=[BASELINE, 'fp32', 'bf16'],
-                        help=f"'{BASELINE}' = the authors' inference structure (in-run baseline), fp32, bf16, fp16")
+    parser.add_argument(
+        '--precisions',
+        nargs='+',
+        default=[BASELINE, 'fp32', 'bf16'],
+        help=f"'{BASELINE}' = the authors' inference structure (in-run baseline), fp32, bf16, fp16",
+    )
     parser.add_argument('--workloads', nargs='+', default=['samples', 'synthetic24mp'])
     parser.add_argument('--tile', type=int, default=None, help='tile size (default: the enhancer default)')
     parser.add_argument('--rounds', type=int, default=3, help='rounds of measurements (medians are printed)')
@@ -118,20 +127,32 @@ def main() -> None:
     if args.tile is None:
         sys.path.insert(0, str(REPO_ROOT))
         from cliplit_basicsr.inference import DEFAULT_TILES
+
         args.tile = DEFAULT_TILES['cpu']
     if args.child:
         print(json.dumps(run_child(*args.child, args.tile, args.out)))
         return
 
-    print(f'CLIPLITEnhancer on CPU, tile {args.tile}, median of {args.rounds} rounds; authors: {AUTHORS["s/MP"]} s/MP, {AUTHORS["peak GiB"]} GiB peak')
-    print(f'targets: fp32 <= {TARGET_FP32_S_PER_MP} s/MP, reduced precision <= {TARGET_FAST_S_PER_MP} s/MP, '
-          f'peak RSS <= {TARGET_RSS_GB} GB\n')
-    header = (f'{"precision":<10}{"workload":<16}{"MP":>7}{"s/MP":>8}{"MP/s":>8}{"x 6.7s/MP":>11}{"x in-run":>12}'
-              f'{"peak RSS GB":>13}')
+    print(
+        f'CLIPLITEnhancer on CPU, tile {args.tile}, median of {args.rounds} rounds; '
+        f'authors: {AUTHORS["s/MP"]} s/MP, {AUTHORS["peak GiB"]} GiB peak'
+    )
+    print(
+        f'targets: fp32 <= {TARGET_FP32_S_PER_MP} s/MP, reduced precision <= {TARGET_FAST_S_PER_MP} s/MP, '
+        f'peak RSS <= {TARGET_RSS_GB} GB\n'
+    )
+    header = (
+        f'{"precision":<10}{"workload":<16}{"MP":>7}{"s/MP":>8}{"MP/s":>8}{"x 6.7s/MP":>11}{"x in-run":>12}'
+        f'{"peak RSS GB":>13}'
+    )
     print(header)
     print('-' * len(header))
-    cases = [(precision, workload) for precision in args.precisions for workload in args.workloads
-             if precision != BASELINE or workload == 'samples']  # full frame at 24 MP needs ~10 GB
+    cases = [
+        (precision, workload)
+        for precision in args.precisions
+        for workload in args.workloads
+        if precision != BASELINE or workload == 'samples'
+    ]  # full frame at 24 MP needs ~10 GB
     runs = {case: [] for case in cases}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
@@ -144,10 +165,15 @@ def main() -> None:
         for precision, workload in cases:
             case_runs = runs[precision, workload]
             s_per_mp = statistics.median(run[0] for run in case_runs)
-            in_run = f'{statistics.median(b[0] / run[0] for b, run in zip(baseline, case_runs)):.1f}x' if baseline else '-'
+            in_run = (
+                f'{statistics.median(b[0] / run[0] for b, run in zip(baseline, case_runs)):.1f}x' if baseline else '-'
+            )
             megapixels, peak_gb = case_runs[0][1], max(run[2] for run in case_runs)
-            print(f'{precision:<10}{workload:<16}{megapixels:>7.1f}{s_per_mp:>8.2f}{1 / s_per_mp:>8.3f}'
-                  f'{AUTHORS["s/MP"] / s_per_mp:>10.1f}x{in_run:>12}{peak_gb:>13.2f}', flush=True)
+            print(
+                f'{precision:<10}{workload:<16}{megapixels:>7.1f}{s_per_mp:>8.2f}{1 / s_per_mp:>8.3f}'
+                f'{AUTHORS["s/MP"] / s_per_mp:>10.1f}x{in_run:>12}{peak_gb:>13.2f}',
+                flush=True,
+            )
         if 'samples' in args.workloads and 'fp32' in args.precisions:
             for precision in args.precisions:
                 if precision != 'fp32':

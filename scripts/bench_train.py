@@ -31,6 +31,7 @@ fetches. Printed per phase:
   counted once, so forked workers are not charged for the parent's models), polled by a separate
   process.
 """
+
 import argparse
 import json
 import os
@@ -44,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import yaml
+
 from _cliplit_basicsr_hook import restart_keeping_freed_memory
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +58,7 @@ def watch_memory(pid: int, out_file: str, period: float = 0.5, pss_every: int = 
     measurably slowed its steps. PSS is polled rarely: reading it walks the page tables of the 4 GiB
     training process (55 ms a poll) and, every 0.5 s, slowed its enhancement step by 7%."""
     import signal
+
     peaks = {'rss': 0.0, 'pss': 0.0, 'rss_by_process': []}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -81,6 +84,7 @@ def watch_memory(pid: int, out_file: str, period: float = 0.5, pss_every: int = 
 
 def make_images(folder: Path, count: int, size: tuple, low: int, high: int, rng) -> None:
     import cv2
+
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         h, w = size
@@ -115,11 +119,19 @@ def write_options(work: Path, args) -> Path:
     # iteration's record closes at the next batch fetch.
     init, refinement = warmup['prompt_init'] + prompt, warmup['prompt_refinement r1'] + prompt
     train['total_iter'] = init + 3 * net + 2 * refinement + 1
-    train['schedule'].update(prompt_init_iters=init, prompt_init_min_iters=0, reconstruction_iters=net,
-                             reconstruction_min_iters=0, restart_psnr=-1e9, enhancement_iters=net,
-                             enhancement_loss_threshold=1e18, prompt_refinement_iters=refinement,
-                             prompt_loss_threshold=1e18, check_period=1,
-                             prompt_check_period=1)  # a best network every round: I_t exists
+    train['schedule'].update(
+        prompt_init_iters=init,
+        prompt_init_min_iters=0,
+        reconstruction_iters=net,
+        reconstruction_min_iters=0,
+        restart_psnr=-1e9,
+        enhancement_iters=net,
+        enhancement_loss_threshold=1e18,
+        prompt_refinement_iters=refinement,
+        prompt_loss_threshold=1e18,
+        check_period=1,
+        prompt_check_period=1,
+    )  # a best network every round: I_t exists
     opt['logger'].update(print_freq=1, save_checkpoint_freq=10**9, use_tb_logger=False)
     path = work / 'bench.yml'
     path.write_text(yaml.safe_dump(opt, sort_keys=False))
@@ -135,13 +147,15 @@ def loss_only_step(model, phase: str) -> None:
 
     from cliplit_basicsr.models.micro_batch import backward_in_micro_batches
     from cliplit_basicsr.models.schedule import Phase
+
     generator = torch.Generator().manual_seed(0)
     if phase in ('reconstruction', 'enhancement'):
         network_phase = Phase(phase)
         lq = torch.rand(model.lq.shape, generator=generator).to(model.device)
         total = 'l_recon' if network_phase is Phase.RECONSTRUCTION else 'l_enhance'
-        backward_in_micro_batches(lq, model.micro_batch,
-                                  lambda part, share: model._network_terms(network_phase, part, share), total)
+        backward_in_micro_batches(
+            lq, model.micro_batch, lambda part, share: model._network_terms(network_phase, part, share), total
+        )
         model.net_g.zero_grad(set_to_none=True)
         return
     size = model.prompt_set.image_size
@@ -162,18 +176,35 @@ def instrument(records, warmup: dict, skip_loss_only: bool):
 
     from cliplit_basicsr.models.cliplit_model import CLIPLITModel
 
-    state = {'phase': None, 'start': None, 'stepped': False, 'fetch': 0.0, 'outputs': 0.0, 'step': 0.0,
-             'loss_only': 0.0}
-    step, fetch_prompt, enhance = (CLIPLITModel.optimize_parameters, CLIPLITModel._next_prompt_batch,
-                                   CLIPLITModel._enhanced_outputs)
+    state = {
+        'phase': None,
+        'start': None,
+        'stepped': False,
+        'fetch': 0.0,
+        'outputs': 0.0,
+        'step': 0.0,
+        'loss_only': 0.0,
+    }
+    step, fetch_prompt, enhance = (
+        CLIPLITModel.optimize_parameters,
+        CLIPLITModel._next_prompt_batch,
+        CLIPLITModel._enhanced_outputs,
+    )
     prefetch_next = CPUPrefetcher.next
 
     def timed_next(self):
         """An iteration runs from the fetch of its BasicSR batch to the next fetch."""
         t = time.perf_counter()
         if state['stepped'] and state['phase']:
-            records[state['phase']].append((t - state['start'] - state['loss_only'], state['fetch'], state['outputs'],
-                                            state['step'], state['loss_only']))
+            records[state['phase']].append(
+                (
+                    t - state['start'] - state['loss_only'],
+                    state['fetch'],
+                    state['outputs'],
+                    state['step'],
+                    state['loss_only'],
+                )
+            )
         batch = prefetch_next(self)
         state.update(start=t, stepped=False, fetch=time.perf_counter() - t, outputs=0.0)
         return batch
@@ -218,14 +249,23 @@ def instrument(records, warmup: dict, skip_loss_only: bool):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--iters', type=int, default=1, help='timed iterations per network phase (after 1 warm-up)')
-    parser.add_argument('--prompt-iters', type=int, default=8,
-                        help='timed iterations per prompt phase (after the warm-up epochs)')
-    parser.add_argument('--warmup-epochs', type=int, default=4,
-                        help="untimed epochs of the prompt loaders first (prompt init and round 1's refinement), "
-                             "so that their workers' resize caches are mostly filled, as in a long run")
-    parser.add_argument('--images', type=int, default=32,
-                        help='backlit and well-lit images generated (a prompt epoch is images / 16 batches, '
-                             'and every epoch starts with an empty prefetch queue)')
+    parser.add_argument(
+        '--prompt-iters', type=int, default=8, help='timed iterations per prompt phase (after the warm-up epochs)'
+    )
+    parser.add_argument(
+        '--warmup-epochs',
+        type=int,
+        default=4,
+        help="untimed epochs of the prompt loaders first (prompt init and round 1's refinement), "
+        "so that their workers' resize caches are mostly filled, as in a long run",
+    )
+    parser.add_argument(
+        '--images',
+        type=int,
+        default=32,
+        help='backlit and well-lit images generated (a prompt epoch is images / 16 batches, '
+        'and every epoch starts with an empty prefetch queue)',
+    )
     parser.add_argument('--photo-size', type=int, nargs=2, default=[900, 1200], help='H W of generated photos')
     parser.add_argument('--workers', type=int, default=None, help='override num_worker_per_gpu of both loaders')
     parser.add_argument('--vit', default=None, help="ViT weights (default: random, 'openai', or a file)")
@@ -265,24 +305,32 @@ def main():
     memory = json.loads(memory_file.read_text())
 
     device = 'cuda' if torch.cuda.is_available() else f'cpu ({torch.get_num_threads()} threads)'
-    print(f'\nCLIP-LIT training bench on {device}; photos {args.photo_size[0]}x{args.photo_size[1]} JPEG, '
-          f'{args.images} backlit + {args.images} well-lit; random-weight CLIP; wall {wall:.0f} s')
+    print(
+        f'\nCLIP-LIT training bench on {device}; photos {args.photo_size[0]}x{args.photo_size[1]} JPEG, '
+        f'{args.images} backlit + {args.images} well-lit; random-weight CLIP; wall {wall:.0f} s'
+    )
     fresh = {} if args.no_loss_only or args.quick else loss_only_seconds(work)
-    print(f'{"phase":<23}{"iters":>6}{"s/iter":>9}{"iter/s":>9}{"data wait":>11}{"I_t pass (s)":>14}'
-          f'{"step s/iter":>13}{"loss-only s/iter":>18}{"overhead":>10}{"CLIP-core bench":>17}')
+    print(
+        f'{"phase":<23}{"iters":>6}{"s/iter":>9}{"iter/s":>9}{"data wait":>11}{"I_t pass (s)":>14}'
+        f'{"step s/iter":>13}{"loss-only s/iter":>18}{"overhead":>10}{"CLIP-core bench":>17}'
+    )
     for phase, rows in records.items():
         outputs = sum(r[2] for r in rows)
-        timed = [r for r in rows[warmup[phase]:] if r[2] == 0.0]  # skip warm-up and the I_t pass
+        timed = [r for r in rows[warmup[phase] :] if r[2] == 0.0]  # skip warm-up and the I_t pass
         if not timed:
             continue
         total, wait, step, loss_only = (sum(r[k] for r in timed) / len(timed) for k in (0, 1, 3, 4))
         compared = '' if args.no_loss_only else f'{loss_only:>18.2f}{100 * (total / loss_only - 1):>+9.1f}%'
         reference = fresh.get(LOSS_ONLY_STEPS.get(phase))
-        print(f'{phase:<23}{len(timed):>6}{total:>9.2f}{1 / total:>9.3f}{100 * wait / total:>10.1f}%'
-              f'{outputs:>14.1f}{step:>13.2f}{compared}{f"{reference:>17.2f}" if reference else ""}')
+        print(
+            f'{phase:<23}{len(timed):>6}{total:>9.2f}{1 / total:>9.3f}{100 * wait / total:>10.1f}%'
+            f'{outputs:>14.1f}{step:>13.2f}{compared}{f"{reference:>17.2f}" if reference else ""}'
+        )
     by_process = ' + '.join(f'{gib:.2f}' for gib in memory['rss_by_process'])
-    print(f"peak RSS of the process tree: {memory['rss']:.2f} GiB (this process first, then its children: "
-          f"{by_process}), sampled every 0.5 s; peak PSS: {memory['pss']:.2f} GiB, sampled every 5 s")
+    print(
+        f'peak RSS of the process tree: {memory["rss"]:.2f} GiB (this process first, then its children: '
+        f'{by_process}), sampled every 0.5 s; peak PSS: {memory["pss"]:.2f} GiB, sampled every 5 s'
+    )
 
 
 def warmup_iterations(args) -> dict:
@@ -291,7 +339,8 @@ def warmup_iterations(args) -> dict:
     if args.quick:
         return defaultdict(lambda: 1)
     batch = yaml.safe_load((REPO_ROOT / 'options' / 'train_cliplit.yml').read_text())['prompt_dataset'][
-        'batch_size_per_gpu']
+        'batch_size_per_gpu'
+    ]
     per_epoch = {'prompt_init': -(-args.images // (batch // 2)), 'prompt_refinement r1': -(-args.images // batch)}
     return defaultdict(lambda: 1, {phase: args.warmup_epochs * n for phase, n in per_epoch.items()})
 
@@ -306,15 +355,25 @@ def loss_only_seconds(work: Path) -> dict:
     depend on how long it has run)."""
     seconds = {}
     for step in sorted(set(LOSS_ONLY_STEPS.values())):
-        cmd = [sys.executable, str(REPO_ROOT / 'scripts' / 'bench_clip_losses.py'), '--child', 'ours', step,
-               '--grads-out', str(work / f'{step}.pt'), '--iters', '2' if step == 'enhance' else '5',
-               '--no-feature-cache']
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True,
-                              env=dict(os.environ, HF_HUB_OFFLINE='1'))
-        line = next((l for l in proc.stdout.splitlines() if l.startswith('RESULT ')), None)
+        cmd = [
+            sys.executable,
+            str(REPO_ROOT / 'scripts' / 'bench_clip_losses.py'),
+            '--child',
+            'ours',
+            step,
+            '--grads-out',
+            str(work / f'{step}.pt'),
+            '--iters',
+            '2' if step == 'enhance' else '5',
+            '--no-feature-cache',
+        ]
+        proc = subprocess.run(
+            cmd, cwd=REPO_ROOT, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE='1')
+        )
+        line = next((out for out in proc.stdout.splitlines() if out.startswith('RESULT ')), None)
         if line is None:
             sys.exit(f'bench_train: loss-only step {step} failed: {(proc.stderr.strip().splitlines() or ["?"])[-1]}')
-        seconds[step] = json.loads(line[len('RESULT '):])['sec_per_iter']
+        seconds[step] = json.loads(line[len('RESULT ') :])['sec_per_iter']
     return seconds
 
 

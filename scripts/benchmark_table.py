@@ -9,6 +9,7 @@ it starts with, case-insensitively (``BAID`` or ``Backlit300``, as in the shippe
 metric with the paper's column of the same name (``psnr``, ``ssim``, ``lpips``, ``musiq``).
 Standard library only: it runs without torch.
 """
+
 import argparse
 import re
 import sys

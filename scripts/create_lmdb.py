@@ -8,16 +8,17 @@ with dots, non-ASCII stems and stems shared by two files are refused). Every ima
 bad file is reported before anything is written; each LMDB is written beside its final path and moved
 into place when complete.
 """
+
 import argparse
 import os
 import shutil
 from typing import List, NamedTuple, Optional, Sequence
 
 import cv2
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
 from cliplit_basicsr.data.image_io import DataError, ImageReadError, ImageSource, to_rgb
 from cliplit_basicsr.errors import OptionError, exit_on_user_error
-from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
 _PAGE = 4096
 _SLACK = 16 * 2**20
@@ -28,8 +29,9 @@ def image_keys(names: Sequence[str]) -> List[str]:
     keys = [os.path.splitext(os.path.basename(name))[0] for name in names]
     for name, key in zip(names, keys):
         if '.' in key:
-            raise DataError(f"{name}: file stem '{key}' contains a dot, which BasicSR's LMDB readers cut at; "
-                            'rename the file')
+            raise DataError(
+                f"{name}: file stem '{key}' contains a dot, which BasicSR's LMDB readers cut at; rename the file"
+            )
         if not key.isascii() or not key.isprintable() or not key.strip():
             raise DataError(f"{name}: file stem '{key}' is not a printable ASCII LMDB key; rename the file")
     seen = {}
@@ -76,12 +78,13 @@ def write_lmdb(job: LmdbJob, compress_level: int = 1) -> None:
     """Write a planned LMDB beside its final path, then move it into place."""
     parent, base = os.path.split(job.lmdb_path)
     os.makedirs(parent or '.', exist_ok=True)
-    staging = os.path.join(parent, f'.{base[:-len(".lmdb")]}.{os.getpid()}.partial.lmdb')
+    staging = os.path.join(parent, f'.{base[: -len(".lmdb")]}.{os.getpid()}.partial.lmdb')
     shutil.rmtree(staging, ignore_errors=True)
     try:
         relative = [os.path.relpath(name, job.source.root) for name in job.source.names]
-        make_lmdb_from_imgs(job.source.root, staging, relative, job.keys, compress_level=compress_level,
-                            map_size=job.map_size)
+        make_lmdb_from_imgs(
+            job.source.root, staging, relative, job.keys, compress_level=compress_level, map_size=job.map_size
+        )
         os.replace(staging, job.lmdb_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -91,8 +94,9 @@ def write_lmdb(job: LmdbJob, compress_level: int = 1) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--input', nargs='+', required=True, help='image folder(s)')
-    parser.add_argument('--output', nargs='+', help='LMDB path(s) ending in .lmdb, one per input '
-                        '(default: <input>.lmdb)')
+    parser.add_argument(
+        '--output', nargs='+', help='LMDB path(s) ending in .lmdb, one per input (default: <input>.lmdb)'
+    )
     parser.add_argument('--compress-level', type=int, default=1, choices=range(10), help='PNG compression level')
     args = parser.parse_args(argv)
     outputs = args.output or [os.path.normpath(folder) + '.lmdb' for folder in args.input]

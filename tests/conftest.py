@@ -4,6 +4,7 @@ The reference folder (``../shared/reference`` beside the repository) is not part
 Where it is absent (a user's clone) the tests that need it skip with a one-line reason; CI sets
 ``CLIPLIT_REQUIRE_REFERENCE=1`` so that a missing folder fails instead of skipping.
 """
+
 import os
 from pathlib import Path
 
@@ -40,4 +41,5 @@ def parity_dir() -> Path:
 def parity_fixtures(parity_dir):
     """The values the authors' code computes with the tiny CLIP models (``fixtures.pt``)."""
     import torch
+
     return torch.load(parity_dir / 'fixtures.pt', weights_only=False)

@@ -3,6 +3,7 @@
 The scores they give mean nothing; they exercise the real call path (file loading, colour order, the
 metric table) without the downloads pyiqa would otherwise need.
 """
+
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,8 +19,10 @@ def _fake_alexnet_checkpoint(torch_home: Path) -> None:
 
     with torch.device('meta'):
         shapes = {k: v.shape for k, v in alexnet().state_dict().items()}
-    state = {k: (torch.randn(shape) * 0.05 if k.startswith('features') else torch.zeros(()).expand(shape))
-             for k, shape in shapes.items()}
+    state = {
+        k: (torch.randn(shape) * 0.05 if k.startswith('features') else torch.zeros(()).expand(shape))
+        for k, shape in shapes.items()
+    }
     folder = torch_home / 'hub' / 'checkpoints'
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(state, folder / Path(AlexNet_Weights.IMAGENET1K_V1.url).name)

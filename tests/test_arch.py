@@ -1,13 +1,19 @@
 """The CLIP-LIT network and its checkpoint loader against the authors' checkpoints and parity fixtures."""
+
 import pytest
 import torch
-
-from cliplit_basicsr.archs.checkpoint import (OFFICIAL_CHECKPOINT, CheckpointError, load_checkpoint, read_state_dict,
-                                              resolve_checkpoint)
-from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
-from cliplit_basicsr import inference
-from cliplit_basicsr.inference import enhance_tensor
 from basicsr.utils.registry import ARCH_REGISTRY
+
+from cliplit_basicsr import inference
+from cliplit_basicsr.archs.checkpoint import (
+    OFFICIAL_CHECKPOINT,
+    CheckpointError,
+    load_checkpoint,
+    read_state_dict,
+    resolve_checkpoint,
+)
+from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+from cliplit_basicsr.inference import enhance_tensor
 
 CHECKPOINTS = ('enhancement_model.pth', 'init_enhancement_model.pth')
 VARIANTS = {'train': 'zeros', 'test': 'reflect'}
@@ -44,19 +50,22 @@ def test_authors_checkpoints_load_into_both_variants(reference_dir, name, paddin
     assert len(state) == len(raw)
     for key, value in raw.items():
         assert key.startswith('module.')
-        assert torch.equal(state[key[len('module.'):]], value)
+        assert torch.equal(state[key[len('module.') :]], value)
 
 
 def test_packaged_official_checkpoint_is_the_authors_final_model(reference_dir):
     assert OFFICIAL_CHECKPOINT.read_bytes() == (reference_dir / 'enhancement_model.pth').read_bytes()
 
 
-@pytest.mark.parametrize('wrap', [
-    lambda sd: sd,
-    lambda sd: {f'module.{k}': v for k, v in sd.items()},
-    lambda sd: {'params': sd},
-    lambda sd: {'params_ema': {f'module.{k}': v for k, v in sd.items()}, 'params': {}},
-])
+@pytest.mark.parametrize(
+    'wrap',
+    [
+        lambda sd: sd,
+        lambda sd: {f'module.{k}': v for k, v in sd.items()},
+        lambda sd: {'params': sd},
+        lambda sd: {'params_ema': {f'module.{k}': v for k, v in sd.items()}, 'params': {}},
+    ],
+)
 def test_wrapped_and_prefixed_forms(tmp_path, wrap):
     torch.manual_seed(1)
     state = CLIPLITNet().state_dict()
@@ -72,11 +81,14 @@ def _bad_files(tmp_path):
     missing = dict(state)
     missing.pop('cond1.bias')
     wrong_shape = {**state, 'condx.weight': torch.zeros(64, 32, 1, 1)}
-    files = {text: 'not a torch file', tmp_path / 'missing.pth': (missing, 'missing keys cond1.bias'),
-             tmp_path / 'extra.pth': ({**state, 'head.weight': torch.zeros(1)}, 'unexpected keys head.weight'),
-             tmp_path / 'shape.pth': (wrong_shape, 'condx.weight has shape (64, 32, 1, 1)'),
-             tmp_path / 'list.pth': ([torch.zeros(1)], 'not a state dict'),
-             tmp_path / 'truncated.pth': None}
+    files = {
+        text: 'not a torch file',
+        tmp_path / 'missing.pth': (missing, 'missing keys cond1.bias'),
+        tmp_path / 'extra.pth': ({**state, 'head.weight': torch.zeros(1)}, 'unexpected keys head.weight'),
+        tmp_path / 'shape.pth': (wrong_shape, 'condx.weight has shape (64, 32, 1, 1)'),
+        tmp_path / 'list.pth': ([torch.zeros(1)], 'not a state dict'),
+        tmp_path / 'truncated.pth': None,
+    }
     for path, spec in files.items():
         if isinstance(spec, tuple):
             torch.save(spec[0], path)
@@ -125,8 +137,9 @@ def test_engine_without_onednn_conv_add_gives_the_same_images(parity_fixtures, r
 
 @pytest.mark.parametrize('variant', ['train', 'test'])
 @pytest.mark.parametrize('tile,head_cache', [(0, 'kept'), (24, 'kept'), (24, 'recomputed')])
-def test_fast_inference_engine_matches_authors_enhanced_output(parity_fixtures, reference_dir, variant, tile,
-                                                               head_cache, monkeypatch):
+def test_fast_inference_engine_matches_authors_enhanced_output(
+    parity_fixtures, reference_dir, variant, tile, head_cache, monkeypatch
+):
     """The tiled channels-last engine reproduces the authors' enhanced images (test-script form, no eps),
     whether the second pass reads the head features from the whole-image cache or recomputes them."""
     if head_cache == 'recomputed':
@@ -135,6 +148,9 @@ def test_fast_inference_engine_matches_authors_enhanced_output(parity_fixtures, 
     net = load_checkpoint(CLIPLITNet(VARIANTS[variant]), reference_dir / 'init_enhancement_model.pth').eval()
     assert tile == 0 or tile < min(fx['input'].shape[2:])  # the tiled case really is tiled
     enhanced = enhance_tensor(net, fx['input'], tile=tile)
-    expected = fx['enhanced_test_variant'] if variant == 'test' else torch.clamp(
-        fx['input'] / fx['light_map_train_variant'], 0, 1)
+    expected = (
+        fx['enhanced_test_variant']
+        if variant == 'test'
+        else torch.clamp(fx['input'] / fx['light_map_train_variant'], 0, 1)
+    )
     assert_close_parity(enhanced, expected)

@@ -5,6 +5,7 @@ listed but skipped). Every logged value is recomputed from the written PNGs with
 functions and with pyiqa reading the files itself; pyiqa runs on random weights made for the test.
 A last test runs the authors' smallest sample photo and compares with their own output.
 """
+
 import os
 import re
 import subprocess
@@ -59,10 +60,20 @@ def _options(weights) -> dict:
         'model_type': 'CLIPLITEnhancerModel',
         'num_gpu': 0,
         'datasets': {
-            'test_1': {'name': 'BAID_generated', 'type': 'PairedImageDataset', 'dataroot_lq': 'paired/lq',
-                       'dataroot_gt': 'paired/gt', 'io_backend': {'type': 'disk'}, 'scale': 1},
-            'test_2': {'name': 'Backlit300_generated', 'type': 'SingleImageDataset', 'dataroot_lq': 'single',
-                       'io_backend': {'type': 'disk'}},
+            'test_1': {
+                'name': 'BAID_generated',
+                'type': 'PairedImageDataset',
+                'dataroot_lq': 'paired/lq',
+                'dataroot_gt': 'paired/gt',
+                'io_backend': {'type': 'disk'},
+                'scale': 1,
+            },
+            'test_2': {
+                'name': 'Backlit300_generated',
+                'type': 'SingleImageDataset',
+                'dataroot_lq': 'single',
+                'io_backend': {'type': 'disk'},
+            },
         },
         # the training variant: test() must still infer with reflect padding; no checkpoint -> official
         'network_g': {'type': 'CLIPLITNet', 'padding': 'zeros'},
@@ -79,8 +90,14 @@ def run(tmp_path_factory):
     _write_sets(work)
     (work / 'options.yml').write_text(yaml.safe_dump(_options(weights), sort_keys=False))
     env = dict(os.environ, HF_HUB_OFFLINE='1', TORCH_HOME=str(weights.torch_home))
-    result = subprocess.run([sys.executable, '-m', 'basicsr.test', '-opt', 'options.yml'], cwd=work, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, '-m', 'basicsr.test', '-opt', 'options.yml'],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return work, weights, result
 
 
@@ -97,11 +114,11 @@ def _outputs(work: Path, dataset: str):
 def _authors_inference(lq_png: Path) -> np.ndarray:
     """SPEC A6 stated directly: official weights, reflect variant, clamp(I / L, 0, 1), rounded to 8 bits."""
     net = load_checkpoint(CLIPLITNet(padding='reflect'), OFFICIAL_CHECKPOINT).eval()
-    rgb = cv2.imread(str(lq_png))[:, :, ::-1].astype(np.float32) / 255.
+    rgb = cv2.imread(str(lq_png))[:, :, ::-1].astype(np.float32) / 255.0
     image = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]
     with torch.no_grad():
         enhanced = torch.clamp(image / net(image), 0, 1)[0].permute(1, 2, 0).numpy()
-    return np.round(enhanced * 255.).astype(np.uint8)[:, :, ::-1]
+    return np.round(enhanced * 255.0).astype(np.uint8)[:, :, ::-1]
 
 
 def test_run_succeeds_and_writes_under_cwd(run):
@@ -141,7 +158,7 @@ def test_paired_metrics_equal_independent_computation(run, monkeypatch):
 
 def test_no_reference_metrics_run_without_ground_truth(run):
     work, weights, result = run
-    (output, ) = _outputs(work, 'Backlit300_generated')
+    (output,) = _outputs(work, 'Backlit300_generated')
     musiq = get_pyiqa_metric('musiq', 'cpu', pretrained='koniq10k', pretrained_model_path=str(weights.musiq))
     logged = _logged(work, 'Backlit300_generated')
     assert set(logged) == {'musiq', 'niqe'}  # psnr, ssim and lpips need the ground truth: skipped
@@ -152,8 +169,12 @@ def test_no_reference_metrics_run_without_ground_truth(run):
 
 def test_benchmark_table_on_the_log(run):
     work, _, _ = run
-    table = subprocess.run([sys.executable, str(REPO_ROOT / 'scripts' / 'benchmark_table.py'),
-                            str(work / 'results' / NAME)], capture_output=True, text=True, check=True).stdout
+    table = subprocess.run(
+        [sys.executable, str(REPO_ROOT / 'scripts' / 'benchmark_table.py'), str(work / 'results' / NAME)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     baid, backlit = _logged(work, 'BAID_generated'), _logged(work, 'Backlit300_generated')
     assert f'| BAID_generated | PSNR ↑ | {baid["psnr"]:.4f} | 21.579 | {baid["psnr"] - 21.579:+.4f} |' in table
     assert f'| BAID_generated | LPIPS ↓ | {baid["lpips"]:.4f} | 0.159 |' in table
@@ -167,16 +188,33 @@ def test_reproduces_the_authors_output_on_a_real_photo(tmp_path, reference_dir):
     sample = min(reference_dir.glob('samples/*.jpg'), key=lambda p: p.stat().st_size)
     (tmp_path / 'photos').mkdir()
     (tmp_path / 'photos' / sample.name).write_bytes(sample.read_bytes())
-    options = {'name': NAME, 'model_type': 'CLIPLITEnhancerModel', 'num_gpu': 0,
-               'datasets': {'test_1': {'name': 'samples', 'type': 'SingleImageDataset', 'dataroot_lq': 'photos',
-                                       'io_backend': {'type': 'disk'}}},
-               'network_g': {'type': 'CLIPLITNet', 'padding': 'reflect'}, 'path': {'pretrain_network_g': 'official'},
-               'val': {'save_img': True}}
+    options = {
+        'name': NAME,
+        'model_type': 'CLIPLITEnhancerModel',
+        'num_gpu': 0,
+        'datasets': {
+            'test_1': {
+                'name': 'samples',
+                'type': 'SingleImageDataset',
+                'dataroot_lq': 'photos',
+                'io_backend': {'type': 'disk'},
+            }
+        },
+        'network_g': {'type': 'CLIPLITNet', 'padding': 'reflect'},
+        'path': {'pretrain_network_g': 'official'},
+        'val': {'save_img': True},
+    }
     (tmp_path / 'options.yml').write_text(yaml.safe_dump(options))
-    result = subprocess.run([sys.executable, '-m', 'basicsr.test', '-opt', 'options.yml'], cwd=tmp_path,
-                            env=dict(os.environ, HF_HUB_OFFLINE='1'), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, '-m', 'basicsr.test', '-opt', 'options.yml'],
+        cwd=tmp_path,
+        env=dict(os.environ, HF_HUB_OFFLINE='1'),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    (output, ) = _outputs(tmp_path, 'samples')
+    (output,) = _outputs(tmp_path, 'samples')
     expected = cv2.imread(str(reference_dir / 'expected' / f'{sample.stem}.png')).astype(int)
     difference = np.abs(cv2.imread(str(output)).astype(int) - expected)
     assert difference.max() <= 1 and difference.mean() < 0.01

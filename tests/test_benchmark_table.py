@@ -2,6 +2,7 @@
 
 (The table on a real ``basicsr.test`` log is checked in test_basicsr_test.py.)
 """
+
 import logging
 import subprocess
 import sys
@@ -54,29 +55,42 @@ def test_rows_beside_the_paper(tmp_path):
     rows = result.stdout.splitlines()
     assert rows[:2] == ['| Test set | Metric | This run | Paper (CLIP-LIT) | Difference |', '|---|---|---:|---:|---:|']
     labels = {'psnr': 'PSNR ↑', 'ssim': 'SSIM ↑', 'lpips': 'LPIPS ↓', 'musiq': 'MUSIQ ↑'}
-    expected = [f'| BAID_test | {labels[m]} | {v:.4f} | {PAPER_BAID[m]:.3f} | {logged(v) - PAPER_BAID[m]:+.4f} |'
-                for m, v in baid.items()]
-    expected.append(f'| Backlit300 | MUSIQ ↑ | 53.2500 | {PAPER_BACKLIT300_MUSIQ:.3f} | '
-                    f'{53.25 - PAPER_BACKLIT300_MUSIQ:+.4f} |')
+    expected = [
+        f'| BAID_test | {labels[m]} | {v:.4f} | {PAPER_BAID[m]:.3f} | {logged(v) - PAPER_BAID[m]:+.4f} |'
+        for m, v in baid.items()
+    ]
+    expected.append(
+        f'| Backlit300 | MUSIQ ↑ | 53.2500 | {PAPER_BACKLIT300_MUSIQ:.3f} | {53.25 - PAPER_BACKLIT300_MUSIQ:+.4f} |'
+    )
     assert rows[2:] == expected
 
 
 def test_last_block_of_a_training_log_counts_and_unknown_sets_have_no_paper_value(tmp_path):
-    write_log(tmp_path / 'train.log', [('BAID_val', {'psnr': 18.0}, 1000), ('LOL', {'psnr': 12.5}, 1000),
-                                       ('BAID_val', {'psnr': 20.5}, 2000)], best=True)
+    write_log(
+        tmp_path / 'train.log',
+        [('BAID_val', {'psnr': 18.0}, 1000), ('LOL', {'psnr': 12.5}, 1000), ('BAID_val', {'psnr': 20.5}, 2000)],
+        best=True,
+    )
     result = table(tmp_path)  # a folder: all its logs
     assert result.returncode == 0, result.stderr
     rows = result.stdout.splitlines()[2:]
-    assert rows == [f'| BAID_val | PSNR ↑ | 20.5000 | 21.579 | {20.5 - 21.579:+.4f} |',
-                    '| LOL | PSNR ↑ | 12.5000 | – | – |']
+    assert rows == [
+        f'| BAID_val | PSNR ↑ | 20.5000 | 21.579 | {20.5 - 21.579:+.4f} |',
+        '| LOL | PSNR ↑ | 12.5000 | – | – |',
+    ]
 
 
-@pytest.mark.parametrize('make, message', [
-    (lambda d: d / 'missing.log', 'no such log file or folder'),
-    (lambda d: d, 'folder holds no *.log file'),
-    (lambda d: (d / 'empty.log').write_text('2026-01-01 INFO: nothing validated\n') and d / 'empty.log',
-     'no "Validation <set>" results'),
-])
+@pytest.mark.parametrize(
+    'make, message',
+    [
+        (lambda d: d / 'missing.log', 'no such log file or folder'),
+        (lambda d: d, 'folder holds no *.log file'),
+        (
+            lambda d: (d / 'empty.log').write_text('2026-01-01 INFO: nothing validated\n') and d / 'empty.log',
+            'no "Validation <set>" results',
+        ),
+    ],
+)
 def test_errors_are_one_line(tmp_path, make, message):
     result = table(make(tmp_path))
     assert result.returncode == 1 and result.stdout == ''

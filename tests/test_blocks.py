@@ -2,6 +2,7 @@
 and without CLIP's causal mask, and the transformer falls back to open_clip's loop where it does not apply.
 
 That text features through it equal ``encode_text`` and the authors' values is tests/test_clip_parity.py's job."""
+
 import pytest
 import torch
 from open_clip.transformer import QuickGELU, Transformer
@@ -24,9 +25,9 @@ def test_block_forward_equals_open_clips_block(mask):
     assert is_plain_block(block)
     x = torch.randn(3, 7, 32, requires_grad=True)
     expected = block(x, attn_mask=mask)
-    (grad_expected, ) = torch.autograd.grad(expected.square().sum(), x)
+    (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
     got = block_forward(block, x, mask)
-    (grad_got, ) = torch.autograd.grad(got.square().sum(), x)
+    (grad_got,) = torch.autograd.grad(got.square().sum(), x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad_got, grad_expected, rtol=1e-5, atol=1e-5)
 
@@ -35,8 +36,9 @@ def test_block_forward_equals_open_clips_block(mask):
 def test_transformer_forward_equals_open_clips_transformer(options):
     transformer = _transformer(**options)
     x, mask = torch.randn(2, 5, 32), _causal_mask(5)
-    torch.testing.assert_close(transformer_forward(transformer, x, mask), transformer(x, attn_mask=mask),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        transformer_forward(transformer, x, mask), transformer(x, attn_mask=mask), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_transformer_forward_leaves_other_blocks_to_open_clip():

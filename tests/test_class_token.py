@@ -2,6 +2,7 @@
 same weights, and leaves towers whose output is not the class token alone unchanged.
 
 That image features through it still match the authors' values is tests/test_clip_parity.py's job."""
+
 import pytest
 import torch
 from open_clip.modified_resnet import ModifiedResNet
@@ -12,8 +13,17 @@ from cliplit_basicsr.clip.class_token import ClassTokenBlock, class_token_tower
 
 def _vit(**options) -> VisionTransformer:
     torch.manual_seed(0)
-    return VisionTransformer(image_size=32, patch_size=8, width=32, layers=3, heads=4, mlp_ratio=4.0,
-                             output_dim=16, act_layer=QuickGELU, **options).eval()
+    return VisionTransformer(
+        image_size=32,
+        patch_size=8,
+        width=32,
+        layers=3,
+        heads=4,
+        mlp_ratio=4.0,
+        output_dim=16,
+        act_layer=QuickGELU,
+        **options,
+    ).eval()
 
 
 def test_class_token_tower_equals_the_vit_with_the_same_weights():
@@ -31,11 +41,14 @@ def test_class_token_tower_equals_the_vit_with_the_same_weights():
     torch.testing.assert_close(grad_got, grad_expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('tower', [
-    lambda: _vit(pool_type='avg'),
-    lambda: _vit(output_tokens=True),
-    lambda: ModifiedResNet(layers=(1, 1, 1, 1), output_dim=16, heads=2, image_size=64, width=8).eval(),
-])
+@pytest.mark.parametrize(
+    'tower',
+    [
+        lambda: _vit(pool_type='avg'),
+        lambda: _vit(output_tokens=True),
+        lambda: ModifiedResNet(layers=(1, 1, 1, 1), output_dim=16, heads=2, image_size=64, width=8).eval(),
+    ],
+)
 def test_towers_that_read_more_than_the_class_token_are_left_alone(tower):
     tower = tower()
     assert class_token_tower(tower) is tower

@@ -1,4 +1,5 @@
 """Loading frozen CLIPs: the local file formats, sharing, freezing, missing weights, precision options."""
+
 import time
 import warnings
 
@@ -7,8 +8,16 @@ import pytest
 import torch
 from huggingface_hub import constants as hub_constants
 
-from cliplit_basicsr.clip import (RN_MODEL, VIT_MODEL, CLIPLoadError, PrecisionError, image_features, load_clip,
-                                  preprocess_images, resnet_feature_maps)
+from cliplit_basicsr.clip import (
+    RN_MODEL,
+    VIT_MODEL,
+    CLIPLoadError,
+    PrecisionError,
+    image_features,
+    load_clip,
+    preprocess_images,
+    resnet_feature_maps,
+)
 from cliplit_basicsr.losses.cliplit_loss import CLIPEnhanceLoss, CLIPIdentityLoss
 
 
@@ -128,6 +137,7 @@ def test_cpu_bf16_runs_a_cached_bf16_image_tower(vit_file, parity_dir, images):
     """CPU bf16: image towers run on one bf16 copy (no per-call weight casts); the fp32 model is untouched,
     gradients still reach the images, and the losses stay close to fp32."""
     from cliplit_basicsr.clip.loading import low_precision_image_tower
+
     vit = load_clip(VIT_MODEL, vit_file)
     tower = low_precision_image_tower(vit, torch.bfloat16)
     assert tower is low_precision_image_tower(vit, torch.bfloat16) and tower is not vit.visual
@@ -138,8 +148,9 @@ def test_cpu_bf16_runs_a_cached_bf16_image_tower(vit_file, parity_dir, images):
         torch.testing.assert_close(image_features(vit, images, 'bf16'), expected)
     rn_file = str(parity_dir / 'tiny_rn_openai.pt')
     enhanced = images.clone().requires_grad_()
-    losses = {amp: CLIPIdentityLoss(clip_pretrained=rn_file, amp=amp)(enhanced, images.flip(-1))
-              for amp in (None, 'bf16')}
+    losses = {
+        amp: CLIPIdentityLoss(clip_pretrained=rn_file, amp=amp)(enhanced, images.flip(-1)) for amp in (None, 'bf16')
+    }
     grads = [torch.autograd.grad(loss, enhanced)[0] for loss in losses.values()]
     assert losses['bf16'] != losses[None] and losses['bf16'].item() == pytest.approx(losses[None].item(), rel=0.1)
     assert torch.nn.functional.cosine_similarity(grads[0].flatten(), grads[1].flatten(), dim=0) > 0.95

@@ -4,6 +4,7 @@ The tiny OpenAI-format checkpoints are loaded through this package's own loading
 given as ``clip_pretrained``); every shape comes from the fixture file, so other fixture sets made the
 same way (``CLIPLIT_PARITY_DIR``) pass unchanged. Tolerance: the README's rule, exactly.
 """
+
 import hashlib
 from pathlib import Path
 
@@ -11,10 +12,27 @@ import pytest
 import torch
 
 from cliplit_basicsr.archs.prompt_arch import CLIPLITPromptPair, read_prompt_file, x_prompt
-from cliplit_basicsr.clip import (LOGIT_SCALE, RN_MODEL, VIT_MODEL, encode_token_embeddings, image_features, load_clip,
-                                  negative_scores, preprocess_images, prompt_logits, resnet_feature_maps, tokenize)
-from cliplit_basicsr.losses.cliplit_loss import (DEFAULT_LAYER_WEIGHTS, DEFAULT_MARGINS, CLIPEnhanceLoss,
-                                                 CLIPIdentityLoss, PromptInitLoss, PromptRankingLoss)
+from cliplit_basicsr.clip import (
+    LOGIT_SCALE,
+    RN_MODEL,
+    VIT_MODEL,
+    encode_token_embeddings,
+    image_features,
+    load_clip,
+    negative_scores,
+    preprocess_images,
+    prompt_logits,
+    resnet_feature_maps,
+    tokenize,
+)
+from cliplit_basicsr.losses.cliplit_loss import (
+    DEFAULT_LAYER_WEIGHTS,
+    DEFAULT_MARGINS,
+    CLIPEnhanceLoss,
+    CLIPIdentityLoss,
+    PromptInitLoss,
+    PromptRankingLoss,
+)
 
 PROMPT_SETS = ('backlit', 'welllit', 'it', 'it1')
 
@@ -23,8 +41,9 @@ def assert_matches(actual, expected, key: str) -> None:
     """The parity README's tolerance: tensors rtol 1e-4, atol 5e-5 * max|e|; floats rtol 1e-4, atol 1e-6."""
     if torch.is_tensor(expected):
         actual = torch.as_tensor(actual).detach().to(expected.dtype)
-        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=5e-5 * expected.abs().max().item(),
-                                   msg=lambda m: f'{key}: {m}')
+        torch.testing.assert_close(
+            actual, expected, rtol=1e-4, atol=5e-5 * expected.abs().max().item(), msg=lambda m: f'{key}: {m}'
+        )
     else:
         actual = actual.item() if torch.is_tensor(actual) else actual
         assert actual == pytest.approx(expected, rel=1e-4, abs=1e-6), f'{key}: {actual} != {expected}'
@@ -90,8 +109,11 @@ def test_prompt_tokens_and_initialisation(vit, vit_file, parity_fixtures):
     assert_matches(pair.embedding, f['prompt_embedding_init'], 'prompt_embedding_init')
     with torch.no_grad():
         assert_matches(pair(), f['text_features_init'], 'text_features_init')
-        assert_matches(vit.encode_text(f['prompt_tokens'].expand(2, -1)), f['text_features_init_encode_text'],
-                       'text_features_init_encode_text')
+        assert_matches(
+            vit.encode_text(f['prompt_tokens'].expand(2, -1)),
+            f['text_features_init_encode_text'],
+            'text_features_init_encode_text',
+        )
 
 
 @pytest.mark.parametrize('texts', [None, ['a photo of a backlit scene', 'well lit'], ['low light', 'normal light']])
@@ -109,14 +131,16 @@ def test_text_features(prompt, parity_fixtures):
         assert_matches(prompt(), parity_fixtures['text_features'], 'text_features')
 
 
-@pytest.mark.parametrize('pooling, key', [('authors', 'alt_text_features_authors'),
-                                          ('text', 'alt_text_features_encode_text')])
+@pytest.mark.parametrize(
+    'pooling, key', [('authors', 'alt_text_features_authors'), ('text', 'alt_text_features_encode_text')]
+)
 def test_alternative_init_texts(vit, vit_file, parity_fixtures, pooling, key):
     f = parity_fixtures
     texts = f['alt_prompt_texts'].split(' | ')
     assert torch.equal(tokenize(texts, vit).cpu(), f['alt_prompt_tokens'])
-    pair = CLIPLITPromptPair(clip_pretrained=vit_file, init_texts=texts, length_prompt=f['length_prompt'],
-                             pooling=pooling)
+    pair = CLIPLITPromptPair(
+        clip_pretrained=vit_file, init_texts=texts, length_prompt=f['length_prompt'], pooling=pooling
+    )
     assert_matches(pair.embedding, f['alt_prompt_embedding_init'], 'alt_prompt_embedding_init')
     with torch.no_grad():
         assert_matches(pair(), f[key], key)
@@ -126,8 +150,9 @@ def test_image_features(vit, rn, parity_fixtures):
     f = parity_fixtures
     with torch.no_grad():
         assert_matches(image_features(vit, f['input']), f['vit_image_features_input'], 'vit_image_features_input')
-        assert_matches(image_features(vit, f['big_input']), f['big_vit_image_features_input'],
-                       'big_vit_image_features_input')
+        assert_matches(
+            image_features(vit, f['big_input']), f['big_vit_image_features_input'], 'big_vit_image_features_input'
+        )
         assert_matches(image_features(rn, f['input']), f['rn_image_features_input'], 'rn_image_features_input')
         shapes = [m.shape[1:] for m in resnet_feature_maps(rn, f['input'][:1])]
     assert torch.equal(torch.tensor(shapes), f['rn_map_shapes'])
@@ -143,8 +168,9 @@ def test_clip_enhance_loss(vit_file, parity_fixtures):
     assert_matches(loss, f['clip_loss'], 'clip_loss')
     assert_matches(enhanced.grad, f['clip_loss_grad_enhanced'], 'clip_loss_grad_enhanced')
     with torch.no_grad():
-        assert_matches(loss_fn.negative_scores(f['enhanced'], text), f['clip_neg_prob_enhanced'],
-                       'clip_neg_prob_enhanced')
+        assert_matches(
+            loss_fn.negative_scores(f['enhanced'], text), f['clip_neg_prob_enhanced'], 'clip_neg_prob_enhanced'
+        )
         assert_matches(loss_fn(f['big_enhanced'], text), f['big_clip_loss'], 'big_clip_loss')
 
 
@@ -159,10 +185,14 @@ def test_identity_loss(rn_file, parity_fixtures, weights):
     assert_matches(enhanced.grad, f[f'identity_loss_{weights}_grad_enhanced'], f'identity_loss_{weights}_grad_enhanced')
     if weights == 'default':
         with torch.no_grad():
-            assert_matches(loss_fn.per_image_layer_mse(f['enhanced'], f['input']), f['identity_mse_per_image_layer'],
-                           'identity_mse_per_image_layer')
-            assert_matches(loss_fn(f['big_enhanced'], f['big_input']), f['big_identity_loss_default'],
-                           'big_identity_loss_default')
+            assert_matches(
+                loss_fn.per_image_layer_mse(f['enhanced'], f['input']),
+                f['identity_mse_per_image_layer'],
+                'identity_mse_per_image_layer',
+            )
+            assert_matches(
+                loss_fn(f['big_enhanced'], f['big_input']), f['big_identity_loss_default'], 'big_identity_loss_default'
+            )
 
 
 def test_prompt_image_features(prompt_features, parity_fixtures):
@@ -188,8 +218,9 @@ def test_negative_scores(prompt, prompt_features, parity_fixtures):
     with torch.no_grad():
         text = prompt()
         for name in PROMPT_SETS:
-            assert_matches(negative_scores(prompt_features[name], text), parity_fixtures[f'prob_neg_{name}'],
-                           f'prob_neg_{name}')
+            assert_matches(
+                negative_scores(prompt_features[name], text), parity_fixtures[f'prob_neg_{name}'], f'prob_neg_{name}'
+            )
 
 
 @pytest.mark.parametrize('form, sets', [('rank2', PROMPT_SETS[:2]), ('rank3', PROMPT_SETS[:3]), ('rank4', PROMPT_SETS)])
@@ -216,20 +247,24 @@ def test_authors_prompt_file_loads_exactly(parity_dir, vit_file, parity_fixtures
     path = parity_dir / 'prompt_pair_authors_format.pth'
     embedding, eot_indices = read_prompt_file(path)
     assert torch.equal(embedding, parity_fixtures['prompt_embedding']) and eot_indices is None
-    pair = CLIPLITPromptPair(clip_pretrained=vit_file, length_prompt=parity_fixtures['length_prompt'],
-                             init_file=str(path))
+    pair = CLIPLITPromptPair(
+        clip_pretrained=vit_file, length_prompt=parity_fixtures['length_prompt'], init_file=str(path)
+    )
     assert torch.equal(pair.embedding.detach(), parity_fixtures['prompt_embedding'])
     with torch.no_grad():
-        assert_matches(pair(), parity_fixtures['text_features'], 'text_features (authors\' prompt file)')
+        assert_matches(pair(), parity_fixtures['text_features'], "text_features (authors' prompt file)")
 
 
 def test_end_to_end_enhancement_objective(vit_file, rn_file, parity_fixtures):
     """The training script's enhancement objective through the training variant of the network."""
     arch = pytest.importorskip('cliplit_basicsr.archs.cliplit_arch', reason='enhancement network not available')
     from cliplit_basicsr.archs.checkpoint import load_checkpoint
+
     f = parity_fixtures
-    net = load_checkpoint(arch.CLIPLITNet(padding='zeros'),
-                          Path(arch.__file__).resolve().parents[1] / 'weights' / 'init_enhancement_model.pth')
+    net = load_checkpoint(
+        arch.CLIPLITNet(padding='zeros'),
+        Path(arch.__file__).resolve().parents[1] / 'weights' / 'init_enhancement_model.pth',
+    )
     clip_term_fn = CLIPEnhanceLoss(loss_weight=320, clip_pretrained=vit_file)
     identity_term_fn = CLIPIdentityLoss(loss_weight=25, clip_pretrained=rn_file)
     final = torch.clamp(f['input'] / (net(f['input']) + 1e-9), 0, 1)
@@ -244,4 +279,4 @@ def test_end_to_end_enhancement_objective(vit_file, rn_file, parity_fixtures):
     keys = [k for k in f if k.startswith('e2e_grad_')]
     assert keys
     for key in keys:
-        assert_matches(grads[key[len('e2e_grad_'):]], f[key], key)
+        assert_matches(grads[key[len('e2e_grad_') :]], f[key], key)

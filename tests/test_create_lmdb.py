@@ -1,4 +1,5 @@
 """scripts/create_lmdb.py: BasicSR LMDBs that read back, through the dataset, as the folders they came from."""
+
 import importlib.util
 import os
 import re
@@ -10,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-import cliplit_basicsr  # noqa: F401  (registers the dataset)
 from basicsr.data import build_dataset
 from basicsr.data.data_util import paths_from_lmdb
+
+import cliplit_basicsr  # noqa: F401  (registers the dataset)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / 'scripts' / 'create_lmdb.py'
@@ -53,10 +54,18 @@ def _expect_exit_1(argv):
 
 
 def _dataset(root: Path, backend: str):
-    return build_dataset({
-        'type': 'CLIPLITUnpairedDataset', 'name': backend, 'phase': 'train', 'dataroot_backlit': str(root),
-        'use_welllit': False, 'io_backend': {'type': backend}, 'image_size': 64, 'augment': False
-    })
+    return build_dataset(
+        {
+            'type': 'CLIPLITUnpairedDataset',
+            'name': backend,
+            'phase': 'train',
+            'dataroot_backlit': str(root),
+            'use_welllit': False,
+            'io_backend': {'type': backend},
+            'image_size': 64,
+            'augment': False,
+        }
+    )
 
 
 def test_round_trip_through_the_dataset(tmp_path):
@@ -75,8 +84,12 @@ def test_round_trip_through_the_dataset(tmp_path):
     assert not [p for p in tmp_path.iterdir() if 'partial' in p.name]
     # Workers forked after the main process has opened the LMDB open their own environment.
     loader = torch.utils.data.DataLoader(from_lmdb, batch_size=3, num_workers=2)
-    torch.testing.assert_close(torch.cat([batch['backlit'][:, :, :8, :8] for batch in loader]),
-                               torch.stack([from_folder[i]['backlit'][:, :8, :8] for i in range(6)]), rtol=0, atol=0)
+    torch.testing.assert_close(
+        torch.cat([batch['backlit'][:, :, :8, :8] for batch in loader]),
+        torch.stack([from_folder[i]['backlit'][:, :8, :8] for i in range(6)]),
+        rtol=0,
+        atol=0,
+    )
     # A second dataset on the same LMDB in the same process (the training model's two phases do this).
     torch.testing.assert_close(_dataset(lmdb_path, 'lmdb')[2]['backlit'], from_folder[2]['backlit'], rtol=0, atol=0)
 
@@ -91,11 +104,14 @@ def test_several_folders_with_explicit_outputs(tmp_path):
         assert paths_from_lmdb(str(output)) == ['x']
 
 
-@pytest.mark.parametrize('files, pattern', [
-    ({'shot.v2.png': True}, "file stem 'shot.v2' contains a dot"),
-    ({'x.png': True, 'x.jpg': True}, "same stem 'x'"),
-    ({'ok.png': True, 'bad.png': False}, 'bad.png: cannot decode image'),
-])
+@pytest.mark.parametrize(
+    'files, pattern',
+    [
+        ({'shot.v2.png': True}, "file stem 'shot.v2' contains a dot"),
+        ({'x.png': True, 'x.jpg': True}, "same stem 'x'"),
+        ({'ok.png': True, 'bad.png': False}, 'bad.png: cannot decode image'),
+    ],
+)
 def test_refused_folders_write_nothing(tmp_path, capsys, files, pattern):
     for name, valid in files.items():
         if valid:
@@ -120,13 +136,20 @@ def test_existing_output_is_refused_before_any_write(tmp_path, capsys):
 
 @pytest.mark.slow  # a fresh interpreter imports torch, BasicSR and the plugin
 def test_command_line_error_is_one_line(tmp_path):
-    env = {**os.environ, 'HF_HUB_OFFLINE': '1',
-           'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get('PYTHONPATH')]))}
-    result = subprocess.run([sys.executable, str(SCRIPT), '--input', str(tmp_path / 'nowhere')], env=env,
-                            capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        'HF_HUB_OFFLINE': '1',
+        'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get('PYTHONPATH')])),
+    }
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), '--input', str(tmp_path / 'nowhere')],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f'error: --input: folder {tmp_path / "nowhere"} '
-                                                  'does not exist']
+    assert result.stderr.strip().splitlines() == [f'error: --input: folder {tmp_path / "nowhere"} does not exist']
 
 
 def test_paired_test_lmdbs_serve_basicsr_paired_dataset(tmp_path):
@@ -138,10 +161,17 @@ def test_paired_test_lmdbs_serve_basicsr_paired_dataset(tmp_path):
             images[folder, stem] = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
             _write(tmp_path / folder / f'{stem}.png', images[folder, stem])
     create_lmdb.main(['--input', str(tmp_path / 'input'), str(tmp_path / 'gt')])
-    paired = build_dataset({
-        'type': 'PairedImageDataset', 'name': 'val', 'phase': 'val', 'scale': 1, 'io_backend': {'type': 'lmdb'},
-        'dataroot_lq': str(tmp_path / 'input.lmdb'), 'dataroot_gt': str(tmp_path / 'gt.lmdb')
-    })
+    paired = build_dataset(
+        {
+            'type': 'PairedImageDataset',
+            'name': 'val',
+            'phase': 'val',
+            'scale': 1,
+            'io_backend': {'type': 'lmdb'},
+            'dataroot_lq': str(tmp_path / 'input.lmdb'),
+            'dataroot_gt': str(tmp_path / 'gt.lmdb'),
+        }
+    )
     for index in range(2):
         item = paired[index]
         stem = item['lq_path']

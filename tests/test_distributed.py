@@ -6,6 +6,7 @@ normalises the gradient's scale away in the first steps, so a rank-averaging err
 batch, say) would go unseen; with eps = 1 the update follows the gradient's scale. Every checkpoint is
 compared (after prompt initialisation and reconstruction, after each round).
 """
+
 import os
 import signal
 import subprocess
@@ -42,8 +43,9 @@ def _options(workdir: Path, data: Path, parity_dir: Path, processes: int) -> Pat
     option_file = write_options(workdir, data, parity_dir)
     opt = yaml.safe_load(option_file.read_text())
     for section in (opt['datasets']['train'], opt['prompt_dataset']):
-        section.update(batch_size_per_gpu=GLOBAL_BATCH // processes, augment=False, num_worker_per_gpu=0,
-                       persistent_workers=False)
+        section.update(
+            batch_size_per_gpu=GLOBAL_BATCH // processes, augment=False, num_worker_per_gpu=0, persistent_workers=False
+        )
     opt['train']['optim_g'].update(lr=1.0, eps=1.0)  # gradients are ~1e-4 here: steps of ~1e-4
     opt['train']['optim_prompt'].update(lr=0.01, eps=1.0)
     option_file.write_text(yaml.safe_dump(opt, sort_keys=False))
@@ -51,8 +53,15 @@ def _options(workdir: Path, data: Path, parity_dir: Path, processes: int) -> Pat
 
 
 def _run(workdir: Path, command) -> None:
-    process = subprocess.Popen(command, cwd=workdir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=workdir,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -66,8 +75,22 @@ def _run(workdir: Path, command) -> None:
 def runs(tmp_path_factory, data, parity_dir):
     one, two = tmp_path_factory.mktemp('one_process'), tmp_path_factory.mktemp('two_processes')
     _run(one, [sys.executable, '-m', 'cliplit_basicsr.train', '-opt', str(_options(one, data, parity_dir, 1))])
-    _run(two, [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '-m',
-               'cliplit_basicsr.train', '-opt', str(_options(two, data, parity_dir, 2)), '--launcher', 'pytorch'])
+    _run(
+        two,
+        [
+            sys.executable,
+            '-m',
+            'torch.distributed.run',
+            '--standalone',
+            '--nproc_per_node=2',
+            '-m',
+            'cliplit_basicsr.train',
+            '-opt',
+            str(_options(two, data, parity_dir, 2)),
+            '--launcher',
+            'pytorch',
+        ],
+    )
     return one / 'experiments' / 'tiny', two / 'experiments' / 'tiny'
 
 
@@ -94,5 +117,10 @@ def test_same_weights_as_one_process(runs, network):
         assert expected.keys() == actual.keys()
         for key in expected:
             scale = expected[key].abs().max().item() if expected[key].is_floating_point() else 0
-            torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=FLOAT_TOLERANCE[network] * scale,
-                                       msg=lambda message: f'{name}: {key}: {message}')
+            torch.testing.assert_close(
+                actual[key],
+                expected[key],
+                rtol=0,
+                atol=FLOAT_TOLERANCE[network] * scale,
+                msg=lambda message: f'{name}: {key}: {message}',
+            )

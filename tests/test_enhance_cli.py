@@ -1,4 +1,5 @@
 """CLIPLITEnhancer on every input kind, and cliplit-enhance on good, odd and bad inputs."""
+
 import os
 
 import cv2
@@ -122,7 +123,7 @@ def input_folder(tmp_path):
     cv2.imwrite(str(folder / 'alpha.png'), np.dstack([bgr, np.full((H, W), 77, np.uint8)]))
     (folder / 'notes.txt').write_text('not an image')
     jpeg = (folder / 'colour.jpg').read_bytes()
-    (folder / 'truncated.jpg').write_bytes(jpeg[:len(jpeg) // 2])
+    (folder / 'truncated.jpg').write_bytes(jpeg[: len(jpeg) // 2])
     (folder / 'garbage.png').write_bytes(b'\x89PNG not really')
     return folder
 
@@ -150,13 +151,16 @@ def test_cli_single_file_matches_api(input_folder, tmp_path, enhancer):
     assert np.array_equal(read_image(tmp_path / 'colour.png'), enhancer.enhance(read_image(source)))
 
 
-@pytest.mark.parametrize('args, message', [
-    (['-i', '{missing}'], 'no such file or folder'),
-    (['-o', '{file}/sub'], 'not a writable folder'),
-    (['--device', 'tpu'], "device 'tpu' is unknown"),
-    (['--ckpt', '{file}'], 'not a torch file'),
-    (['--ckpt', '{missing}'], 'no such file'),
-])
+@pytest.mark.parametrize(
+    'args, message',
+    [
+        (['-i', '{missing}'], 'no such file or folder'),
+        (['-o', '{file}/sub'], 'not a writable folder'),
+        (['--device', 'tpu'], "device 'tpu' is unknown"),
+        (['--ckpt', '{file}'], 'not a torch file'),
+        (['--ckpt', '{missing}'], 'no such file'),
+    ],
+)
 def test_cli_bad_arguments_one_line(input_folder, tmp_path, capsys, args, message):
     paths = {'missing': tmp_path / 'absent', 'file': input_folder / 'notes.txt'}
     argv = {'-i': str(input_folder), '-o': str(tmp_path / 'out'), '--device': 'cpu'}

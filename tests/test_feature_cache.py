@@ -1,5 +1,6 @@
 """Prompt-phase CLIP features kept for images that recur exactly (flips/transpose only) and recomputed for
 warped ones; the keys a batch gets from its augmentation draws."""
+
 import pytest
 import torch
 from torch.utils.data import default_collate
@@ -57,9 +58,14 @@ def test_key_count_must_match_the_images():
 
 
 def test_exact_variants_name_the_flip_transpose_image_and_refuse_warped_draws():
-    draws = [AugmentParams(), AugmentParams(hflip=True), AugmentParams(vflip=True, transpose=True),
-             AugmentParams(hflip=True, zoom=True, zoom_x=1.2, zoom_y=0.8), AugmentParams(rotate=True, angle=10.0),
-             AugmentParams(hflip=True, vflip=True, transpose=True)]
+    draws = [
+        AugmentParams(),
+        AugmentParams(hflip=True),
+        AugmentParams(vflip=True, transpose=True),
+        AugmentParams(hflip=True, zoom=True, zoom_x=1.2, zoom_y=0.8),
+        AugmentParams(rotate=True, angle=10.0),
+        AugmentParams(hflip=True, vflip=True, transpose=True),
+    ]
     assert exact_variants(default_collate([d.as_dict() for d in draws])) == [0, 1, 6, None, None, 7]
 
 

@@ -3,6 +3,7 @@ where it has no autograd, and is not made for towers whose blocks it does not co
 
 That prompt-step image features through it still match the authors' values is tests/test_clip_parity.py's
 job (they are computed without autograd on CPU, hence through this tower)."""
+
 import pytest
 import torch
 from open_clip.modified_resnet import ModifiedResNet
@@ -15,8 +16,21 @@ from cliplit_basicsr.clip.fused_vit import FusedBlock, PatchEmbedding, fused_ops
 
 def _vit(image_size: int = 32, act_layer=QuickGELU, **options) -> VisionTransformer:
     torch.manual_seed(0)
-    vit = VisionTransformer(image_size=image_size, patch_size=8, width=32, layers=3, heads=4, mlp_ratio=4.0,
-                            output_dim=16, act_layer=act_layer, **options).eval().requires_grad_(False)
+    vit = (
+        VisionTransformer(
+            image_size=image_size,
+            patch_size=8,
+            width=32,
+            layers=3,
+            heads=4,
+            mlp_ratio=4.0,
+            output_dim=16,
+            act_layer=act_layer,
+            **options,
+        )
+        .eval()
+        .requires_grad_(False)
+    )
     with torch.no_grad():  # non-trivial biases and norms, so that every scaled term shows in the output
         for name, p in vit.named_parameters():
             if name.endswith(('bias', 'ln_1.weight', 'ln_2.weight')):
@@ -96,13 +110,16 @@ def test_image_features_use_the_fused_tower_without_autograd_only(monkeypatch):
     torch.testing.assert_close(differentiable.detach(), plain, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('tower', [
-    lambda: _vit(pool_type='avg'),
-    lambda: _vit(act_layer=nn.GELU),
-    lambda: _vit(ls_init_value=0.1),
-    lambda: _vit().train(),
-    lambda: ModifiedResNet(layers=(1, 1, 1, 1), output_dim=16, heads=2, image_size=64, width=8).eval(),
-])
+@pytest.mark.parametrize(
+    'tower',
+    [
+        lambda: _vit(pool_type='avg'),
+        lambda: _vit(act_layer=nn.GELU),
+        lambda: _vit(ls_init_value=0.1),
+        lambda: _vit().train(),
+        lambda: ModifiedResNet(layers=(1, 1, 1, 1), output_dim=16, heads=2, image_size=64, width=8).eval(),
+    ],
+)
 def test_towers_it_does_not_compute_get_none(tower):
     assert fused_vit_tower(tower()) is None
 

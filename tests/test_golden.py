@@ -1,4 +1,5 @@
 """cliplit-enhance reproduces the authors' own test-script outputs on the reference samples."""
+
 import numpy as np
 import pytest
 import torch
@@ -15,8 +16,9 @@ from cliplit_basicsr.image_io import read_image
 def test_cli_reproduces_authors_outputs(reference_dir, tmp_path):
     samples = sorted((reference_dir / 'samples').glob('*.jpg'))
     assert samples
-    assert main(['-i', str(reference_dir / 'samples'), '-o', str(tmp_path), '--ckpt', 'official',
-                 '--device', 'cpu']) == 0
+    assert (
+        main(['-i', str(reference_dir / 'samples'), '-o', str(tmp_path), '--ckpt', 'official', '--device', 'cpu']) == 0
+    )
     for sample in samples:
         expected = np.asarray(Image.open(reference_dir / 'expected' / f'{sample.stem}.png')).astype(np.int16)
         ours = np.asarray(Image.open(tmp_path / f'{sample.stem}.png')).astype(np.int16)

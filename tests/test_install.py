@@ -4,6 +4,7 @@ Tests that start a fresh interpreter need the package installed (README command 
 start-up hook is a ``.pth`` file in site-packages; they run from a temporary directory so that the
 repository is not on ``sys.path`` by accident.
 """
+
 import json
 import os
 import socket
@@ -43,6 +44,7 @@ def write_options(path: Path, options: dict) -> Path:
 
 def test_import_registers_into_every_basicsr_registry():
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+
     for registry in (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY):
         modules = {getattr(obj, '__module__', '') for obj in registry._obj_map.values()}
         assert any(m.startswith('cliplit_basicsr.') for m in modules), f'nothing registered in {registry._name}'
@@ -89,6 +91,7 @@ def test_no_hook_variable_disables_the_plugin_import_but_keeps_the_shim(tmp_path
 def test_functional_tensor_shim_is_a_new_module_with_the_private_modules_names():
     import torchvision.transforms._functional_tensor as private
     import torchvision.transforms.functional_tensor as shim
+
     assert shim is not private
     assert shim.__name__ == 'torchvision.transforms.functional_tensor'
     assert shim.rgb_to_grayscale is private.rgb_to_grayscale
@@ -102,32 +105,38 @@ def test_interpreter_start_runs_the_hook_without_importing_torch(tmp_path):
     assert not heavy, f'interpreter start imports {sorted(heavy)}'
 
 
-@pytest.mark.parametrize('argv, expected', [
-    (['python', '-m', 'basicsr.train', '-opt', 'x.yml'], 'basicsr.train'),
-    (['python', '-u', '-m', 'basicsr.train'], 'basicsr.train'),
-    (['python', '-mbasicsr.test'], 'basicsr.test'),
-    (['python', '-Bum', 'basicsr.train'], 'basicsr.train'),
-    (['python', '-X', 'importtime', '-W', 'ignore', '-m', 'basicsr.train'], 'basicsr.train'),
-    (['python', '--check-hash-based-pycs', 'always', '-m', 'basicsr.test'], 'basicsr.test'),
-    (['python', 'train.py', '-m', 'basicsr.train'], None),
-    (['python', '-c', 'pass', '-m', 'basicsr.train'], None),
-    (['python', '-X', '-m'], None),
-    (['python'], None),
-])
+@pytest.mark.parametrize(
+    'argv, expected',
+    [
+        (['python', '-m', 'basicsr.train', '-opt', 'x.yml'], 'basicsr.train'),
+        (['python', '-u', '-m', 'basicsr.train'], 'basicsr.train'),
+        (['python', '-mbasicsr.test'], 'basicsr.test'),
+        (['python', '-Bum', 'basicsr.train'], 'basicsr.train'),
+        (['python', '-X', 'importtime', '-W', 'ignore', '-m', 'basicsr.train'], 'basicsr.train'),
+        (['python', '--check-hash-based-pycs', 'always', '-m', 'basicsr.test'], 'basicsr.test'),
+        (['python', 'train.py', '-m', 'basicsr.train'], None),
+        (['python', '-c', 'pass', '-m', 'basicsr.train'], None),
+        (['python', '-X', '-m'], None),
+        (['python'], None),
+    ],
+)
 def test_run_module_name_reads_the_interpreter_arguments(argv, expected):
     assert hook.run_module_name(argv) == expected
 
 
-@pytest.mark.parametrize('argv, expected', [
-    (['python', '-m', 'basicsr.train', '-opt', 'x.yml'], True),
-    (['python', '-u', '-m', 'cliplit_basicsr.train', '--launcher', 'pytorch'], True),
-    (['/venv/bin/python', '/venv/bin/cliplit-train', '-opt', 'x.yml'], True),
-    (['python', '-m', 'basicsr.test', '-opt', 'x.yml'], False),
-    (['/venv/bin/python', '/venv/bin/cliplit-enhance', '-i', 'x'], False),
-    (['python', 'train.py', '-opt', 'x.yml'], False),
-    (['python', '-c', 'import cliplit_basicsr'], False),
-    (['python', '-m', 'pytest'], False),
-])
+@pytest.mark.parametrize(
+    'argv, expected',
+    [
+        (['python', '-m', 'basicsr.train', '-opt', 'x.yml'], True),
+        (['python', '-u', '-m', 'cliplit_basicsr.train', '--launcher', 'pytorch'], True),
+        (['/venv/bin/python', '/venv/bin/cliplit-train', '-opt', 'x.yml'], True),
+        (['python', '-m', 'basicsr.test', '-opt', 'x.yml'], False),
+        (['/venv/bin/python', '/venv/bin/cliplit-enhance', '-i', 'x'], False),
+        (['python', 'train.py', '-opt', 'x.yml'], False),
+        (['python', '-c', 'import cliplit_basicsr'], False),
+        (['python', '-m', 'pytest'], False),
+    ],
+)
 def test_training_commands_are_recognised_from_the_interpreter_arguments(argv, expected):
     assert hook.is_training_command(argv) is expected
 
@@ -135,13 +144,16 @@ def test_training_commands_are_recognised_from_the_interpreter_arguments(argv, e
 GLIBC = hook.uses_glibc()
 
 
-@pytest.mark.parametrize('environ, applies', [
-    ({}, True),
-    ({'CLIPLIT_KEEP_FREED_MEMORY': '1'}, True),
-    ({'CLIPLIT_KEEP_FREED_MEMORY': '0'}, False),
-    ({'MALLOC_ARENA_MAX': '2'}, False),  # the user tunes glibc's malloc: left alone
-    ({'GLIBC_TUNABLES': 'glibc.malloc.mmap_max=0'}, False),
-])
+@pytest.mark.parametrize(
+    'environ, applies',
+    [
+        ({}, True),
+        ({'CLIPLIT_KEEP_FREED_MEMORY': '1'}, True),
+        ({'CLIPLIT_KEEP_FREED_MEMORY': '0'}, False),
+        ({'MALLOC_ARENA_MAX': '2'}, False),  # the user tunes glibc's malloc: left alone
+        ({'GLIBC_TUNABLES': 'glibc.malloc.mmap_max=0'}, False),
+    ],
+)
 def test_keep_freed_memory_environment_respects_the_users_settings(environ, applies):
     applies = applies and GLIBC  # other C libraries do not read these variables
     assert hook.keep_freed_memory_environment(environ) == ({**environ, **hook.KEEP_FREED_MEMORY} if applies else None)
@@ -151,12 +163,14 @@ def test_keep_freed_memory_environment_respects_the_users_settings(environ, appl
 def test_a_training_command_restarts_in_place_keeping_freed_memory(tmp_path, switch, expected):
     expected = expected if GLIBC else None
     script = tmp_path / 'cliplit-train'  # a stand-in with the console script's name: the hook acts on the name
-    script.write_text('import json, os, sys\n'
-                      'print(json.dumps([os.getpid(), sys.argv[1:], os.environ.get("MALLOC_MMAP_MAX_")]))\n')
+    script.write_text(
+        'import json, os, sys\nprint(json.dumps([os.getpid(), sys.argv[1:], os.environ.get("MALLOC_MMAP_MAX_")]))\n'
+    )
     env = dict(os.environ, CLIPLIT_KEEP_FREED_MEMORY=switch)
     env = {k: v for k, v in env.items() if not k.startswith('MALLOC_')}
-    proc = subprocess.Popen([sys.executable, str(script), '-opt', 'x y.yml'], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), '-opt', 'x y.yml'], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+    )
     pid, args, mmap_max = json.loads(proc.communicate(timeout=60)[0])
     assert (pid, args, mmap_max) == (proc.pid, ['-opt', 'x y.yml'], expected)
 
@@ -166,11 +180,14 @@ def test_a_training_command_restarts_in_place_keeping_freed_memory(tmp_path, swi
 MINIMAL_OPTIONS = {'name': 'tiny', 'num_gpu': 0, 'manual_seed': 0, 'datasets': {}, 'path': {}, 'logger': {}}
 
 
-@pytest.mark.parametrize('is_train, folder, key', [(True, 'experiments', 'experiments_root'),
-                                                   (False, 'results', 'results_root')])
+@pytest.mark.parametrize(
+    'is_train, folder, key', [(True, 'experiments', 'experiments_root'), (False, 'results', 'results_root')]
+)
 def test_parse_options_roots_basicsr_install_folder_at_the_current_directory(
-        tmp_path, monkeypatch, is_train, folder, key):
+    tmp_path, monkeypatch, is_train, folder, key
+):
     from basicsr.utils.options import parse_options
+
     options = write_options(tmp_path / 'tiny.yml', MINIMAL_OPTIONS)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', str(options)])
@@ -186,6 +203,7 @@ def test_basicsr_entry_modules_use_the_patched_functions():
     import basicsr.train
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import dist_util, options
+
     for module in (options, basicsr.train, basicsr.test):
         assert module.parse_options is basicsr_patches.parse_options
     assert options.init_dist is dist_util.init_dist is basicsr_patches.init_dist
@@ -193,15 +211,19 @@ def test_basicsr_entry_modules_use_the_patched_functions():
     assert basicsr.train.load_resume_state is basicsr_patches.load_resume_state
 
 
-@pytest.mark.parametrize('content, expected', [
-    (None, 'cannot read option file'),
-    (b'\x89PNG\r\n', 'cannot read option file'),
-    ('name: [unclosed', 'is not valid YAML'),
-    ('- a list\n- not a mapping\n', 'must hold a mapping of options, not list'),
-    (yaml.safe_dump({'name': 'x', 'num_gpu': 0}), "missing option 'datasets'"),
-])
+@pytest.mark.parametrize(
+    'content, expected',
+    [
+        (None, 'cannot read option file'),
+        (b'\x89PNG\r\n', 'cannot read option file'),
+        ('name: [unclosed', 'is not valid YAML'),
+        ('- a list\n- not a mapping\n', 'must hold a mapping of options, not list'),
+        (yaml.safe_dump({'name': 'x', 'num_gpu': 0}), "missing option 'datasets'"),
+    ],
+)
 def test_bad_option_files_raise_one_option_error_naming_the_file(tmp_path, monkeypatch, content, expected):
     from basicsr.utils.options import parse_options
+
     options = tmp_path / 'bad.yml'
     if isinstance(content, bytes):
         options.write_bytes(content)
@@ -215,16 +237,21 @@ def test_bad_option_files_raise_one_option_error_naming_the_file(tmp_path, monke
 
 def _training_state_options(tmp_path, auto_resume, resume_state=None):
     return {
-        'auto_resume': auto_resume, 'num_gpu': 0, 'network_g': {'type': 'X'},
-        'path': {'training_states': str(tmp_path / 'training_states'), 'models': str(tmp_path / 'models'),
-                 'resume_state': resume_state}
+        'auto_resume': auto_resume,
+        'num_gpu': 0,
+        'network_g': {'type': 'X'},
+        'path': {
+            'training_states': str(tmp_path / 'training_states'),
+            'models': str(tmp_path / 'models'),
+            'resume_state': resume_state,
+        },
     }
 
 
 def test_load_resume_state_finds_the_newest_state_and_loads_it_on_cpu(tmp_path):
     (tmp_path / 'training_states').mkdir()
     for iteration in (3, 12):
-        state = {'epoch': 0, 'iter': iteration, 'optimizers': [{'t': torch.full((2, ), float(iteration))}]}
+        state = {'epoch': 0, 'iter': iteration, 'optimizers': [{'t': torch.full((2,), float(iteration))}]}
         torch.save(state, tmp_path / 'training_states' / f'{iteration}.state')
     opt = _training_state_options(tmp_path, auto_resume=True)
     state = basicsr_patches.load_resume_state(opt)
@@ -240,6 +267,7 @@ def test_load_resume_state_finds_the_newest_state_and_loads_it_on_cpu(tmp_path):
 
 def test_checkpoint_saves_are_atomic(tmp_path):
     from basicsr.models import base_model
+
     assert base_model.torch.save is atomic_torch_save  # BasicSR's save_network / save_training_state
     target = tmp_path / '4.state'
     atomic_torch_save({'iter': 4}, target)
@@ -270,8 +298,14 @@ def test_gloo_process_group_and_cpu_ddp_in_one_process(tmp_path):
     with socket.socket() as probe:
         probe.bind(('127.0.0.1', 0))
         port = probe.getsockname()[1]
-    env = {'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '1', 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port),
-           'CUDA_VISIBLE_DEVICES': ''}
+    env = {
+        'RANK': '0',
+        'LOCAL_RANK': '0',
+        'WORLD_SIZE': '1',
+        'MASTER_ADDR': '127.0.0.1',
+        'MASTER_PORT': str(port),
+        'CUDA_VISIBLE_DEVICES': '',
+    }
     result = run_python(['-c', code], cwd=tmp_path, env_update=env)
     assert result.returncode == 0, result.stderr
     assert 'gloo ok' in result.stdout
@@ -281,7 +315,6 @@ def test_gloo_process_group_and_cpu_ddp_in_one_process(tmp_path):
 
 
 class _FailingDataset(torch.utils.data.Dataset):
-
     def __len__(self):
         return 1
 
@@ -301,7 +334,7 @@ def test_exit_on_user_error_prints_one_line_and_exits_1(capsys):
 
     @exit_on_user_error
     def entry():
-        raise OptionError('options/x.yml: missing option \'name\'')
+        raise OptionError("options/x.yml: missing option 'name'")
 
     with pytest.raises(SystemExit) as exit_info:
         entry()
@@ -322,18 +355,45 @@ def test_entry_points_report_a_missing_option_file_in_one_line(tmp_path, module)
 def _tiny_sr_options(data: Path) -> dict:
     """A BasicSR SRModel run small enough for a CPU test: 2 iterations, checkpoint every 2."""
     return {
-        'name': 'tiny_sr', 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
-        'datasets': {'train': {
-            'name': 'tiny', 'type': 'PairedImageDataset', 'dataroot_gt': str(data / 'gt'),
-            'dataroot_lq': str(data / 'lq'), 'io_backend': {'type': 'disk'}, 'filename_tmpl': '{}',
-            'gt_size': 16, 'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0,
-            'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 1, 'prefetch_mode': None}},
-        'network_g': {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 4, 'num_block': 1,
-                      'upscale': 2},
+        'name': 'tiny_sr',
+        'model_type': 'SRModel',
+        'scale': 2,
+        'num_gpu': 0,
+        'manual_seed': 0,
+        'datasets': {
+            'train': {
+                'name': 'tiny',
+                'type': 'PairedImageDataset',
+                'dataroot_gt': str(data / 'gt'),
+                'dataroot_lq': str(data / 'lq'),
+                'io_backend': {'type': 'disk'},
+                'filename_tmpl': '{}',
+                'gt_size': 16,
+                'use_hflip': True,
+                'use_rot': True,
+                'num_worker_per_gpu': 0,
+                'batch_size_per_gpu': 2,
+                'dataset_enlarge_ratio': 1,
+                'prefetch_mode': None,
+            }
+        },
+        'network_g': {
+            'type': 'MSRResNet',
+            'num_in_ch': 3,
+            'num_out_ch': 3,
+            'num_feat': 4,
+            'num_block': 1,
+            'upscale': 2,
+        },
         'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3},
-                  'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
-                  'total_iter': 2, 'warmup_iter': -1, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
+        'train': {
+            'ema_decay': 0,
+            'optim_g': {'type': 'Adam', 'lr': 1e-3},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
+            'total_iter': 2,
+            'warmup_iter': -1,
+            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0},
+        },
         'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False},
     }
 
@@ -344,7 +404,9 @@ def test_python_m_basicsr_train_writes_under_cwd_and_auto_resumes_on_cpu(tmp_pat
     for folder, size in (('gt', 32), ('lq', 16)):
         (tmp_path / 'data' / folder).mkdir(parents=True)
         for index in range(4):
-            cv2.imwrite(str(tmp_path / 'data' / folder / f'{index}.png'), rng.integers(0, 256, (size, size, 3), np.uint8))
+            cv2.imwrite(
+                str(tmp_path / 'data' / folder / f'{index}.png'), rng.integers(0, 256, (size, size, 3), np.uint8)
+            )
     options = write_options(tmp_path / 'tiny_sr.yml', _tiny_sr_options(tmp_path / 'data'))
     work = tmp_path / 'work'
     work.mkdir()
@@ -354,8 +416,11 @@ def test_python_m_basicsr_train_writes_under_cwd_and_auto_resumes_on_cpu(tmp_pat
     states = work / 'experiments' / 'tiny_sr' / 'training_states'
     assert sorted(p.name for p in states.iterdir()) == ['2.state']
 
-    second = run_python(['-m', 'basicsr.train', '-opt', str(options), '--auto_resume', '--force_yml',
-                         'train:total_iter=4'], cwd=work, env_update={'CUDA_VISIBLE_DEVICES': ''})
+    second = run_python(
+        ['-m', 'basicsr.train', '-opt', str(options), '--auto_resume', '--force_yml', 'train:total_iter=4'],
+        cwd=work,
+        env_update={'CUDA_VISIBLE_DEVICES': ''},
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     log = '\n'.join(p.read_text() for p in (work / 'experiments' / 'tiny_sr').glob('train_tiny_sr_*.log'))
     assert 'Resuming training from epoch: 0, iter: 2.' in log

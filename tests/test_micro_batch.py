@@ -1,5 +1,6 @@
 """Forward/backward in micro-batches gives the whole batch's loss terms and gradients (the network phases'
 losses are sums or means of per-image terms)."""
+
 import copy
 from pathlib import Path
 
@@ -22,8 +23,10 @@ def _enhancement_terms(net, clip_fn, identity_fn, text):
 
     def terms_of(x, share):
         out = torch.clamp(x / (net(x) + 1e-9), 0, 1)
-        terms = {'l_clip': batch_share(clip_fn, clip_fn(out, text), share),
-                 'l_identity': batch_share(identity_fn, identity_fn(out, x), share)}
+        terms = {
+            'l_clip': batch_share(clip_fn, clip_fn(out, text), share),
+            'l_identity': batch_share(identity_fn, identity_fn(out, x), share),
+        }
         terms['total'] = terms['l_clip'] + terms['l_identity']
         return terms
 

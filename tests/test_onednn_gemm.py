@@ -3,6 +3,7 @@ linear layers' GEMMs (including nn.MultiheadAttention's), on fp32 CPU tensors on
 
 That the identity loss through it still matches the authors' values is tests/test_clip_parity.py's job
 (its target maps are computed without autograd, hence through this route)."""
+
 import pytest
 import torch
 from torch import nn
@@ -108,6 +109,7 @@ def test_differentiable_linear_leaves_autocast_and_other_dtypes_to_pytorch(route
 
 def test_packed_weights_follow_in_place_changes_and_go_with_their_weight():
     import gc
+
     x, weight = torch.randn(3, 8), torch.randn(4, 8)
     torch.testing.assert_close(onednn_gemm.linear(x, weight), x @ weight.t())
     with torch.no_grad():

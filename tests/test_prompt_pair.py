@@ -1,4 +1,5 @@
 """The prompt pair as a BasicSR network: registry, state dict without CLIP, files in and out."""
+
 import pytest
 import torch
 from basicsr.archs import build_network

@@ -2,6 +2,7 @@
 
 pyiqa's real weights cannot be downloaded here; random weights in the right shapes exercise the same path.
 """
+
 import subprocess
 import sys
 from pathlib import Path
@@ -80,12 +81,19 @@ def test_metric_is_built_once(weights, monkeypatch):
     assert get_pyiqa_metric('musiq', 'cpu', pretrained='koniq10k', pretrained_model_path=str(weights.musiq)) is first
 
 
-@pytest.mark.parametrize('metric, wanted', [
-    ('calculate_musiq', lambda: __import__('pyiqa.archs.musiq_arch', fromlist=['x']).default_model_urls['koniq10k']),
-    ('calculate_lpips', lambda: __import__('torchvision.models', fromlist=['x']).AlexNet_Weights.IMAGENET1K_V1.url),
-])
+@pytest.mark.parametrize(
+    'metric, wanted',
+    [
+        (
+            'calculate_musiq',
+            lambda: __import__('pyiqa.archs.musiq_arch', fromlist=['x']).default_model_urls['koniq10k'],
+        ),
+        ('calculate_lpips', lambda: __import__('torchvision.models', fromlist=['x']).AlexNet_Weights.IMAGENET1K_V1.url),
+    ],
+)
 def test_missing_weights_offline_is_one_line_naming_the_file(metric, wanted, images, tmp_path, monkeypatch):
     from pyiqa.utils import download_util
+
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty_torch_home'))
     monkeypatch.setattr(download_util, 'DEFAULT_CACHE_DIR', str(tmp_path / 'empty_pyiqa_cache'))

@@ -3,22 +3,34 @@
 Expected iterations are worked out by hand from the rules (lengths, extensions, 20/30 best tracking with
 a zero-filled window, the two alternating result slots), never taken from this code's own output.
 """
+
 import io
 import math
 
 import pytest
 import torch
 
-from cliplit_basicsr.models.schedule import (PROMPT_BEST_START, Phase, ScheduleError, ScheduleOptions,
-                                             TrainingSchedule)
+from cliplit_basicsr.models.schedule import PROMPT_BEST_START, Phase, ScheduleError, ScheduleOptions, TrainingSchedule
 
 INIT, RECON, ENH, PROMPT = Phase.PROMPT_INIT, Phase.RECONSTRUCTION, Phase.ENHANCEMENT, Phase.PROMPT_REFINEMENT
 
 
 def tiny(**overrides):
-    values = dict(prompt_init_iters=4, prompt_init_min_iters=0, reconstruction_iters=3, reconstruction_min_iters=0,
-                  restart_after=2, restart_extension=2, enhancement_iters=4, enhancement_extension=2,
-                  prompt_refinement_iters=2, prompt_extension=3, check_period=2, prompt_check_period=2, window=3)
+    values = dict(
+        prompt_init_iters=4,
+        prompt_init_min_iters=0,
+        reconstruction_iters=3,
+        reconstruction_min_iters=0,
+        restart_after=2,
+        restart_extension=2,
+        enhancement_iters=4,
+        enhancement_extension=2,
+        prompt_refinement_iters=2,
+        prompt_extension=3,
+        check_period=2,
+        prompt_check_period=2,
+        window=3,
+    )
     values.update(overrides)
     return ScheduleOptions(**values)
 
@@ -40,14 +52,22 @@ def transitions(trace):
 def test_full_path_phase_order_and_lengths():
     schedule = TrainingSchedule(tiny(), prompt_init=True, reconstruction=True)
     trace = run(schedule, 4 + 3 + 2 * (4 + 2))
-    assert transitions(trace) == [(4, (INIT, RECON)), (7, (RECON, ENH)), (11, (ENH, PROMPT)), (13, (PROMPT, ENH)),
-                                  (17, (ENH, PROMPT)), (19, (PROMPT, ENH))]
+    assert transitions(trace) == [
+        (4, (INIT, RECON)),
+        (7, (RECON, ENH)),
+        (11, (ENH, PROMPT)),
+        (13, (PROMPT, ENH)),
+        (17, (ENH, PROMPT)),
+        (19, (PROMPT, ENH)),
+    ]
     assert [rnd for it, phase, rnd, _ in trace if phase is ENH] == [1] * 4 + [2] * 4
     assert schedule.round == 3 and schedule.phase is ENH
 
 
-@pytest.mark.parametrize('prompt_init,reconstruction,first', [(True, True, INIT), (False, True, RECON),
-                                                              (True, False, INIT), (False, False, ENH)])
+@pytest.mark.parametrize(
+    'prompt_init,reconstruction,first',
+    [(True, True, INIT), (False, True, RECON), (True, False, INIT), (False, False, ENH)],
+)
 def test_loaded_prompt_or_network_skips_stages(prompt_init, reconstruction, first):
     schedule = TrainingSchedule(tiny(), prompt_init=prompt_init, reconstruction=reconstruction)
     assert schedule.phase is first
@@ -161,7 +181,7 @@ def test_it_and_it_minus_one_alternate_between_slots():
         schedule.step(it, 1.0)
     # round 1: only I_t (3-term ranking) from slot 0; then I_t is always the newest round, I_{t-1} the one
     # before, and the two slots alternate
-    assert seen[1] == ((0, ), (1, ))
+    assert seen[1] == ((0,), (1,))
     assert seen[2] == ((1, 0), (2, 1))
     assert seen[3] == ((0, 1), (3, 2))
     assert seen[4] == ((1, 0), (4, 3))
@@ -173,7 +193,7 @@ def test_ranking_before_any_output_and_ablations():
     schedule = TrainingSchedule(options, prompt_init=False, reconstruction=False)
     schedule.step(1, 1.0)
     assert schedule.phase is PROMPT and schedule.ranking_slots() == ()
-    for ranking_outputs, expected in ((0, ()), (1, (1, )), (2, (1, 0))):
+    for ranking_outputs, expected in ((0, ()), (1, (1,)), (2, (1, 0))):
         schedule = TrainingSchedule(tiny(ranking_outputs=ranking_outputs), prompt_init=False, reconstruction=False)
         run(schedule, 10)  # round 1 (4 + 2), round 2 enhancement (4): now refining after round 2
         assert schedule.phase is PROMPT and schedule.round == 2
@@ -206,12 +226,15 @@ def test_state_round_trip_continues_identically():
     assert [(it, p, r, vars(o)) for it, p, r, o in actual] == [(it, p, r, vars(o)) for it, p, r, o in expected]
 
 
-@pytest.mark.parametrize('bad,message', [
-    (dict(enhancement_iters=0), 'enhancement_iters=0'),
-    (dict(window=-1), 'window=-1'),
-    (dict(check_period=2.5), 'check_period=2.5'),
-    (dict(ranking_outputs=3), 'ranking_outputs=3'),
-])
+@pytest.mark.parametrize(
+    'bad,message',
+    [
+        (dict(enhancement_iters=0), 'enhancement_iters=0'),
+        (dict(window=-1), 'window=-1'),
+        (dict(check_period=2.5), 'check_period=2.5'),
+        (dict(ranking_outputs=3), 'ranking_outputs=3'),
+    ],
+)
 def test_bad_options_are_one_line_errors(bad, message):
     with pytest.raises(ScheduleError, match=message) as info:
         tiny(**bad)
@@ -229,12 +252,19 @@ def test_minimum_stage_lengths_are_enforced_only_for_stages_that_run():
 
 def test_authors_defaults():
     o = ScheduleOptions()
-    assert (o.prompt_init_iters, o.reconstruction_iters, o.enhancement_iters,
-            o.enhancement_iters + o.prompt_refinement_iters) == (8000, 1000, 2100, 3100)
-    assert (o.enhancement_extension, o.enhancement_loss_threshold, o.prompt_extension,
-            o.prompt_loss_threshold) == (60, 90.0, 100, 60.0)
-    assert (o.check_period, o.window, o.restart_psnr, o.restart_after, o.restart_extension) == (20, 30, 8.0, 100,
-                                                                                                 100)
+    assert (
+        o.prompt_init_iters,
+        o.reconstruction_iters,
+        o.enhancement_iters,
+        o.enhancement_iters + o.prompt_refinement_iters,
+    ) == (8000, 1000, 2100, 3100)
+    assert (o.enhancement_extension, o.enhancement_loss_threshold, o.prompt_extension, o.prompt_loss_threshold) == (
+        60,
+        90.0,
+        100,
+        60.0,
+    )
+    assert (o.check_period, o.window, o.restart_psnr, o.restart_after, o.restart_extension) == (20, 30, 8.0, 100, 100)
     assert math.isinf(TrainingSchedule(o, False, False).state_dict()['best_score'])
 
 
@@ -261,8 +291,12 @@ def test_newest_slot_is_i_t_for_the_ranking_loss_under_both_orders(order):
     s_new, s_prev = (float(negative_scores(f, text)) for f in sets)
     assert (s_new, s_prev) == pytest.approx((0.3, 0.7), abs=1e-4)
     more, less = (s_new, s_prev) if order == 'code' else (s_prev, s_new)
-    expected = (max(0, 0.9 - (0.99 - 0.01)) + max(0, 0.9 - (0.99 - more)) + max(0, 0.1 - (more - less)) +
-                max(0, 0.1 - (less - 0.01)))
+    expected = (
+        max(0, 0.9 - (0.99 - 0.01))
+        + max(0, 0.9 - (0.99 - more))
+        + max(0, 0.1 - (more - less))
+        + max(0, 0.1 - (less - 0.01))
+    )
     assert float(loss) == pytest.approx(expected, abs=1e-4)
     assert (max(0, 0.1 - (more - less)) > 0) == (order == 'code')  # only code order penalises I_t < I_{t-1}
 
@@ -272,7 +306,7 @@ def test_snapshot_on_the_last_enhancement_step_fills_the_slot_refinement_ranks()
     # that just ended, although the schedule has moved on to refinement (and flipped its pointer)
     options = tiny(enhancement_iters=1, check_period=1, prompt_refinement_iters=1)
     schedule = TrainingSchedule(options, prompt_init=False, reconstruction=False)
-    for it, expected_ranking in ((1, (0, )), (3, (1, 0)), (5, (0, 1))):
+    for it, expected_ranking in ((1, (0,)), (3, (1, 0)), (5, (0, 1))):
         assert schedule.phase is ENH
         outcome = schedule.step(it, 1.0)
         assert outcome.transition == (ENH, PROMPT)

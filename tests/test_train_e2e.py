@@ -13,6 +13,7 @@ Ranking margins make the extension certain whatever is learned: the 3-term form 
 margins, so its loss is at most 200 * 3 < 1000 (threshold), the 4-term form (round 2) has margins 5,
 so its loss is at least 200 * 4 * 4 > 1000.
 """
+
 import os
 import re
 import runpy
@@ -44,8 +45,12 @@ EXPECTED_EVENTS = [
 def make_image_sets(root: Path, backlit_count: int, height_step: int) -> Path:
     """Dark backlit and bright well-lit PNGs of varied sizes (3 well-lit) and a 2-pair val set, in ``root``."""
     rng = np.random.default_rng(0)
-    sets = {'backlit': (backlit_count, (0, 110)), 'welllit': (3, (90, 256)), 'val_lq': (2, (0, 110)),
-            'val_gt': (2, (60, 200))}
+    sets = {
+        'backlit': (backlit_count, (0, 110)),
+        'welllit': (3, (90, 256)),
+        'val_lq': (2, (0, 110)),
+        'val_gt': (2, (60, 200)),
+    }
     for name, (count, (low, high)) in sets.items():
         (root / name).mkdir()
         for i in range(count):
@@ -81,22 +86,47 @@ def write_options(workdir: Path, data: Path, parity_dir: Path, backend: str = 'd
     opt.update(name='tiny', num_gpu=0, manual_seed=5)
     opt.pop('dist_params')
     # LMDB: no reading in the main process (an LMDB opened there cannot be opened by the workers it forks)
-    opt['datasets']['train'].update(dataroot_backlit=str(data / f'backlit{suffix}'), io_backend={'type': backend},
-                                    image_size=32, batch_size_per_gpu=2, num_worker_per_gpu=int(backend == 'lmdb'),
-                                    persistent_workers=backend == 'lmdb')
+    opt['datasets']['train'].update(
+        dataroot_backlit=str(data / f'backlit{suffix}'),
+        io_backend={'type': backend},
+        image_size=32,
+        batch_size_per_gpu=2,
+        num_worker_per_gpu=int(backend == 'lmdb'),
+        persistent_workers=backend == 'lmdb',
+    )
     opt['datasets']['val'].update(dataroot_lq=str(data / 'val_lq'), dataroot_gt=str(data / 'val_gt'))
-    opt['prompt_dataset'].update(dataroot_backlit=str(data / f'backlit{suffix}'),
-                                 dataroot_welllit=str(data / f'welllit{suffix}'), io_backend={'type': backend},
-                                 image_size=32, batch_size_per_gpu=2, num_worker_per_gpu=1)
+    opt['prompt_dataset'].update(
+        dataroot_backlit=str(data / f'backlit{suffix}'),
+        dataroot_welllit=str(data / f'welllit{suffix}'),
+        io_backend={'type': backend},
+        image_size=32,
+        batch_size_per_gpu=2,
+        num_worker_per_gpu=1,
+    )
     opt['network_prompt']['clip_pretrained'] = vit
     opt['path']['pretrain_network_g'] = None  # from scratch: reconstruction runs
     train = opt['train']
     train['total_iter'] = TOTAL_ITER
     train['schedule'].update(
-        dict(prompt_init_iters=2, prompt_init_min_iters=0, reconstruction_iters=4, reconstruction_min_iters=0,
-             restart_psnr=1000.0, restart_after=3, restart_extension=1, enhancement_iters=2,
-             enhancement_loss_threshold=1e9, prompt_refinement_iters=2, prompt_extension=2,
-             prompt_loss_threshold=1000.0, check_period=1, prompt_check_period=1, window=2), **schedule)
+        dict(
+            prompt_init_iters=2,
+            prompt_init_min_iters=0,
+            reconstruction_iters=4,
+            reconstruction_min_iters=0,
+            restart_psnr=1000.0,
+            restart_after=3,
+            restart_extension=1,
+            enhancement_iters=2,
+            enhancement_loss_threshold=1e9,
+            prompt_refinement_iters=2,
+            prompt_extension=2,
+            prompt_loss_threshold=1000.0,
+            check_period=1,
+            prompt_check_period=1,
+            window=2,
+        ),
+        **schedule,
+    )
     train['clip_opt']['clip_pretrained'] = vit
     train['identity_opt']['clip_pretrained'] = train['reconstruction_opt']['clip_pretrained'] = rn
     train['ranking_opt']['margins'] = {'rank2': [1.0, 0.2], 'rank3': [0.0, 0.0], 'rank4': [5.0, 5.0]}
@@ -112,8 +142,9 @@ def train_command(option_file: Path, *extra: str):
 
 
 def run_train(workdir: Path, option_file: Path, *extra: str, timeout: float = 240) -> str:
-    result = subprocess.run(train_command(option_file, *extra), cwd=workdir, env=_env(), capture_output=True,
-                            text=True, timeout=timeout)
+    result = subprocess.run(
+        train_command(option_file, *extra), cwd=workdir, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout + result.stderr
 
@@ -166,8 +197,9 @@ def _latest_state(workdir: Path):
 @pytest.mark.slow
 def test_folder_training_killed_and_auto_resumed(tmp_path, data_dir, parity_dir):
     option_file = write_options(tmp_path, data_dir, parity_dir)
-    process = subprocess.Popen(train_command(option_file), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        train_command(option_file), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     try:
         while (_latest_state(tmp_path) is None or int(_latest_state(tmp_path).stem) < 12) and time.time() < deadline:
@@ -199,8 +231,14 @@ def restored_model(workdir: Path, option_file: Path, state_file: Path):
     opt = yaml.safe_load(option_file.read_text())
     exp = experiment(workdir)
     opt.update(dist=False, rank=0, world_size=1, is_train=True, auto_resume=True, root_path=str(workdir))
-    opt['path'].update(experiments_root=str(exp), models=str(exp / 'models'), training_states=str(exp / 'training_states'),
-                       log=str(exp), visualization=str(exp / 'visualization'), resume_state=str(state_file))
+    opt['path'].update(
+        experiments_root=str(exp),
+        models=str(exp / 'models'),
+        training_states=str(exp / 'training_states'),
+        log=str(exp),
+        visualization=str(exp / 'visualization'),
+        resume_state=str(state_file),
+    )
     for phase, dataset in opt['datasets'].items():
         dataset['phase'] = phase.split('_')[0]
     state = torch.load(state_file, map_location='cpu', weights_only=True)
@@ -285,15 +323,27 @@ def restored_model_fresh(workdir: Path, option_file: Path, edit=None):
     for sub in ('models', 'training_states'):
         (exp / sub).mkdir(parents=True, exist_ok=True)
     opt.update(dist=False, rank=0, world_size=1, is_train=True, auto_resume=False, root_path=str(workdir))
-    opt['path'].update(experiments_root=str(exp), models=str(exp / 'models'), training_states=str(exp / 'training_states'),
-                       log=str(exp), visualization=str(exp / 'visualization'))
+    opt['path'].update(
+        experiments_root=str(exp),
+        models=str(exp / 'models'),
+        training_states=str(exp / 'training_states'),
+        log=str(exp),
+        visualization=str(exp / 'visualization'),
+    )
     for phase, dataset in opt['datasets'].items():
         dataset['phase'] = phase.split('_')[0]
     return build_model(opt)
 
 
-@pytest.mark.parametrize('section,key', [('train.schedule', 'enhancment_iters'), ('train', 'optim_promt'),
-                                         ('path', 'pretrain_netwrok_g'), ('', 'network_promt')])
+@pytest.mark.parametrize(
+    'section,key',
+    [
+        ('train.schedule', 'enhancment_iters'),
+        ('train', 'optim_promt'),
+        ('path', 'pretrain_netwrok_g'),
+        ('', 'network_promt'),
+    ],
+)
 def test_unknown_option_is_one_line_error(tmp_path, parity_dir, section, key):
     from cliplit_basicsr.errors import OptionError
     from cliplit_basicsr.models.cliplit_model import check_options
@@ -314,8 +364,9 @@ def test_unknown_option_through_basicsr_train(tmp_path, data_dir, parity_dir):
     opt = yaml.safe_load(option_file.read_text())
     opt['train']['schedule']['enhancment_iters'] = 5
     option_file.write_text(yaml.safe_dump(opt, sort_keys=False))
-    result = subprocess.run(train_command(option_file), cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        train_command(option_file), cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith('error: unknown option train.schedule.enhancment_iters'), result.stderr[-2000:]
@@ -361,17 +412,21 @@ def test_prompt_feature_cache_changes_no_step(tmp_path, data_dir, parity_dir):
     from cliplit_basicsr.models.schedule import Phase
 
     option_file = write_options(tmp_path, data_dir, parity_dir)
-    models = {cache: restored_model_fresh(tmp_path, option_file,
-                                          lambda opt, cache=cache: opt['train'].update(prompt_feature_cache=cache))
-              for cache in (True, False)}
+    models = {
+        cache: restored_model_fresh(
+            tmp_path, option_file, lambda opt, cache=cache: opt['train'].update(prompt_feature_cache=cache)
+        )
+        for cache in (True, False)
+    }
     prompt_set = models[True].prompt_set
     np.random.seed(0)  # the dataset's augmentation draws
-    batches = [default_collate([prompt_set[i] for i in order])
-               for _ in range(6) for order in ([0, 1, 2], [3, 4, 5])]
+    batches = [default_collate([prompt_set[i] for i in order]) for _ in range(6) for order in ([0, 1, 2], [3, 4, 5])]
     for cache, model in models.items():
         prompt = model.get_bare_model(model.net_prompt)
         encode, encoded = prompt.encode_images, []
-        prompt.encode_images = lambda images, encode=encode, encoded=encoded: encoded.append(len(images)) or encode(images)
+        prompt.encode_images = lambda images, encode=encode, encoded=encoded: (
+            encoded.append(len(images)) or encode(images)
+        )
         feed = iter(batches)
         model._next_prompt_batch = lambda name, feed=feed: next(feed)
         model.losses = [model._prompt_step(Phase.PROMPT_INIT)['l_prompt_init'].item() for _ in batches]

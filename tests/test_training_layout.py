@@ -1,5 +1,6 @@
 """The training layout (channels-last) computes the plain network's loss and gradients, and leaves the
 module's parameters and state dict as they were."""
+
 import copy
 from pathlib import Path
 
@@ -55,4 +56,3 @@ def test_state_dict_inference_copies_and_repeated_calls():
     with torch.no_grad():
         twin.cond1.weight.mul_(2)
         assert not torch.allclose(twin(x), fast(x))
-

@@ -1,16 +1,16 @@
 """The unpaired training dataset and the authors' augmentation (SPEC A5 item 6)."""
+
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from basicsr.data import build_dataset
 from PIL import Image
 
 import cliplit_basicsr  # noqa: F401  (registers the dataset)
-from basicsr.data import build_dataset
-from cliplit_basicsr.data.augment import (AugmentParams, apply_augmentation, augment, augment_batch,
-                                          draw_augmentation)
+from cliplit_basicsr.data.augment import AugmentParams, apply_augmentation, augment, augment_batch, draw_augmentation
 from cliplit_basicsr.data.image_io import ImageReadError
 from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
 from cliplit_basicsr.errors import CLIPLITError, one_line_message
@@ -38,9 +38,15 @@ def _folder(root: Path, count: int, prefix: str, rng, shape=(40, 56)) -> Path:
 
 
 def _dataset(backlit, welllit=None, **options):
-    opt = {'type': 'CLIPLITUnpairedDataset', 'name': 'train', 'phase': 'train',
-           'dataroot_backlit': None if backlit is None else str(backlit),
-           'image_size': SIZE, 'augment': False, 'use_welllit': welllit is not None}
+    opt = {
+        'type': 'CLIPLITUnpairedDataset',
+        'name': 'train',
+        'phase': 'train',
+        'dataroot_backlit': None if backlit is None else str(backlit),
+        'image_size': SIZE,
+        'augment': False,
+        'use_welllit': welllit is not None,
+    }
     if welllit is not None:
         opt['dataroot_welllit'] = str(welllit)
     opt.update(options)
@@ -73,7 +79,6 @@ def test_backlit_only_dataset(tmp_path):
     sample = ds[2]
     assert len(ds) == 3 and 'welllit' not in sample and 'welllit_path' not in sample
     assert sample['backlit'].shape == (3, SIZE, SIZE)
-
 
 
 @pytest.mark.parametrize('dtype', [np.uint8, np.uint16])
@@ -124,8 +129,12 @@ def test_skipped_loading_reaches_persistent_workers_and_spares_prompt_sets(tmp_p
 
 def test_shapes_and_ranges_with_augmentation(tmp_path):
     rng = np.random.default_rng(1)
-    ds = _dataset(_folder(tmp_path / 'b', 2, 'b', rng), _folder(tmp_path / 'w', 3, 'w', rng, shape=(70, 30)),
-                  augment=True, zoom_range=[0.5, 1.5])
+    ds = _dataset(
+        _folder(tmp_path / 'b', 2, 'b', rng),
+        _folder(tmp_path / 'w', 3, 'w', rng, shape=(70, 30)),
+        augment=True,
+        zoom_range=[0.5, 1.5],
+    )
     np.random.seed(0)
     for item in list(range(len(ds))) * 4:
         sample = ds[item]
@@ -217,8 +226,9 @@ def test_one_draw_is_shared_by_backlit_and_welllit(tmp_path):
 def test_model_can_replay_a_batch_draw(tmp_path):
     """augment_batch(un-augmented images, batch['aug']) reproduces the batch: how I_t / I_t-1 get I_b's draw."""
     rng = np.random.default_rng(7)
-    ds = _dataset(_folder(tmp_path / 'b', 3, 'b', rng), _folder(tmp_path / 'w', 4, 'w', rng), augment=True,
-                  zoom_range=[0.5, 1.5])
+    ds = _dataset(
+        _folder(tmp_path / 'b', 3, 'b', rng), _folder(tmp_path / 'w', 4, 'w', rng), augment=True, zoom_range=[0.5, 1.5]
+    )
     np.random.seed(2)
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=0)))
     bank = torch.stack([torch.from_numpy(ds.load_backlit(i)).permute(2, 0, 1) for i in range(ds.num_backlit)])
@@ -295,20 +305,26 @@ def test_empty_file_is_reported(tmp_path):
         _dataset(tmp_path / 'b')[0]
 
 
-@pytest.mark.parametrize('options, pattern', [
-    ({'dataroot_backlit': 'MISSING'}, 'dataroot_backlit: folder .* does not exist'),
-    ({'dataroot_backlit': 'EMPTY'}, 'dataroot_backlit: no images'),
-    ({'dataroot_backlit': None}, 'dataroot_backlit: missing'),
-    ({'use_welllit': True}, 'dataroot_welllit: missing'),
-    ({'use_hflip': True}, 'unknown option.*use_hflip'),
-    ({'image_size': None}, 'image_size: expected a positive integer'),
-    ({'augment': True}, r'zoom_range: expected \[low, high\]'),
-    ({'augment': True, 'zoom_range': [1.5, 0.5]}, 'zoom_range: expected 0 < low <= high'),
-    ({'io_backend': {'type': 'lmdb'}}, 'is not an LMDB made by scripts/create_lmdb.py'),
-    ({'io_backend': {'type': 'ftp'}}, "io_backend.type: 'ftp' is not supported"),
-    ({'persistent_workers': True, 'num_worker_per_gpu': 0}, 'persistent_workers: true needs num_worker_per_gpu > 0'),
-    ({'cache_resized': 'yes'}, 'cache_resized: expected true or false'),
-])
+@pytest.mark.parametrize(
+    'options, pattern',
+    [
+        ({'dataroot_backlit': 'MISSING'}, 'dataroot_backlit: folder .* does not exist'),
+        ({'dataroot_backlit': 'EMPTY'}, 'dataroot_backlit: no images'),
+        ({'dataroot_backlit': None}, 'dataroot_backlit: missing'),
+        ({'use_welllit': True}, 'dataroot_welllit: missing'),
+        ({'use_hflip': True}, 'unknown option.*use_hflip'),
+        ({'image_size': None}, 'image_size: expected a positive integer'),
+        ({'augment': True}, r'zoom_range: expected \[low, high\]'),
+        ({'augment': True, 'zoom_range': [1.5, 0.5]}, 'zoom_range: expected 0 < low <= high'),
+        ({'io_backend': {'type': 'lmdb'}}, 'is not an LMDB made by scripts/create_lmdb.py'),
+        ({'io_backend': {'type': 'ftp'}}, "io_backend.type: 'ftp' is not supported"),
+        (
+            {'persistent_workers': True, 'num_worker_per_gpu': 0},
+            'persistent_workers: true needs num_worker_per_gpu > 0',
+        ),
+        ({'cache_resized': 'yes'}, 'cache_resized: expected true or false'),
+    ],
+)
 def test_bad_options_and_roots_are_one_line_errors(tmp_path, options, pattern):
     _folder(tmp_path / 'b', 1, 'b', np.random.default_rng(13))
     (tmp_path / 'EMPTY').mkdir()

@@ -1,8 +1,8 @@
 """Persistent loader workers started before the model loads CLIP: no item is fetched meanwhile, and the
 epochs that follow are what they would have been."""
+
 import numpy as np
 import psutil
-import torch
 from basicsr.data import build_dataloader
 from basicsr.data.data_sampler import EnlargedSampler
 from torch.utils.data import Dataset
@@ -23,8 +23,14 @@ class RandomItems(Dataset):
 
 def _loader(workers=2, persistent=True):
     dataset = RandomItems()
-    options = {'phase': 'train', 'num_worker_per_gpu': workers, 'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 1,
-               'use_shuffle': True, 'persistent_workers': persistent and workers > 0}
+    options = {
+        'phase': 'train',
+        'num_worker_per_gpu': workers,
+        'batch_size_per_gpu': 2,
+        'dataset_enlarge_ratio': 1,
+        'use_shuffle': True,
+        'persistent_workers': persistent and workers > 0,
+    }
     return build_dataloader(dataset, options, num_gpu=0, dist=False, sampler=EnlargedSampler(dataset, 1, 0, 1), seed=3)
 
 

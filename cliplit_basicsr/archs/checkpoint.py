@@ -4,6 +4,7 @@ Accepted: a plain state dict (the authors' files carry DataParallel's ``module.`
 wrapped form ``{'params': ..., 'params_ema': ...}`` (``params_ema`` preferred, as Real-ESRGAN does).
 Anything else raises :class:`CheckpointError` with a one-line message naming the file.
 """
+
 from pathlib import Path
 from typing import Dict, Union
 
@@ -43,17 +44,21 @@ def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
     try:
         data = torch.load(path, map_location='cpu', weights_only=True)
     except Exception:  # torch raises many types for corrupt files or pickled non-tensor objects
-        raise CheckpointError(f'checkpoint {path}: cannot be loaded as tensors (corrupt, or it holds objects '
-                              'other than a state dict)') from None
+        raise CheckpointError(
+            f'checkpoint {path}: cannot be loaded as tensors (corrupt, or it holds objects other than a state dict)'
+        ) from None
     if isinstance(data, dict):
         for wrapper in ('params_ema', 'params'):
             if isinstance(data.get(wrapper), dict):
                 data = data[wrapper]
                 break
-    if not isinstance(data, dict) or not data or not all(
-            isinstance(k, str) and torch.is_tensor(v) for k, v in data.items()):
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in data.items())
+    ):
         raise CheckpointError(f'checkpoint {path}: not a state dict of tensors')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in data.items()}
+    return {k[len('module.') :] if k.startswith('module.') else k: v for k, v in data.items()}
 
 
 def load_checkpoint(net: nn.Module, path: PathLike) -> nn.Module:
@@ -63,11 +68,14 @@ def load_checkpoint(net: nn.Module, path: PathLike) -> nn.Module:
     missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
     if missing or unexpected:
         parts = ([f'missing keys {_summarise(missing)}'] if missing else []) + (
-            [f'unexpected keys {_summarise(unexpected)}'] if unexpected else [])
+            [f'unexpected keys {_summarise(unexpected)}'] if unexpected else []
+        )
         raise CheckpointError(f'checkpoint {path}: does not match {type(net).__name__}: ' + '; '.join(parts))
     for key, value in state.items():
         if value.shape != expected[key].shape:
-            raise CheckpointError(f'checkpoint {path}: {key} has shape {tuple(value.shape)}, '
-                                  f'{type(net).__name__} expects {tuple(expected[key].shape)}')
+            raise CheckpointError(
+                f'checkpoint {path}: {key} has shape {tuple(value.shape)}, '
+                f'{type(net).__name__} expects {tuple(expected[key].shape)}'
+            )
     net.load_state_dict(state, strict=True)
     return net

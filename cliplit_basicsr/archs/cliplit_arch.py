@@ -5,6 +5,7 @@ A faithful port of the authors' ``UNet_emb_oneBranch_symmetry`` (test script) an
 state dict with the ``module.`` prefix removed loads as is. The module stays plain and differentiable
 (training uses it); the fast inference engine lives in :mod:`cliplit_basicsr.inference`.
 """
+
 from typing import Sequence
 
 import torch
@@ -36,9 +37,11 @@ class PPM(nn.Module):
         super().__init__()
         self.features = nn.ModuleList(
             nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_dim, reduction_dim, 1, bias=False), nn.PReLU())
-            for b in bins)
+            for b in bins
+        )
         self.fuse = nn.Sequential(
-            nn.Conv2d(in_dim + reduction_dim * len(bins), in_dim, 3, 1, 1, bias=False), nn.PReLU())
+            nn.Conv2d(in_dim + reduction_dim * len(bins), in_dim, 3, 1, 1, bias=False), nn.PReLU()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]

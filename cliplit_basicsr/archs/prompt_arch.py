@@ -6,6 +6,7 @@ two texts (the authors' default: 16 ``X`` for both). The frozen CLIP is fetched 
 (:func:`cliplit_basicsr.clip.load_clip`) and is deliberately **not** a submodule, so the state dict,
 BasicSR checkpoints, optimizers and DDP see only ``embedding`` and the ``eot_indices`` buffer.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,17 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from cliplit_basicsr.clip import (DEFAULT_PRETRAINED, VIT_MODEL, PromptFileError, check_amp, encode_token_embeddings,
-                                  eot_index, image_features, load_clip, token_embeddings)
+from cliplit_basicsr.clip import (
+    DEFAULT_PRETRAINED,
+    VIT_MODEL,
+    PromptFileError,
+    check_amp,
+    encode_token_embeddings,
+    eot_index,
+    image_features,
+    load_clip,
+    token_embeddings,
+)
 
 POOLING_MODES = ('authors', 'text')
 PathLike = Union[str, Path]
@@ -47,14 +57,16 @@ class CLIPLITPromptPair(nn.Module):
         amp: ``None`` (fp32), ``'bf16'`` or ``'fp16'`` autocast of the text transformer.
     """
 
-    def __init__(self,
-                 clip_model: str = VIT_MODEL,
-                 clip_pretrained: Optional[str] = DEFAULT_PRETRAINED,
-                 init_texts: Optional[Sequence[str]] = None,
-                 length_prompt: int = 16,
-                 pooling: str = 'authors',
-                 init_file: Optional[str] = None,
-                 amp: Optional[str] = None):
+    def __init__(
+        self,
+        clip_model: str = VIT_MODEL,
+        clip_pretrained: Optional[str] = DEFAULT_PRETRAINED,
+        init_texts: Optional[Sequence[str]] = None,
+        length_prompt: int = 16,
+        pooling: str = 'authors',
+        init_file: Optional[str] = None,
+        amp: Optional[str] = None,
+    ):
         super().__init__()
         if pooling not in POOLING_MODES:
             raise ValueError(f"network_prompt: pooling '{pooling}' is not one of {', '.join(POOLING_MODES)}")
@@ -96,8 +108,10 @@ class CLIPLITPromptPair(nn.Module):
         """Load a prompt file (this package's or the authors' format) into this pair; returns ``self``."""
         embedding, eot_indices = read_prompt_file(path)
         if embedding.shape != self.embedding.shape:
-            raise PromptFileError(f'prompt file {path}: embedding has shape {tuple(embedding.shape)}, '
-                                  f'{self.clip_model} expects {tuple(self.embedding.shape)}')
+            raise PromptFileError(
+                f'prompt file {path}: embedding has shape {tuple(embedding.shape)}, '
+                f'{self.clip_model} expects {tuple(self.embedding.shape)}'
+            )
         with torch.no_grad():
             self.embedding.copy_(embedding)
             if eot_indices is not None:
@@ -141,8 +155,10 @@ def read_prompt_file(path: PathLike) -> Tuple[torch.Tensor, Optional[torch.Tenso
         eot_indices = None
     if not torch.is_tensor(embedding) or embedding.ndim != 3 or embedding.shape[0] != 2:
         keys = ', '.join(sorted(map(str, data))[:3]) or 'none'
-        raise PromptFileError(f"prompt file {path}: no prompt pair ('embedding' or the authors' "
-                              f"'module.embedding_prompt' of shape (2, 77, width)); keys: {keys}")
-    if eot_indices is not None and (not torch.is_tensor(eot_indices) or eot_indices.shape != (2, )):
+        raise PromptFileError(
+            f"prompt file {path}: no prompt pair ('embedding' or the authors' "
+            f"'module.embedding_prompt' of shape (2, 77, width)); keys: {keys}"
+        )
+    if eot_indices is not None and (not torch.is_tensor(eot_indices) or eot_indices.shape != (2,)):
         raise PromptFileError(f'prompt file {path}: eot_indices must be a (2,) tensor')
     return embedding.float(), eot_indices

@@ -12,6 +12,7 @@ against 20.1 s and 2.7 GiB one image at a time, glibc keeping freed memory).
 The module, its parameter names and its state dict stay unchanged, so BasicSR saves and loads it as before.
 Convert before wrapping in DDP: DDP's gradient buckets take the parameters' layout when it is built.
 """
+
 import torch
 from torch import nn
 
@@ -27,5 +28,6 @@ def prepare_for_training(net: nn.Module) -> nn.Module:
 
 
 def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
-    return tuple(a.contiguous(memory_format=torch.channels_last) if torch.is_tensor(a) and a.dim() == 4 else a
-                 for a in args)
+    return tuple(
+        a.contiguous(memory_format=torch.channels_last) if torch.is_tensor(a) and a.dim() == 4 else a for a in args
+    )

@@ -5,6 +5,7 @@ every token as attention keys and values, but only the class token's own attenti
 projection and MLP: for ViT-B/32 that is 7% of the image tower's FLOPs saved. The maths is the same up to
 float rounding, gradients included (the outputs not computed are never read).
 """
+
 import copy
 import itertools
 import weakref
@@ -33,11 +34,16 @@ class ClassTokenBlock(nn.Module):
 def pools_class_token(visual: nn.Module) -> bool:
     """Whether ``visual`` is an open_clip ViT whose output is its last block's class token, and only that."""
     from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+
     if not isinstance(visual, VisionTransformer) or visual.attn_pool is not None or visual.output_tokens:
         return False
     last = visual.transformer.resblocks[-1]
-    return (visual.pool_type == 'tok' and visual.transformer.batch_first and type(last) is ResidualAttentionBlock
-            and not hasattr(last, 'ln_1_kv'))
+    return (
+        visual.pool_type == 'tok'
+        and visual.transformer.batch_first
+        and type(last) is ResidualAttentionBlock
+        and not hasattr(last, 'ln_1_kv')
+    )
 
 
 def weight_sharing_copy(module: nn.Module) -> nn.Module:

@@ -1,4 +1,5 @@
 """Exceptions of the CLIP core; each message is one line that names the model, file or option at fault."""
+
 from cliplit_basicsr.errors import CLIPLITError
 
 

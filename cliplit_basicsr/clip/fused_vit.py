@@ -18,6 +18,7 @@ tower, sharing its weights, whose parts run the same maths through oneDNN's fuse
 
 Only float rounding changes. The blocks have no autograd: they refuse inputs that need gradients.
 """
+
 import functools
 import weakref
 from typing import Optional
@@ -35,8 +36,9 @@ _TOWERS: 'weakref.WeakKeyDictionary[nn.Module, Optional[nn.Module]]' = weakref.W
 _pointwise = torch.ops.mkldnn._linear_pointwise  # x @ W.T + b, then an elementwise post-op
 
 
-def _linear_add(x: torch.Tensor, other: torch.Tensor, weight: torch.Tensor,
-                bias: Optional[torch.Tensor]) -> torch.Tensor:
+def _linear_add(
+    x: torch.Tensor, other: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
+) -> torch.Tensor:
     """``x @ weight.T + bias + other`` by oneDNN, the addition fused into the GEMM."""
     return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, bias, 'add')
 
@@ -80,12 +82,18 @@ class FusedBlock(nn.Module):
         """``residual + attn(ln_1(tokens))`` (rows: tokens, or class tokens only), as (rows, D)."""
         attn, ln = self.block.attn, self.block.ln_1
         batch, length, width = tokens.shape
-        normed = F.layer_norm(tokens, (width, ), ln.weight, ln.bias, ln.eps)
+        normed = F.layer_norm(tokens, (width,), ln.weight, ln.bias, ln.eps)
         if self.class_token_only:
             out = self._class_token_attention(normed)
         else:
-            qkv = _pointwise(normed.view(batch * length, width), self.packed('qkv', attn.in_proj_weight),
-                             attn.in_proj_bias, 'none', [], '')
+            qkv = _pointwise(
+                normed.view(batch * length, width),
+                self.packed('qkv', attn.in_proj_weight),
+                attn.in_proj_bias,
+                'none',
+                [],
+                '',
+            )
             q, k, v = attention_heads(qkv, batch, attn.num_heads)
             out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(-1, width)
         return _linear_add(out, residual, self.packed('out', attn.out_proj.weight), attn.out_proj.bias)
@@ -100,16 +108,22 @@ class FusedBlock(nn.Module):
         batch, length, width = normed.shape
         heads, weight, bias = attn.num_heads, attn.in_proj_weight, attn.in_proj_bias
         head_width = width // heads
-        scale = head_width ** -0.5  # scaled_dot_product_attention's, applied to the query
-        q = _pointwise(normed[:, 0], self.packed('q', weight[:width], scale),
-                       None if bias is None else bias[:width] * scale, 'none', [], '')
-        key_weights = weight[width:2 * width].view(heads, head_width, width)
-        value_weights = weight[2 * width:].view(heads, head_width, width)
+        scale = head_width**-0.5  # scaled_dot_product_attention's, applied to the query
+        q = _pointwise(
+            normed[:, 0],
+            self.packed('q', weight[:width], scale),
+            None if bias is None else bias[:width] * scale,
+            'none',
+            [],
+            '',
+        )
+        key_weights = weight[width : 2 * width].view(heads, head_width, width)
+        value_weights = weight[2 * width :].view(heads, head_width, width)
         keys = torch.bmm(q.view(batch, heads, head_width).transpose(0, 1), key_weights)  # (H, B, D): Wk^T q
         scores = torch.bmm(keys.transpose(0, 1), normed.transpose(1, 2))  # (B, H, L)
         mixed = torch.bmm(scores.softmax(dim=-1), normed)  # (B, H, D): sum_l p_l x_l
         values = torch.bmm(mixed.transpose(0, 1), value_weights.transpose(1, 2)).transpose(0, 1).reshape(batch, width)
-        return values if bias is None else values + bias[2 * width:]
+        return values if bias is None else values + bias[2 * width :]
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         """``x + c_proj(QuickGELU(c_fc(ln_2(x))))`` on (rows, D)."""
@@ -132,12 +146,17 @@ class FusedBlock(nn.Module):
 def _fusable(block: nn.Module) -> bool:
     """Whether ``block`` is the plain open_clip block :class:`FusedBlock` computes."""
     from open_clip.transformer import LayerNorm, QuickGELU
+
     if not is_plain_block(block):
         return False
     mlp = block.mlp
-    return (type(mlp.gelu) is QuickGELU and isinstance(getattr(mlp, 'ln', nn.Identity()), nn.Identity)
-            and isinstance(block.ls_1, nn.Identity) and isinstance(block.ls_2, nn.Identity)
-            and all(type(ln) in (LayerNorm, nn.LayerNorm) and ln.weight is not None for ln in (block.ln_1, block.ln_2)))
+    return (
+        type(mlp.gelu) is QuickGELU
+        and isinstance(getattr(mlp, 'ln', nn.Identity()), nn.Identity)
+        and isinstance(block.ls_1, nn.Identity)
+        and isinstance(block.ls_2, nn.Identity)
+        and all(type(ln) in (LayerNorm, nn.LayerNorm) and ln.weight is not None for ln in (block.ln_1, block.ln_2))
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -146,7 +165,7 @@ def fused_ops_available() -> bool:
     if not onednn_gemms_available():
         return False
     gen = torch.Generator().manual_seed(0)
-    x, weight, bias, other = (torch.randn(*shape, generator=gen) for shape in ((5, 7), (3, 7), (3, ), (5, 3)))
+    x, weight, bias, other = (torch.randn(*shape, generator=gen) for shape in ((5, 7), (3, 7), (3,), (5, 3)))
     expected = F.linear(x, weight, bias)
     try:
         packed = PackedWeights()('weight', weight)
@@ -164,11 +183,19 @@ def fused_vit_tower(visual: nn.Module) -> Optional[nn.Module]:
     if visual not in _TOWERS:
         tower = None
         blocks = getattr(getattr(visual, 'transformer', None), 'resblocks', None)
-        if (fused_ops_available() and pools_class_token(visual) and not visual.training
-                and all(_fusable(b) for b in blocks)):
+        if (
+            fused_ops_available()
+            and pools_class_token(visual)
+            and not visual.training
+            and all(_fusable(b) for b in blocks)
+        ):
             conv = visual.conv1
-            if conv.stride == conv.kernel_size and conv.padding == (0, 0) and conv.groups == 1 \
-                    and conv.dilation == (1, 1):
+            if (
+                conv.stride == conv.kernel_size
+                and conv.padding == (0, 0)
+                and conv.groups == 1
+                and conv.dilation == (1, 1)
+            ):
                 tower = weight_sharing_copy(visual)
                 tower.conv1 = PatchEmbedding(tower.conv1)
                 resblocks = tower.transformer.resblocks

@@ -15,6 +15,7 @@ Hugging Face hub into its cache) or a local file:
 downloadable (``HF_HUB_OFFLINE=1``, or the hub unreachable), :class:`CLIPLoadError` says so at once
 instead of letting the hub client retry for a minute.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,8 +42,9 @@ PRETRAINED_OPTION = 'clip_pretrained'  # the option key that users set to a loca
 
 _HUB_PROBE_TIMEOUT_S = 3.0
 _MODELS: Dict[Tuple[str, Optional[str], str, str], open_clip.CLIP] = {}
-_LOW_PRECISION_TOWERS: weakref.WeakKeyDictionary[open_clip.CLIP, Dict[torch.dtype, torch.nn.Module]] = \
+_LOW_PRECISION_TOWERS: weakref.WeakKeyDictionary[open_clip.CLIP, Dict[torch.dtype, torch.nn.Module]] = (
     weakref.WeakKeyDictionary()
+)
 logger = logging.getLogger(__name__)
 
 
@@ -59,11 +61,11 @@ def _one_line(err: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + '...'
 
 
-
 def _hub_files(model_name: str, tag: str) -> Tuple[str, Tuple[str, ...]]:
     """The hub repository and file names open_clip tries for ``(model_name, tag)``, best first."""
     import open_clip
     from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives
+
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     repo, filename = os.path.split(cfg['hf_hub'])
     filename = filename or HF_WEIGHTS_NAME
@@ -73,6 +75,7 @@ def _hub_files(model_name: str, tag: str) -> Tuple[str, Tuple[str, ...]]:
 def _hub_reachable() -> bool:
     """One short TCP probe of the hub; skipped (assumed reachable) behind a proxy."""
     from huggingface_hub import constants
+
     if constants.HF_HUB_OFFLINE:
         return False
     if any(os.environ.get(v) for v in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy')):
@@ -87,12 +90,15 @@ def _hub_reachable() -> bool:
 
 def _resolve_tag(model_name: str, tag: str) -> Optional[str]:
     """A cached checkpoint for the tag, or ``None`` when open_clip may download it; raises when it cannot."""
-    from huggingface_hub import constants, try_to_load_from_cache
     import open_clip
+    from huggingface_hub import constants, try_to_load_from_cache
+
     if not open_clip.get_pretrained_cfg(model_name, tag):
         known = ', '.join(open_clip.list_pretrained_tags_by_model(model_name)) or 'none'
-        raise CLIPLoadError(f"CLIP '{model_name}': {PRETRAINED_OPTION}='{tag}' is neither a file nor an open_clip "
-                            f'tag of this model (tags: {known})')
+        raise CLIPLoadError(
+            f"CLIP '{model_name}': {PRETRAINED_OPTION}='{tag}' is neither a file nor an open_clip "
+            f'tag of this model (tags: {known})'
+        )
     if not open_clip.get_pretrained_cfg(model_name, tag).get('hf_hub'):
         return None
     repo, filenames = _hub_files(model_name, tag)
@@ -105,9 +111,10 @@ def _resolve_tag(model_name: str, tag: str) -> Optional[str]:
     why = 'HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else 'the hub is unreachable'
     raise CLIPLoadError(
         f"CLIP weights for '{model_name}' ({PRETRAINED_OPTION}='{tag}') are missing and {why}: open_clip looks for "
-        f"{repo}/{' or '.join(filenames)} in the Hugging Face cache {constants.HF_HUB_CACHE}; download them once "
+        f'{repo}/{" or ".join(filenames)} in the Hugging Face cache {constants.HF_HUB_CACHE}; download them once '
         f'with network access, or set {PRETRAINED_OPTION} to a local file (OpenAI .pt, open_clip state dict or '
-        '.safetensors)')
+        '.safetensors)'
+    )
 
 
 def _is_openai_layout(path: str) -> bool:
@@ -118,12 +125,13 @@ def _is_openai_layout(path: str) -> bool:
                 return True
     state = torch.load(path, map_location='cpu', weights_only=True)
     if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
-        state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state['state_dict'].items()}
+        state = {k[len('module.') :] if k.startswith('module.') else k: v for k, v in state['state_dict'].items()}
     return isinstance(state, dict) and 'token_embedding.weight' in state and 'text_projection' in state
 
 
 def _build(model_name: str, pretrained: Optional[str], device: torch.device, precision: str) -> open_clip.CLIP:
     import open_clip
+
     if pretrained is None:
         logger.warning(f"CLIP '{model_name}' has random weights ({PRETRAINED_OPTION} is null)")
         return open_clip.create_model(model_name, pretrained=None, device=device, precision=precision)
@@ -132,8 +140,9 @@ def _build(model_name: str, pretrained: Optional[str], device: torch.device, pre
         try:
             return open_clip.create_model(model_name, pretrained=pretrained, device=device, precision=precision)
         except Exception as err:
-            raise CLIPLoadError(f"CLIP '{model_name}' ({PRETRAINED_OPTION}='{pretrained}'): download failed "
-                                f'({_one_line(err)})') from None
+            raise CLIPLoadError(
+                f"CLIP '{model_name}' ({PRETRAINED_OPTION}='{pretrained}'): download failed ({_one_line(err)})"
+            ) from None
     try:
         if not path.endswith('.safetensors') and _is_openai_layout(path):
             with warnings.catch_warnings():  # open_clip tries torch.jit.load first, which warns of deprecation
@@ -150,10 +159,12 @@ def check_clip_weights(model_name: str = VIT_MODEL, pretrained: Optional[str] = 
         _resolve_tag(model_name, pretrained)
 
 
-def load_clip(model_name: str = VIT_MODEL,
-              pretrained: Optional[str] = DEFAULT_PRETRAINED,
-              device: Union[str, torch.device] = 'cpu',
-              precision: str = 'fp32') -> open_clip.CLIP:
+def load_clip(
+    model_name: str = VIT_MODEL,
+    pretrained: Optional[str] = DEFAULT_PRETRAINED,
+    device: Union[str, torch.device] = 'cpu',
+    precision: str = 'fp32',
+) -> open_clip.CLIP:
     """Return the frozen CLIP for these arguments, building it on first use and sharing it afterwards.
 
     The model is in eval mode with ``requires_grad=False`` everywhere. It is never registered as a
@@ -193,6 +204,9 @@ def clear_clip_cache() -> None:
 def require_resnet(model: open_clip.CLIP, model_name: str) -> None:
     """Raise :class:`CLIPLoadError` unless the image tower is a ModifiedResNet (the identity loss needs its maps)."""
     from open_clip.modified_resnet import ModifiedResNet
+
     if not isinstance(model.visual, ModifiedResNet):
-        raise CLIPLoadError(f"CLIP '{model_name}': the identity loss needs a ModifiedResNet image tower "
-                            f'(e.g. {RN_MODEL}), got {type(model.visual).__name__}')
+        raise CLIPLoadError(
+            f"CLIP '{model_name}': the identity loss needs a ModifiedResNet image tower "
+            f'(e.g. {RN_MODEL}), got {type(model.visual).__name__}'
+        )

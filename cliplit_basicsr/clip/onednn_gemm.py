@@ -13,6 +13,7 @@ A dispatch mode hands the linear layers' GEMMs to ``torch.ops.mkldnn._linear_poi
 PyTorch dispatches from Python, so MultiheadAttention's fused fast path, which calls MKL from C++, is
 switched off meanwhile. Only float rounding changes: both libraries accumulate in fp32.
 """
+
 import contextlib
 import functools
 import weakref
@@ -66,6 +67,7 @@ def _fp32_cpu(*tensors: torch.Tensor) -> bool:
 
 
 if TorchDispatchMode is not None:
+
     class _OneDNNGemms(TorchDispatchMode):
         """Route fp32 CPU ``addmm`` (1-D bias), ``mm`` and broadcast-weight ``bmm`` to oneDNN; pass the rest on."""
 
@@ -112,8 +114,11 @@ class _OneDNNLinear(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         rows, weight = ctx.saved_tensors
         grad = grad.reshape(-1, grad.shape[-1])
-        grad_x = _linear(grad, packed_weight(weight, transposed=True), None).view(ctx.shape) \
-            if ctx.needs_input_grad[0] else None
+        grad_x = (
+            _linear(grad, packed_weight(weight, transposed=True), None).view(ctx.shape)
+            if ctx.needs_input_grad[0]
+            else None
+        )
         grad_weight = grad.t().mm(rows) if ctx.needs_input_grad[1] else None
         grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias

@@ -1,4 +1,5 @@
 """Opt-in mixed precision for CLIP forwards: fp32 by default, bf16/fp16 autocast on request."""
+
 import contextlib
 from typing import ContextManager, Optional
 

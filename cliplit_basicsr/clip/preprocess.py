@@ -4,6 +4,7 @@ Each image is squashed as a whole (no crop) to the model's input size with bilin
 ``align_corners=False`` and **no antialiasing** (tensor resizing did not antialias in torchvision 0.14;
 today's default does and moves the losses by percents), then normalised with CLIP's mean and std.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,6 +33,7 @@ def preprocess_images(images: torch.Tensor, size: tuple = (224, 224)) -> torch.T
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f'CLIP input must be a (B,3,H,W) batch, got shape {tuple(images.shape)}')
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
     x = F.interpolate(images, size=size, mode='bilinear', align_corners=False, antialias=False)
     mean = torch.tensor(OPENAI_DATASET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_DATASET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
@@ -43,8 +45,12 @@ def _exact_without_autograd(amp: Optional[str]) -> bool:
     return check_amp(amp) is None and not torch.is_grad_enabled()
 
 
-def _image_tower_forward(model: open_clip.CLIP, images: torch.Tensor, amp: Optional[str],
-                         forward: Callable[[torch.nn.Module, torch.Tensor], object]):
+def _image_tower_forward(
+    model: open_clip.CLIP,
+    images: torch.Tensor,
+    amp: Optional[str],
+    forward: Callable[[torch.nn.Module, torch.Tensor], object],
+):
     """``forward(image_tower, pixels)`` on the preprocessed ``images`` in the precision ``amp`` asks for.
 
     CPU bf16 runs a cached bf16 copy of the tower on bf16 pixels (see :func:`runs_on_bf16_weights`);
@@ -59,8 +65,9 @@ def _image_tower_forward(model: open_clip.CLIP, images: torch.Tensor, amp: Optio
         return forward(model.visual, pixels)
 
 
-def image_features(model: open_clip.CLIP, images: torch.Tensor, amp: Optional[str] = None,
-                   normalize: bool = False) -> torch.Tensor:
+def image_features(
+    model: open_clip.CLIP, images: torch.Tensor, amp: Optional[str] = None, normalize: bool = False
+) -> torch.Tensor:
     """CLIP image embeddings (B,D) of a batch in [0,1], in float32; differentiable w.r.t. ``images``.
 
     The same as ``model.encode_image`` (which is ``model.visual``) on the preprocessed batch, up to float
@@ -78,6 +85,10 @@ def image_features(model: open_clip.CLIP, images: torch.Tensor, amp: Optional[st
 
 def resnet_feature_maps(model: open_clip.CLIP, images: torch.Tensor, amp: Optional[str] = None) -> List[torch.Tensor]:
     """The five ModifiedResNet maps [stem (after its avg-pool), layer1, ..., layer4] of a batch, in float32."""
-    maps = _image_tower_forward(model, images, amp, lambda visual, pixels: visual.forward_intermediates(
-        pixels, intermediates_only=True)['image_intermediates'])
+    maps = _image_tower_forward(
+        model,
+        images,
+        amp,
+        lambda visual, pixels: visual.forward_intermediates(pixels, intermediates_only=True)['image_intermediates'],
+    )
     return [m.float() for m in maps]

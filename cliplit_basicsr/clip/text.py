@@ -4,6 +4,7 @@
 ``model.encode_text(tokens)``: positional embedding, causal text transformer, ``ln_final``, pooling at
 the end-of-text position, ``text_projection``. CLIP-LIT learns the embeddings instead of the tokens.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -20,6 +21,7 @@ if TYPE_CHECKING:  # open_clip (and timm) load where CLIP is used: enhancement a
 def tokenize(texts: Sequence[str], model: open_clip.CLIP) -> torch.Tensor:
     """OpenAI CLIP's BPE tokens (N, context_length) of ``texts``, on the model's device."""
     import open_clip
+
     tokens = open_clip.tokenize(list(texts), context_length=model.context_length)
     return tokens.to(model.token_embedding.weight.device)
 
@@ -35,8 +37,9 @@ def eot_index(text: str, model: open_clip.CLIP) -> int:
     return int(tokenize([text], model)[0].argmax())
 
 
-def encode_token_embeddings(model: open_clip.CLIP, embeddings: torch.Tensor, eot_indices: torch.Tensor,
-                            amp: Optional[str] = None) -> torch.Tensor:
+def encode_token_embeddings(
+    model: open_clip.CLIP, embeddings: torch.Tensor, eot_indices: torch.Tensor, amp: Optional[str] = None
+) -> torch.Tensor:
     """Text features (N, embed_dim), float32, of token embeddings (N, context_length, width).
 
     ``eot_indices`` (N,) gives the position pooled for each sequence; gradients flow to ``embeddings``.
@@ -53,6 +56,9 @@ def encode_token_embeddings(model: open_clip.CLIP, embeddings: torch.Tensor, eot
         x = transformer_forward(model.transformer, x, mask)
         x = model.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot_indices]
-        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) \
+        x = (
+            model.text_projection(x)
+            if isinstance(model.text_projection, torch.nn.Linear)
             else x @ model.text_projection
+        )
     return x.float()

@@ -1,4 +1,5 @@
 """Import every `*_dataset.py` module of this folder so that its classes register with BasicSR."""
+
 import importlib
 from os import path as osp
 

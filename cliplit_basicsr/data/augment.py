@@ -10,6 +10,7 @@ the warps run on float32 images (the authors' run on uint8 and round to 1/255). 
 (I_b, I_t, I_{t-1}, I_w) shares one draw, so a draw is an object (`AugmentParams`) that can be taken
 in a data-loader worker, collated into a batch, and re-applied to other images in the model.
 """
+
 from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence, Tuple, Union
 
@@ -57,8 +58,9 @@ def draw_augmentation(zoom_range: Tuple[float, float], rng: RandomSource = None)
     consumes the same number of random values, whatever is drawn.
     """
     source = np.random if rng is None else rng
-    hflip, vflip, transpose, rotate, zoom = (source.random(5) < [FLIP_PROB, FLIP_PROB, FLIP_PROB, ROTATE_PROB,
-                                                                 ZOOM_PROB]).tolist()
+    hflip, vflip, transpose, rotate, zoom = (
+        source.random(5) < [FLIP_PROB, FLIP_PROB, FLIP_PROB, ROTATE_PROB, ZOOM_PROB]
+    ).tolist()
     angle = float(source.uniform(-MAX_ANGLE, MAX_ANGLE))
     zoom_x, zoom_y = source.uniform(zoom_range[0], zoom_range[1], 2).tolist()
     return AugmentParams(hflip, vflip, transpose, zoom, zoom_x, zoom_y, rotate, angle)

@@ -8,15 +8,16 @@ Conversions the authors' code did not support (it crashed on them) are documente
 grayscale is replicated to RGB, an alpha channel is dropped (as ``PIL.Image.convert('RGB')`` does),
 16-bit images are scaled by 1/65535 and resized in float.
 """
+
 import os
 from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
-from PIL import Image
-
 from basicsr.data.data_util import paths_from_lmdb
 from basicsr.utils import FileClient, imfrombytes, scandir
+from PIL import Image
+
 from cliplit_basicsr.errors import CLIPLITError, OptionError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
@@ -125,8 +126,7 @@ class ImageSource:
     def _lmdb_names(self, option: str) -> List[str]:
         for required in ('meta_info.txt', 'data.mdb'):
             if not os.path.isfile(os.path.join(self.root, required)):
-                raise DataError(f'{option}: {self.root} is not an LMDB made by scripts/create_lmdb.py '
-                                f'(no {required})')
+                raise DataError(f'{option}: {self.root} is not an LMDB made by scripts/create_lmdb.py (no {required})')
         try:
             names = sorted(paths_from_lmdb(self.root))
         except ValueError:

@@ -1,25 +1,46 @@
 """Unpaired backlit / well-lit training images for CLIP-LIT (SPEC A5, item 6)."""
+
 import weakref
 
 import numpy as np
 import torch
-from torch.utils import data
-
 from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
+from torch.utils import data
 
 from cliplit_basicsr.data.augment import AugmentParams, apply_augmentation, draw_augmentation
 from cliplit_basicsr.data.image_io import ImageSource
 from cliplit_basicsr.errors import OptionError
 
 # Keys BasicSR itself adds to or reads from a dataset's options (options.py, data/__init__.py).
-_BASICSR_KEYS = frozenset({
-    'name', 'type', 'phase', 'scale', 'batch_size_per_gpu', 'num_worker_per_gpu', 'use_shuffle',
-    'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory', 'persistent_workers'
-})
+_BASICSR_KEYS = frozenset(
+    {
+        'name',
+        'type',
+        'phase',
+        'scale',
+        'batch_size_per_gpu',
+        'num_worker_per_gpu',
+        'use_shuffle',
+        'dataset_enlarge_ratio',
+        'prefetch_mode',
+        'num_prefetch_queue',
+        'pin_memory',
+        'persistent_workers',
+    }
+)
 _OWN_KEYS = frozenset(
-    {'dataroot_backlit', 'dataroot_welllit', 'use_welllit', 'io_backend', 'image_size', 'augment', 'zoom_range',
-     'cache_resized'})
+    {
+        'dataroot_backlit',
+        'dataroot_welllit',
+        'use_welllit',
+        'io_backend',
+        'image_size',
+        'augment',
+        'zoom_range',
+        'cache_resized',
+    }
+)
 
 # Backlit-only sets of this process (``datasets.train``: what BasicSR's loop fetches every iteration).
 _NETWORK_SETS = weakref.WeakSet()
@@ -72,8 +93,9 @@ class CLIPLITUnpairedDataset(data.Dataset):
         super().__init__()
         unknown = sorted(set(opt) - _BASICSR_KEYS - _OWN_KEYS)
         if unknown:
-            raise OptionError(f'{type(self).__name__}: unknown option(s) {", ".join(unknown)} '
-                            f'(known: {", ".join(sorted(_OWN_KEYS))})')
+            raise OptionError(
+                f'{type(self).__name__}: unknown option(s) {", ".join(unknown)} (known: {", ".join(sorted(_OWN_KEYS))})'
+            )
         if opt.get('persistent_workers') and not opt.get('num_worker_per_gpu'):
             raise OptionError('persistent_workers: true needs num_worker_per_gpu > 0 (no workers to keep)')
         self.image_size = _positive_int(opt.get('image_size'), 'image_size')
@@ -85,8 +107,9 @@ class CLIPLITUnpairedDataset(data.Dataset):
         if not isinstance(io_backend, dict):
             raise OptionError(f'io_backend: expected a mapping such as {{type: disk}}, got {io_backend!r}')
         self.backlit = ImageSource(_root(opt, 'dataroot_backlit'), io_backend, 'dataroot_backlit')
-        self.welllit = (ImageSource(_root(opt, 'dataroot_welllit'), io_backend, 'dataroot_welllit')
-                        if self.use_welllit else None)
+        self.welllit = (
+            ImageSource(_root(opt, 'dataroot_welllit'), io_backend, 'dataroot_welllit') if self.use_welllit else None
+        )
         # In shared memory, so that data-loader workers (forked or spawned) see the switch.
         self.loading = torch.ones((), dtype=torch.bool).share_memory_()
         if not self.use_welllit:

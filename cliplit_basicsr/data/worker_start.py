@@ -6,6 +6,7 @@ weights (~1.5-2 GiB RSS per worker on CPU); forked first, ~0.5 GiB (measured). W
 persistent loader live through the whole run, so starting them first is enough; they then fetch only
 what the training loop asks for, exactly as if started later.
 """
+
 from basicsr.data.data_sampler import EnlargedSampler
 from torch.utils.data import DataLoader
 

@@ -19,6 +19,7 @@ Each loss returns ``loss_weight`` times the authors' unscaled value; the YAML se
 
 Each image set passes CLIP once per call, as one batch: there is no loop over images.
 """
+
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -26,9 +27,20 @@ import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from cliplit_basicsr.clip import (DEFAULT_PRETRAINED, LOGIT_SCALE, RN_MODEL, VIT_MODEL, check_amp, check_clip_weights,
-                                  image_features, load_clip, negative_scores, prompt_logits, require_resnet,
-                                  resnet_feature_maps)
+from cliplit_basicsr.clip import (
+    DEFAULT_PRETRAINED,
+    LOGIT_SCALE,
+    RN_MODEL,
+    VIT_MODEL,
+    check_amp,
+    check_clip_weights,
+    image_features,
+    load_clip,
+    negative_scores,
+    prompt_logits,
+    require_resnet,
+    resnet_feature_maps,
+)
 
 DEFAULT_LAYER_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 0.5)  # RN maps [stem, layer1, layer2, layer3, layer4]
 DEFAULT_MARGINS = {'rank2': (1.0, 0.2), 'rank3': (0.9, 0.2), 'rank4': (0.9, 0.1)}  # (large, small)
@@ -59,9 +71,14 @@ class CLIPEnhanceLoss(_FrozenCLIPLoss):
 
     reduction = 'mean'  # over the batch (read by the training model when it splits a batch)
 
-    def __init__(self, loss_weight: float = 1.0, clip_model: str = VIT_MODEL,
-                 clip_pretrained: Optional[str] = DEFAULT_PRETRAINED, logit_scale: float = LOGIT_SCALE,
-                 amp: Optional[str] = None):
+    def __init__(
+        self,
+        loss_weight: float = 1.0,
+        clip_model: str = VIT_MODEL,
+        clip_pretrained: Optional[str] = DEFAULT_PRETRAINED,
+        logit_scale: float = LOGIT_SCALE,
+        amp: Optional[str] = None,
+    ):
         super().__init__(loss_weight, clip_model, clip_pretrained, amp)
         self.logit_scale = logit_scale
 
@@ -86,12 +103,19 @@ class CLIPIdentityLoss(_FrozenCLIPLoss):
 
     reduction = 'sum'  # over the batch, as the authors' (read by the training model when it splits a batch)
 
-    def __init__(self, loss_weight: float = 1.0, layer_weights: Sequence[float] = DEFAULT_LAYER_WEIGHTS,
-                 clip_model: str = RN_MODEL, clip_pretrained: Optional[str] = DEFAULT_PRETRAINED,
-                 amp: Optional[str] = None):
+    def __init__(
+        self,
+        loss_weight: float = 1.0,
+        layer_weights: Sequence[float] = DEFAULT_LAYER_WEIGHTS,
+        clip_model: str = RN_MODEL,
+        clip_pretrained: Optional[str] = DEFAULT_PRETRAINED,
+        amp: Optional[str] = None,
+    ):
         super().__init__(loss_weight, clip_model, clip_pretrained, amp)
         if len(layer_weights) != len(DEFAULT_LAYER_WEIGHTS):
-            raise ValueError(f'CLIPIdentityLoss: layer_weights needs 5 values (stem, layer1-4), got {list(layer_weights)}')
+            raise ValueError(
+                f'CLIPIdentityLoss: layer_weights needs 5 values (stem, layer1-4), got {list(layer_weights)}'
+            )
         self.layer_weights = tuple(float(w) for w in layer_weights)
 
     def clip(self, device: torch.device):
@@ -102,8 +126,9 @@ class CLIPIdentityLoss(_FrozenCLIPLoss):
     def per_image_layer_mse(self, enhanced: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Unweighted MSE (B,5) between the maps of ``enhanced`` and ``target``, per image and map."""
         if enhanced.shape != target.shape:
-            raise ValueError(f'CLIPIdentityLoss: enhanced {tuple(enhanced.shape)} and target {tuple(target.shape)} '
-                             'shapes differ')
+            raise ValueError(
+                f'CLIPIdentityLoss: enhanced {tuple(enhanced.shape)} and target {tuple(target.shape)} shapes differ'
+            )
         model = self.clip(enhanced.device)
         maps = resnet_feature_maps(model, enhanced, self.amp)
         with torch.no_grad():
@@ -128,10 +153,14 @@ class PromptInitLoss(nn.Module):
         super().__init__()
         self.loss_weight, self.logit_scale = loss_weight, logit_scale
 
-    def forward(self, text_features: torch.Tensor, backlit_features: torch.Tensor,
-                welllit_features: torch.Tensor) -> torch.Tensor:
-        logits = prompt_logits(torch.cat([backlit_features.flatten(0, -2), welllit_features.flatten(0, -2)]),
-                               text_features, self.logit_scale)
+    def forward(
+        self, text_features: torch.Tensor, backlit_features: torch.Tensor, welllit_features: torch.Tensor
+    ) -> torch.Tensor:
+        logits = prompt_logits(
+            torch.cat([backlit_features.flatten(0, -2), welllit_features.flatten(0, -2)]),
+            text_features,
+            self.logit_scale,
+        )
         n_backlit = backlit_features.flatten(0, -2).shape[0]
         labels = (torch.arange(logits.shape[0], device=logits.device) >= n_backlit).long()
         return self.loss_weight * F.cross_entropy(logits, labels)
@@ -154,19 +183,30 @@ class PromptRankingLoss(nn.Module):
     ``margins`` maps ``rank2``/``rank3``/``rank4`` to ``[large, small]`` (defaults: SPEC A4).
     """
 
-    def __init__(self, loss_weight: float = 1.0, margins: Optional[Dict[str, Sequence[float]]] = None,
-                 order: str = 'code', logit_scale: float = LOGIT_SCALE):
+    def __init__(
+        self,
+        loss_weight: float = 1.0,
+        margins: Optional[Dict[str, Sequence[float]]] = None,
+        order: str = 'code',
+        logit_scale: float = LOGIT_SCALE,
+    ):
         super().__init__()
         if order not in RANK_ORDERS:
             raise ValueError(f"PromptRankingLoss: order '{order}' is not one of {', '.join(RANK_ORDERS)}")
         unknown = set(margins or {}) - set(DEFAULT_MARGINS)
         if unknown:
-            raise ValueError(f"PromptRankingLoss: margins keys {sorted(unknown)} unknown; use rank2, rank3, rank4")
+            raise ValueError(f'PromptRankingLoss: margins keys {sorted(unknown)} unknown; use rank2, rank3, rank4')
         self.margins = {k: tuple(float(m) for m in v) for k, v in {**DEFAULT_MARGINS, **(margins or {})}.items()}
         self.loss_weight, self.order, self.logit_scale = loss_weight, order, logit_scale
 
-    def forward(self, text_features: torch.Tensor, backlit: torch.Tensor, welllit: torch.Tensor,
-                newest: Optional[torch.Tensor] = None, previous: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        text_features: torch.Tensor,
+        backlit: torch.Tensor,
+        welllit: torch.Tensor,
+        newest: Optional[torch.Tensor] = None,
+        previous: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         if previous is not None and newest is None:
             raise ValueError('PromptRankingLoss: previous outputs given without the newest ones')
         sets = [s for s in (backlit, welllit, newest, previous) if s is not None]

@@ -1,4 +1,5 @@
 """Extra metrics (LPIPS, MUSIQ through pyiqa), registered in BasicSR's METRIC_REGISTRY."""
+
 from .metric_util import needs_reference
 from .pyiqa_metric import MetricWeightsError, calculate_lpips, calculate_musiq, get_pyiqa_metric
 

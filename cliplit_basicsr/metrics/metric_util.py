@@ -1,4 +1,5 @@
 """Which BasicSR metrics need a ground-truth image."""
+
 import inspect
 
 from basicsr.utils.registry import METRIC_REGISTRY

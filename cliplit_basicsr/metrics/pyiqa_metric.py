@@ -10,6 +10,7 @@ pyiqa fetches its weights on first use (into ``torch.hub.get_dir()/pyiqa``, LPIP
 failed download, a missing file raises :class:`MetricWeightsError` naming the metric and the file.
 ``pretrained_model_path`` points a metric at a local weights file instead of pyiqa's download.
 """
+
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -50,8 +51,9 @@ def _lpips_files(net: str = 'alex', pretrained_model_path: Optional[str] = None,
     return [(url, folder / Path(urlparse(url).path).name) for url, folder in files]
 
 
-def _musiq_files(pretrained: str = 'koniq10k', pretrained_model_path: Optional[str] = None,
-                 **_) -> List[Tuple[str, Path]]:
+def _musiq_files(
+    pretrained: str = 'koniq10k', pretrained_model_path: Optional[str] = None, **_
+) -> List[Tuple[str, Path]]:
     """The (url, cache path) pair pyiqa's MUSIQ reads, unless a local weights file is given."""
     from pyiqa.archs.musiq_arch import default_model_urls
     from pyiqa.utils.download_util import DEFAULT_CACHE_DIR
@@ -72,8 +74,10 @@ def _weights_error(name: str, missing: List[Tuple[str, Path]], reason: str) -> M
 
     url, path = missing[0]
     local = ", or set the metric's pretrained_model_path" if path.parent == Path(DEFAULT_CACHE_DIR) else ''
-    return MetricWeightsError(f'metric {name}: weights file {path.name} is not in {path.parent} and {reason}; '
-                              f'download {url} into that folder{local}')
+    return MetricWeightsError(
+        f'metric {name}: weights file {path.name} is not in {path.parent} and {reason}; '
+        f'download {url} into that folder{local}'
+    )
 
 
 def get_pyiqa_metric(name: str, device: Optional[str] = None, **options) -> torch.nn.Module:
@@ -84,8 +88,9 @@ def get_pyiqa_metric(name: str, device: Optional[str] = None, **options) -> torc
         import pyiqa
 
         if options.get('pretrained_model_path') is not None and not Path(options['pretrained_model_path']).is_file():
-            raise MetricWeightsError(f'metric {name}: pretrained_model_path {options["pretrained_model_path"]}: '
-                                     'no such file')
+            raise MetricWeightsError(
+                f'metric {name}: pretrained_model_path {options["pretrained_model_path"]}: no such file'
+            )
         missing = [(url, path) for url, path in _REQUIRED_FILES[name](**options) if not path.is_file()]
         if missing and _offline():
             raise _weights_error(name, missing, 'HF_HUB_OFFLINE is set')
@@ -94,8 +99,7 @@ def get_pyiqa_metric(name: str, device: Optional[str] = None, **options) -> torc
         except Exception as err:  # urllib, hub and torch errors of many types
             still_missing = [(url, path) for url, path in missing if not path.is_file()]
             if still_missing:
-                raise _weights_error(name, still_missing,
-                                     f'could not be downloaded ({type(err).__name__})') from None
+                raise _weights_error(name, still_missing, f'could not be downloaded ({type(err).__name__})') from None
             raise
     return _metrics[key]
 
@@ -103,14 +107,17 @@ def get_pyiqa_metric(name: str, device: Optional[str] = None, **options) -> torc
 def _to_tensor(img: np.ndarray, what: str) -> torch.Tensor:
     """An HWC BGR uint8 image as BasicSR passes it -> a (1, 3, H, W) RGB float tensor in [0, 1]."""
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f'{what}: expected an HWC BGR uint8 image, got '
-                         f'{getattr(img, "dtype", type(img).__name__)} of shape {getattr(img, "shape", None)}')
+        raise ValueError(
+            f'{what}: expected an HWC BGR uint8 image, got '
+            f'{getattr(img, "dtype", type(img).__name__)} of shape {getattr(img, "shape", None)}'
+        )
     rgb = np.ascontiguousarray(img[:, :, ::-1])
-    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().div(255.)
+    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
 
 
-def _score(name: str, device: Optional[str], options: dict, img: np.ndarray,
-           img2: Optional[np.ndarray] = None) -> float:
+def _score(
+    name: str, device: Optional[str], options: dict, img: np.ndarray, img2: Optional[np.ndarray] = None
+) -> float:
     metric = get_pyiqa_metric(name, device, **options)
     inputs = [_to_tensor(img, f'{name} image')] + ([] if img2 is None else [_to_tensor(img2, f'{name} reference')])
     with torch.no_grad():
@@ -118,12 +125,14 @@ def _score(name: str, device: Optional[str], options: dict, img: np.ndarray,
 
 
 @METRIC_REGISTRY.register()
-def calculate_lpips(img: np.ndarray,
-                    img2: np.ndarray,
-                    net: str = 'alex',
-                    pretrained_model_path: Optional[str] = None,
-                    device: Optional[str] = None,
-                    **kwargs) -> float:
+def calculate_lpips(
+    img: np.ndarray,
+    img2: np.ndarray,
+    net: str = 'alex',
+    pretrained_model_path: Optional[str] = None,
+    device: Optional[str] = None,
+    **kwargs,
+) -> float:
     """LPIPS v0.1 (lower is better) between ``img`` and the reference ``img2`` (HWC BGR uint8).
 
     ``net``: ``'alex'`` (pyiqa's ``lpips``, the usual choice) or ``'vgg'``. ``pretrained_model_path``: a
@@ -135,12 +144,14 @@ def calculate_lpips(img: np.ndarray,
 
 
 @METRIC_REGISTRY.register()
-def calculate_musiq(img: np.ndarray,
-                    img2: Optional[np.ndarray] = None,
-                    pretrained: str = 'koniq10k',
-                    pretrained_model_path: Optional[str] = None,
-                    device: Optional[str] = None,
-                    **kwargs) -> float:
+def calculate_musiq(
+    img: np.ndarray,
+    img2: Optional[np.ndarray] = None,
+    pretrained: str = 'koniq10k',
+    pretrained_model_path: Optional[str] = None,
+    device: Optional[str] = None,
+    **kwargs,
+) -> float:
     """MUSIQ quality score (higher is better) of ``img`` (HWC BGR uint8); needs no reference.
 
     ``pretrained``: the rating set of pyiqa's weights (``koniq10k`` is pyiqa's ``musiq``, scores in

@@ -4,19 +4,20 @@
 subclasses it. Everything not specific to CLIP-LIT (``feed_data``, visuals, logging of metric values,
 rank-0 ``dist_validation``) is BasicSR's ``SRModel``.
 """
+
 import os
 from collections import defaultdict
 from os import path as osp
 from typing import Dict, Optional
 
 import torch
-from torch import nn
 from basicsr.archs import build_network
 from basicsr.metrics import calculate_metric
 from basicsr.models.base_model import BaseModel
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
+from torch import nn
 from tqdm import tqdm
 
 from cliplit_basicsr.archs.checkpoint import load_checkpoint, resolve_checkpoint
@@ -41,7 +42,7 @@ class CLIPLITEnhancerModel(SRModel):
         BaseModel.__init__(self, opt)  # SRModel's own __init__ would load with BasicSR's loader
         self.net_g = self.model_to_device(self.build_network_g(opt['network_g']))
         if not isinstance(self.get_bare_model(self.net_g), CLIPLITNet):
-            raise OptionError(f"network_g: {type(self).__name__} needs type CLIPLITNet, got {opt['network_g']['type']}")
+            raise OptionError(f'network_g: {type(self).__name__} needs type CLIPLITNet, got {opt["network_g"]["type"]}')
         self.print_network(self.net_g)
         load_path = opt['path'].get('pretrain_network_g', None if self.is_train else 'official')
         if load_path is not None:

@@ -27,6 +27,7 @@ Distributed: both learnable parts are wrapped in DDP (BasicSR's ``model_to_devic
 schedule decides on is all-reduced (mean over ranks) first, so all ranks take the same branch; only
 rank 0 writes files.
 """
+
 import contextlib
 import os
 from collections import OrderedDict
@@ -36,7 +37,6 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.data.data_sampler import EnlargedSampler
@@ -45,6 +45,7 @@ from basicsr.metrics.psnr_ssim import calculate_psnr_pt
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
+from torch import nn
 from torch.utils.data import Dataset, default_collate
 
 from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT
@@ -65,34 +66,82 @@ INIT_CHECKPOINT = OFFICIAL_CHECKPOINT.parent / 'init_enhancement_model.pth'  # t
 TRAIN_EPS = 1e-9  # the authors' training divides by L + 1e-9
 
 # Options this model reads; anything else in these sections is a typo, reported as one line.
-TOP_LEVEL_KEYS = frozenset({
-    'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_prompt', 'path',
-    'train', 'val', 'logger', 'dist_params', 'find_unused_parameters', 'prompt_dataset',
-    # added by BasicSR's parse_options / train_pipeline
-    'dist', 'rank', 'world_size', 'auto_resume', 'is_train', 'root_path'
-})
-TRAIN_KEYS = frozenset({
-    'total_iter', 'optim_g', 'optim_prompt', 'scheduler', 'schedule', 'clip_opt', 'identity_opt',
-    'reconstruction_opt', 'prompt_init_opt', 'ranking_opt', 'micro_batch', 'prompt_feature_cache'
-})
-PATH_KEYS = frozenset({
-    'pretrain_network_g', 'strict_load_g', 'param_key_g', 'pretrain_network_prompt', 'resume_state',
-    'ignore_resume_networks', 'experiments_root', 'models', 'training_states', 'log', 'visualization'
-})
+TOP_LEVEL_KEYS = frozenset(
+    {
+        'name',
+        'model_type',
+        'scale',
+        'num_gpu',
+        'manual_seed',
+        'datasets',
+        'network_g',
+        'network_prompt',
+        'path',
+        'train',
+        'val',
+        'logger',
+        'dist_params',
+        'find_unused_parameters',
+        'prompt_dataset',
+        # added by BasicSR's parse_options / train_pipeline
+        'dist',
+        'rank',
+        'world_size',
+        'auto_resume',
+        'is_train',
+        'root_path',
+    }
+)
+TRAIN_KEYS = frozenset(
+    {
+        'total_iter',
+        'optim_g',
+        'optim_prompt',
+        'scheduler',
+        'schedule',
+        'clip_opt',
+        'identity_opt',
+        'reconstruction_opt',
+        'prompt_init_opt',
+        'ranking_opt',
+        'micro_batch',
+        'prompt_feature_cache',
+    }
+)
+PATH_KEYS = frozenset(
+    {
+        'pretrain_network_g',
+        'strict_load_g',
+        'param_key_g',
+        'pretrain_network_prompt',
+        'resume_state',
+        'ignore_resume_networks',
+        'experiments_root',
+        'models',
+        'training_states',
+        'log',
+        'visualization',
+    }
+)
 
 
 def check_options(opt: dict) -> None:
     """Raise :class:`OptionError` naming the first unknown key of the sections this model reads."""
-    sections = [('', opt, TOP_LEVEL_KEYS), ('train.', opt.get('train') or {}, TRAIN_KEYS),
-                ('path.', opt.get('path') or {}, PATH_KEYS),
-                ('train.schedule.', (opt.get('train') or {}).get('schedule') or {}, ScheduleOptions.names())]
+    sections = [
+        ('', opt, TOP_LEVEL_KEYS),
+        ('train.', opt.get('train') or {}, TRAIN_KEYS),
+        ('path.', opt.get('path') or {}, PATH_KEYS),
+        ('train.schedule.', (opt.get('train') or {}).get('schedule') or {}, ScheduleOptions.names()),
+    ]
     for prefix, section, known in sections:
         if not isinstance(section, dict):
             raise OptionError(f'{prefix.rstrip(".")}: expected a mapping, got {section!r}')
         for key in section:
             if key not in known:
-                raise OptionError(f'unknown option {prefix}{key} (model {opt.get("model_type")}; '
-                                  f'known here: {", ".join(sorted(known))})')
+                raise OptionError(
+                    f'unknown option {prefix}{key} (model {opt.get("model_type")}; '
+                    f'known here: {", ".join(sorted(known))})'
+                )
 
 
 def y_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -106,8 +155,7 @@ def _micro_batch(value, device: torch.device) -> Optional[int]:
     if value == AUTO:
         return auto_micro_batch(device)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise OptionError(
-            f'train.micro_batch: expected a positive integer, ~ (whole batch) or {AUTO}, got {value!r}')
+        raise OptionError(f'train.micro_batch: expected a positive integer, ~ (whole batch) or {AUTO}, got {value!r}')
     return value
 
 
@@ -116,8 +164,10 @@ def _cpu_allocator_note(environ) -> str:
     commands restart themselves so that it does: ``_cliplit_basicsr_hook.restart_keeping_freed_memory``)."""
     if environ.get('MALLOC_MMAP_MAX_') == '0':
         return 'CPU training: glibc keeps freed memory (MALLOC_MMAP_MAX_=0): no page faults on reused activations'
-    return ('CPU training with glibc returning freed memory: steps can run up to 1.6x slower; start training '
-            'with cliplit-train or python -m basicsr.train, or set MALLOC_MMAP_MAX_=0 (README, Training)')
+    return (
+        'CPU training with glibc returning freed memory: steps can run up to 1.6x slower; start training '
+        'with cliplit-train or python -m basicsr.train, or set MALLOC_MMAP_MAX_=0 (README, Training)'
+    )
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:
@@ -170,7 +220,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         optim_opt = dict(self.opt['train'].get(key) or {})
         optim_type = optim_opt.pop('type', None)
         if optim_type != 'Adam':
-            raise OptionError(f"train.{key}.type: expected Adam, got {optim_type!r}")
+            raise OptionError(f'train.{key}.type: expected Adam, got {optim_type!r}')
         try:
             return self.get_optimizer(optim_type, params, **optim_opt)
         except TypeError as err:
@@ -208,7 +258,8 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         self.schedule = TrainingSchedule(
             self.schedule_options,
             prompt_init=prompt_init,
-            reconstruction=self.opt['path'].get('pretrain_network_g') is None)
+            reconstruction=self.opt['path'].get('pretrain_network_g') is None,
+        )
 
         self.micro_batch = _micro_batch(train_opt.get('micro_batch', AUTO), self.device)
         self.cri_clip = self._build_loss('clip_opt')
@@ -260,8 +311,14 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         for name, size in (('rank', batch), ('init', batch // 2)):
             loader_opt = dict(dataset_opt, batch_size_per_gpu=size)
             sampler = EnlargedSampler(self.prompt_set, self.opt['world_size'], self.opt['rank'], 1)
-            loader = build_dataloader(self.prompt_set, loader_opt, num_gpu=self.opt['num_gpu'], dist=self.opt['dist'],
-                                      sampler=sampler, seed=self.opt['manual_seed'])
+            loader = build_dataloader(
+                self.prompt_set,
+                loader_opt,
+                num_gpu=self.opt['num_gpu'],
+                dist=self.opt['dist'],
+                sampler=sampler,
+                seed=self.opt['manual_seed'],
+            )
             start_workers_now(loader)
             self._prompt_loaders[name] = {'loader': loader, 'sampler': sampler, 'epoch': 0, 'iter': None}
 
@@ -338,8 +395,10 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         self._outputs[slot] = (round_, torch.cat(outputs))
         if self._feature_cache is not None:  # features of outputs of rounds no longer ranked
             self._feature_cache.forget(lambda key: key[0] != 'output' or key[1] in self.schedule.slot_rounds)
-        get_root_logger().info(f'Enhanced {len(self._outputs[slot][1])} backlit images with the best network of '
-                               f'round {round_} (slot {slot})')
+        get_root_logger().info(
+            f'Enhanced {len(self._outputs[slot][1])} backlit images with the best network of '
+            f'round {round_} (slot {slot})'
+        )
         return self._outputs[slot][1]
 
     # -- one step ------------------------------------------------------------------------------------
@@ -367,7 +426,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             return terms
         terms = {
             'l_clip': batch_share(self.cri_clip, self.cri_clip(output, self._text_features_frozen()), share),
-            'l_identity': batch_share(self.cri_identity, self.cri_identity(output, lq), share)
+            'l_identity': batch_share(self.cri_identity, self.cri_identity(output, lq), share),
         }
         terms['l_enhance'] = terms['l_clip'] + terms['l_identity']
         return terms
@@ -377,8 +436,9 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         total = 'l_recon' if phase is Phase.RECONSTRUCTION else 'l_enhance'
         no_sync = getattr(self.net_g, 'no_sync', contextlib.nullcontext)  # DDP: reduce gradients once per step
         self.optimizer_g.zero_grad()
-        terms = backward_in_micro_batches(self.lq, self.micro_batch, lambda lq, share: self._network_terms(
-            phase, lq, share), total, no_sync)
+        terms = backward_in_micro_batches(
+            self.lq, self.micro_batch, lambda lq, share: self._network_terms(phase, lq, share), total, no_sync
+        )
         self.optimizer_g.step()
         return terms
 
@@ -411,11 +471,15 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         (set, round of the network behind an enhanced output or None, index, flip/transpose code)."""
         sources = [('backlit', None, batch['index']), ('welllit', None, batch['welllit_index'])]
         if phase is Phase.PROMPT_REFINEMENT:
-            sources += [('output', self.schedule.slot_rounds[slot], batch['index'])
-                        for slot in self.schedule.ranking_slots()]
+            sources += [
+                ('output', self.schedule.slot_rounds[slot], batch['index']) for slot in self.schedule.ranking_slots()
+            ]
         variants = exact_variants(batch['aug'])
-        return [None if code is None else (name, round_, index, code)
-                for name, round_, indices in sources for index, code in zip(indices.tolist(), variants)]
+        return [
+            None if code is None else (name, round_, index, code)
+            for name, round_, indices in sources
+            for index, code in zip(indices.tolist(), variants)
+        ]
 
     def optimize_parameters(self, current_iter: int) -> None:
         phase, round_ = self.schedule.phase, self.schedule.round
@@ -425,7 +489,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             Phase.RECONSTRUCTION: 'l_recon',
             Phase.ENHANCEMENT: 'l_enhance',
             Phase.PROMPT_INIT: 'l_prompt_init',
-            Phase.PROMPT_REFINEMENT: 'l_prompt_rank'
+            Phase.PROMPT_REFINEMENT: 'l_prompt_rank',
         }[phase]
         outcome = self.schedule.step(current_iter, reduced[total], reduced.get('psnr_recon'))
         self._apply(outcome, current_iter, phase, round_)
@@ -442,12 +506,16 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             self._save_prompt_file(f'prompt_pair_round{round_}_best.pth')
         if outcome.restart_network:
             self._restart_network()
-            logger.info(f'[round {round_}] reconstruction PSNR below {self.schedule_options.restart_psnr} dB at '
-                        f'iter {current_iter}: network re-initialised, stage now {self.schedule.phase_length} '
-                        'iterations')
+            logger.info(
+                f'[round {round_}] reconstruction PSNR below {self.schedule_options.restart_psnr} dB at '
+                f'iter {current_iter}: network re-initialised, stage now {self.schedule.phase_length} '
+                'iterations'
+            )
         if outcome.extended:
-            logger.info(f'[round {round_}] {phase.value} extended to {self.schedule.phase_length} iterations at '
-                        f'iter {current_iter} (loss above threshold)')
+            logger.info(
+                f'[round {round_}] {phase.value} extended to {self.schedule.phase_length} iterations at '
+                f'iter {current_iter} (loss above threshold)'
+            )
         if outcome.transition:
             old, new = outcome.transition
             self._end_prompt_epochs()
@@ -459,8 +527,9 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             if new is Phase.PROMPT_REFINEMENT:
                 rounds = [self.schedule.slot_rounds[s] for s in self.schedule.ranking_slots()]
                 extra = f' ranking with the outputs of rounds {rounds} (newest first)'
-            logger.info(f'Phase {old.value} -> {new.value} at iter {current_iter}: now round '
-                        f'{self.schedule.round}{extra}')
+            logger.info(
+                f'Phase {old.value} -> {new.value} at iter {current_iter}: now round {self.schedule.round}{extra}'
+            )
 
     def _restart_network(self) -> None:
         """A fresh random network (conv weights N(0, 0.02), default biases) and a fresh Adam state."""
@@ -477,8 +546,9 @@ class CLIPLITModel(CLIPLITEnhancerModel):
 
     @master_only
     def _save_round_best(self, round_: int) -> None:
-        state = self.kept_networks[self.schedule.slot_rounds.index(round_)] if round_ in self.schedule.slot_rounds \
-            else None
+        state = (
+            self.kept_networks[self.schedule.slot_rounds.index(round_)] if round_ in self.schedule.slot_rounds else None
+        )
         if state is not None:
             path = osp.join(self.opt['path']['models'], f'net_g_round{round_}_best.pth')
             atomic_torch_save({'params': {k: v.cpu() for k, v in state.items()}}, path)
@@ -499,10 +569,11 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             'schedulers': [s.state_dict() for s in self.schedulers],
             'cliplit': {
                 'schedule': self.schedule.state_dict(),
-                'kept_networks': [None if s is None else {k: v.cpu() for k, v in s.items()}
-                                  for s in self.kept_networks],
+                'kept_networks': [
+                    None if s is None else {k: v.cpu() for k, v in s.items()} for s in self.kept_networks
+                ],
                 'prompt_loader_epochs': {k: v['epoch'] for k, v in getattr(self, '_prompt_loaders', {}).items()},
-            }
+            },
         }
 
     @master_only
@@ -514,13 +585,16 @@ class CLIPLITModel(CLIPLITEnhancerModel):
 
     def resume_training(self, resume_state: dict) -> None:
         if 'cliplit' not in resume_state:
-            raise OptionError(f"path.resume_state: {self.opt['path'].get('resume_state')} is not a CLIP-LIT training "
-                              'state (no schedule)')
+            raise OptionError(
+                f'path.resume_state: {self.opt["path"].get("resume_state")} is not a CLIP-LIT training '
+                'state (no schedule)'
+            )
         super().resume_training(resume_state)
         extra = resume_state['cliplit']
         self.schedule.load_state_dict(extra['schedule'])
-        self.kept_networks = [None if s is None else {k: v.to(self.device) for k, v in s.items()}
-                              for s in extra['kept_networks']]
+        self.kept_networks = [
+            None if s is None else {k: v.to(self.device) for k, v in s.items()} for s in extra['kept_networks']
+        ]
         for name, epoch in extra.get('prompt_loader_epochs', {}).items():
             if name in getattr(self, '_prompt_loaders', {}):
                 self._prompt_loaders[name].update(epoch=epoch, iter=None)

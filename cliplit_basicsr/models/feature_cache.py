@@ -11,6 +11,7 @@ sums can differ from encoding the image again, as it can between any two batch c
 Keys name the image exactly: its set and index (enhanced outputs also the round of the network that
 produced them) and its flip/transpose code; images with zoom or rotation get no key.
 """
+
 from typing import Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -35,8 +36,12 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self._features)
 
-    def encode(self, encode_images: Callable[[torch.Tensor], torch.Tensor],
-               images: Union[torch.Tensor, Sequence[torch.Tensor]], keys: Sequence[Key]) -> torch.Tensor:
+    def encode(
+        self,
+        encode_images: Callable[[torch.Tensor], torch.Tensor],
+        images: Union[torch.Tensor, Sequence[torch.Tensor]],
+        keys: Sequence[Key],
+    ) -> torch.Tensor:
         """Features of ``images`` (N, ...), or of a list of batches taken as their concatenation, in order:
         kept ones where ``keys[i]`` was seen before, the others from one ``encode_images`` call (and kept
         where their key is not None). Only the images to encode are copied into that call's batch."""

@@ -6,6 +6,7 @@ the gradients of each micro-batch's share of it. Running forward + backward per 
 the gradients accumulate keeps only one micro-batch's activations alive, which at the default 8 @ 512
 is most of the enhancement step's memory. Only the order of the floating-point sums changes.
 """
+
 import contextlib
 from typing import Callable, ContextManager, Dict, Optional
 
@@ -33,8 +34,13 @@ def batch_share(loss: nn.Module, value: torch.Tensor, share: float) -> torch.Ten
     return value if getattr(loss, 'reduction', 'mean') == 'sum' else value * share
 
 
-def backward_in_micro_batches(images: torch.Tensor, micro_batch: Optional[int], terms_of: TermsFn, total: str,
-                              no_sync: Callable[[], ContextManager] = contextlib.nullcontext) -> Dict[str, torch.Tensor]:
+def backward_in_micro_batches(
+    images: torch.Tensor,
+    micro_batch: Optional[int],
+    terms_of: TermsFn,
+    total: str,
+    no_sync: Callable[[], ContextManager] = contextlib.nullcontext,
+) -> Dict[str, torch.Tensor]:
     """Backpropagate the batch loss ``terms_of(...)[total]`` ``micro_batch`` images at a time (``None``: at once).
 
     Args:

@@ -31,6 +31,7 @@ and the previous one (``pointer``). Before any result exists, ranking uses backl
 with one result, the 3-term form. Which of the two is ranked as more backlit (``order: code|paper``) is
 the ranking loss's business; this module only says which slot is newest.
 """
+
 import math
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
@@ -81,9 +82,17 @@ class ScheduleOptions:
 
     def __post_init__(self):
         positive = ('enhancement_iters', 'check_period', 'prompt_check_period', 'window')
-        non_negative = ('prompt_init_iters', 'prompt_init_min_iters', 'reconstruction_iters',
-                        'reconstruction_min_iters', 'restart_after', 'restart_extension', 'enhancement_extension',
-                        'prompt_refinement_iters', 'prompt_extension')
+        non_negative = (
+            'prompt_init_iters',
+            'prompt_init_min_iters',
+            'reconstruction_iters',
+            'reconstruction_min_iters',
+            'restart_after',
+            'restart_extension',
+            'enhancement_extension',
+            'prompt_refinement_iters',
+            'prompt_extension',
+        )
         for name in positive + non_negative:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name in positive else 0):
@@ -97,11 +106,15 @@ class ScheduleOptions:
     def check_lengths(self, prompt_init: bool, reconstruction: bool) -> None:
         """Refuse stages shorter than the authors' minimum (they silently reset such values)."""
         if prompt_init and self.prompt_init_iters < self.prompt_init_min_iters:
-            raise ScheduleError(f'train.schedule.prompt_init_iters={self.prompt_init_iters} is below '
-                                f'prompt_init_min_iters={self.prompt_init_min_iters}')
+            raise ScheduleError(
+                f'train.schedule.prompt_init_iters={self.prompt_init_iters} is below '
+                f'prompt_init_min_iters={self.prompt_init_min_iters}'
+            )
         if reconstruction and self.reconstruction_iters < self.reconstruction_min_iters:
-            raise ScheduleError(f'train.schedule.reconstruction_iters={self.reconstruction_iters} is below '
-                                f'reconstruction_min_iters={self.reconstruction_min_iters}')
+            raise ScheduleError(
+                f'train.schedule.reconstruction_iters={self.reconstruction_iters} is below '
+                f'reconstruction_min_iters={self.reconstruction_min_iters}'
+            )
 
     @classmethod
     def names(cls) -> List[str]:
@@ -147,8 +160,13 @@ class TrainingSchedule:
         options.check_lengths(prompt_init, reconstruction)
         self.options = options
         self._reconstruction = reconstruction
-        first = (Phase.PROMPT_INIT if prompt_init and options.prompt_learning else
-                 Phase.RECONSTRUCTION if reconstruction else Phase.ENHANCEMENT)
+        first = (
+            Phase.PROMPT_INIT
+            if prompt_init and options.prompt_learning
+            else Phase.RECONSTRUCTION
+            if reconstruction
+            else Phase.ENHANCEMENT
+        )
         self._s = _State(phase=first.value)
         self._enter(first)
 
@@ -182,13 +200,13 @@ class TrainingSchedule:
         if self.options.ranking_outputs == 0 or slots[0] is None:
             return ()
         if slots[1] is None:
-            return (0, )
+            return (0,)
         newest, previous = 1 - pointer, pointer
-        return (newest, ) if self.options.ranking_outputs == 1 else (newest, previous)
+        return (newest,) if self.options.ranking_outputs == 1 else (newest, previous)
 
     def describe(self) -> str:
         """One line for the log: phase, round, position."""
-        return (f'{self.phase.value} (round {self._s.round}) step {self._s.phase_iter}/{self._s.phase_length}')
+        return f'{self.phase.value} (round {self._s.round}) step {self._s.phase_iter}/{self._s.phase_length}'
 
     # -- transitions ---------------------------------------------------------------------------------
     def _enter(self, phase: Phase) -> None:
