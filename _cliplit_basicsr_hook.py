@@ -1,24 +1,22 @@
-"""Start-up hook that lets BasicSR 1.4.2 host cliplit_basicsr (standard library only).
+"""Start-up hook that lets BasicSR 1.4.2's own commands host cliplit_basicsr (standard library only).
 
-The ``zz_cliplit_basicsr_hook.pth`` file installed in site-packages imports this module at
-interpreter start-up. At that point it imports nothing (``os`` and ``sys`` are already loaded). A
-training command (``python -m basicsr.train``, ``python -m cliplit_basicsr.train``, ``cliplit-train``)
-is first re-executed with glibc told to keep the memory it frees (:func:`restart_keeping_freed_memory`;
-``CLIPLIT_KEEP_FREED_MEMORY=0`` turns that off). Then it puts one import finder in front of
-``sys.meta_path``, which acts on three names:
+The ``zz_cliplit_basicsr_hook.pth`` file installed in site-packages calls :func:`install` at interpreter
+start-up, unless ``CLIPLIT_BASICSR_NO_HOOK=1`` is set (then this module is not even imported). It imports
+nothing (``os`` and ``sys`` are already loaded) and puts one import finder in front of ``sys.meta_path``,
+which acts on three names only:
 
-* ``torchvision.transforms.functional_tensor`` was removed from torchvision, but BasicSR 1.4.2
-  imports it: the finder provides a new module filled from ``_functional_tensor``.
-* ``basicsr``: once ``basicsr/__init__.py`` has run, ``cliplit_basicsr`` is imported, so that
-  BasicSR's own entry points see the plugin's registrations.
-* ``basicsr.train`` / ``basicsr.test`` when the process was started as ``python -m basicsr.train``
-  (or ``basicsr.test``): the code that ``runpy`` runs as ``__main__`` becomes a call of the
-  plugin's entry point (``cliplit_basicsr.train.main``), which runs BasicSR's own pipeline with the
-  plugin's fixes (experiments under the current directory, CPU-safe resume, one-line errors).
-  Ordinary imports of those modules are untouched.
+* ``torchvision.transforms.functional_tensor`` was removed from torchvision, but BasicSR 1.4.2 imports
+  it: the finder provides a new module filled from ``_functional_tensor``.
+* ``basicsr``: once ``basicsr/__init__.py`` has run, ``cliplit_basicsr`` is imported, so that BasicSR's
+  own entry points see the plugin's registrations.
+* ``basicsr.train`` / ``basicsr.test`` when the process was started as ``python -m basicsr.train`` (or
+  ``basicsr.test``): the code that ``runpy`` runs as ``__main__`` becomes a call of the plugin's entry
+  point (``cliplit_basicsr.train.main``), which runs BasicSR's own pipeline with the plugin's fixes
+  (:mod:`cliplit_basicsr.basicsr_compat`). Ordinary imports of those modules are untouched.
 
-Set ``CLIPLIT_BASICSR_NO_HOOK=1`` to disable the plugin import and the hand-over (the torchvision
-shim stays, since it only adds a missing module).
+Nothing else happens at start-up: the process, its environment and every other import are left alone.
+``import cliplit_basicsr`` installs the torchvision module by itself (:func:`install_torchvision_shim`),
+so the package also imports with the hook disabled.
 """
 
 import os
@@ -27,16 +25,12 @@ import sys
 _SHIM_NAME = 'torchvision.transforms.functional_tensor'
 _SHIM_SOURCE = 'torchvision.transforms._functional_tensor'
 _HANDED_OVER = {'basicsr.train': 'cliplit_basicsr.train', 'basicsr.test': 'cliplit_basicsr.test'}
-_DISABLE_VARIABLE = 'CLIPLIT_BASICSR_NO_HOOK'
-_TRAINING_MODULES = ('basicsr.train', 'cliplit_basicsr.train')
-_TRAINING_SCRIPTS = ('cliplit-train',)
-KEEP_FREED_MEMORY = {'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': str(64 * 2**30)}
-KEEP_FREED_MEMORY_SWITCH = 'CLIPLIT_KEEP_FREED_MEMORY'
+DISABLE_VARIABLE = 'CLIPLIT_BASICSR_NO_HOOK'
 
 
-def enabled() -> bool:
-    """Whether the plugin import and the entry-point hand-over are active in this process."""
-    return os.environ.get(_DISABLE_VARIABLE, '') in ('', '0')
+def enabled(environ=os.environ) -> bool:
+    """Whether the start-up hook is active: ``CLIPLIT_BASICSR_NO_HOOK`` unset, empty or ``0``."""
+    return environ.get(DISABLE_VARIABLE, '') in ('', '0')
 
 
 def run_target(argv: 'list[str]') -> 'tuple[str, str] | None':
@@ -70,54 +64,6 @@ def run_module_name(argv: 'list[str]') -> 'str | None':
     """The module that ``python [options] -m NAME ...`` runs, read from the interpreter's argv."""
     target = run_target(argv)
     return target[1] if target and target[0] == 'module' else None
-
-
-def is_training_command(argv: 'list[str]') -> bool:
-    """Whether the interpreter's argv starts CLIP-LIT training: ``python -m basicsr.train``,
-    ``python -m cliplit_basicsr.train`` or the ``cliplit-train`` console script."""
-    target = run_target(argv)
-    if target is None:
-        return False
-    kind, name = target
-    return name in _TRAINING_MODULES if kind == 'module' else os.path.basename(name) in _TRAINING_SCRIPTS
-
-
-def uses_glibc() -> bool:
-    """Whether this interpreter runs on glibc, the C library whose malloc variables the restart sets."""
-    try:
-        return bool(os.confstr('CS_GNU_LIBC_VERSION'))
-    except (AttributeError, ValueError, OSError):
-        return False
-
-
-def keep_freed_memory_environment(environ: 'dict[str, str]') -> 'dict[str, str] | None':
-    """``environ`` plus :data:`KEEP_FREED_MEMORY`, or None where it does not apply: the user set glibc's
-    malloc variables (or ``GLIBC_TUNABLES`` malloc tunables) already, ``CLIPLIT_KEEP_FREED_MEMORY=0``, or
-    the C library is not glibc."""
-    if environ.get(KEEP_FREED_MEMORY_SWITCH, '') == '0' or any(k.startswith('MALLOC_') for k in environ):
-        return None
-    if 'malloc' in environ.get('GLIBC_TUNABLES', '') or not uses_glibc():
-        return None
-    return dict(environ, **KEEP_FREED_MEMORY)
-
-
-def restart_keeping_freed_memory() -> None:
-    """Re-execute this process (same PID, argv and environment plus :data:`KEEP_FREED_MEMORY`) so that
-    glibc keeps the memory it frees; returns if that does not apply (see
-    :func:`keep_freed_memory_environment`) or was done already.
-
-    By default glibc serves every large block (full-size activations and gradients) with a fresh
-    ``mmap`` and returns it on free, so the kernel faults in and zeroes those pages again at every
-    training step: measured 1.6x on a 2-core CPU's enhancement step (README, Training). The variables are
-    read only when a process starts (``mallopt`` later does not stop the faults), hence the restart. Call
-    it before threads or files are opened: at start-up, or first thing in a script.
-    """
-    environment = keep_freed_memory_environment(dict(os.environ))
-    if environment is not None:
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
-        os.execve(sys.executable, list(sys.orig_argv), environment)
 
 
 class _FunctionalTensorLoader:
@@ -175,24 +121,31 @@ class _HandOverLoader(_DelegatingLoader):
         return compile(source, f'<{fullname} handed over to {entry}>', 'exec')
 
 
-class _Finder:
-    """The meta-path finder that applies the three actions above."""
+class _ShimFinder:
+    """Provides ``torchvision.transforms.functional_tensor``; nothing else."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname == _SHIM_NAME:
             from importlib.machinery import ModuleSpec  # only now: nothing is imported at start-up
 
             return ModuleSpec(fullname, _FunctionalTensorLoader())
-        if fullname == 'basicsr' and enabled():
-            return self._wrapped_spec(fullname, path, target, _PluginAfterBasicSRLoader)
-        if fullname in _HANDED_OVER and enabled() and run_module_name(getattr(sys, 'orig_argv', ())) == fullname:
-            return self._wrapped_spec(fullname, path, target, _HandOverLoader)
         return None
+
+
+class _Finder(_ShimFinder):
+    """The start-up finder: the shim, the plugin after BasicSR, and the hand-over of BasicSR's commands."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == 'basicsr':
+            return self._wrapped_spec(fullname, path, target, _PluginAfterBasicSRLoader)
+        if fullname in _HANDED_OVER and run_module_name(getattr(sys, 'orig_argv', ())) == fullname:
+            return self._wrapped_spec(fullname, path, target, _HandOverLoader)
+        return super().find_spec(fullname, path, target)
 
     def _wrapped_spec(self, fullname, path, target, loader_class):
         """The spec the other finders give for ``fullname``, its loader wrapped in ``loader_class``."""
         for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, 'find_spec'):
+            if isinstance(finder, _ShimFinder) or not hasattr(finder, 'find_spec'):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
@@ -202,13 +155,19 @@ class _Finder:
         return None
 
 
+def _insert(finder_class) -> None:
+    if not any(isinstance(finder, finder_class) for finder in sys.meta_path):
+        sys.meta_path.insert(0, finder_class())
+
+
+def install_torchvision_shim() -> None:
+    """Make ``torchvision.transforms.functional_tensor`` importable (idempotent); what ``import basicsr``
+    1.4.2 needs on current torchvision, and all that ``import cliplit_basicsr`` asks of this module."""
+    _insert(_ShimFinder)
+
+
 def install() -> None:
-    """Restart a training command keeping freed memory (see :func:`restart_keeping_freed_memory`), then
-    put the finder first on ``sys.meta_path`` (idempotent)."""
-    if is_training_command(getattr(sys, 'orig_argv', ())):
-        restart_keeping_freed_memory()
-    if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _Finder())
-
-
-install()
+    """Put the start-up finder first on ``sys.meta_path`` (idempotent); a no-op when :func:`enabled` is
+    false."""
+    if enabled():
+        _insert(_Finder)

@@ -48,7 +48,6 @@ setup(
     long_description_content_type='text/markdown',
     license="S-Lab License 1.0 (authors' checkpoints); see README",
     python_requires='>=3.10',  # the hook reads sys.orig_argv
-    package_dir={'': '.'},  # flat layout: editable installs then use a plain path entry, no import-time finder
     packages=find_packages(include=['cliplit_basicsr', 'cliplit_basicsr.*']),
     py_modules=['_cliplit_basicsr_hook'],
     package_data={'cliplit_basicsr': ['weights/*.pth', 'weights/*.md', 'samples/*.jpg']},
@@ -65,7 +64,7 @@ setup(
         'tqdm',
         'numpy',
     ],
-    extras_require={'test': ['pytest', 'pytest-timeout']},
+    extras_require={'test': ['pytest', 'pytest-timeout', 'psutil', 'ruff==0.17.6'], 'dev': ['pre-commit']},
     entry_points={
         'console_scripts': [
             'cliplit-enhance=cliplit_basicsr.enhance:main',

@@ -1,15 +1,20 @@
 """CLIP-LIT (Liang et al., ICCV 2023) as a BasicSR plugin.
 
-Importing the package registers the network, losses, dataset, model and metrics into BasicSR's
-registries, exactly as Real-ESRGAN's package does.
+Importing the package registers the network, losses, dataset, models and metrics into BasicSR's
+registries, as Real-ESRGAN's package does, and applies the BasicSR 1.4.2 fixes of
+:mod:`cliplit_basicsr.basicsr_compat`.
 """
 
-import _cliplit_basicsr_hook  # noqa: F401  (makes BasicSR 1.4.2 importable on current torchvision)
+from _cliplit_basicsr_hook import install_torchvision_shim
 
-from . import basicsr_patches  # noqa: F401  (must precede anything that runs BasicSR code paths)
-from .archs import *  # noqa: F401,F403
-from .data import *  # noqa: F401,F403
-from .losses import *  # noqa: F401,F403
-from .metrics import *  # noqa: F401,F403
-from .models import *  # noqa: F401,F403
-from .version import __version__  # noqa: F401
+install_torchvision_shim()  # BasicSR 1.4.2 imports a module that current torchvision no longer has
+
+from . import basicsr_compat  # noqa: E402  (before anything that runs BasicSR code paths)
+from .archs import *  # noqa: E402, F401, F403
+from .data import *  # noqa: E402, F401, F403
+from .losses import *  # noqa: E402, F401, F403
+from .metrics import *  # noqa: E402, F401, F403
+from .models import *  # noqa: E402, F401, F403
+from .version import __version__  # noqa: E402, F401
+
+basicsr_compat.apply()

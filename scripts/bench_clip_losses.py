@@ -29,7 +29,7 @@ Variants, each run in its own process so that its peak RSS (VmHWM: models + acti
   forward/backward ``--micro-batch`` images at a time as the training model does (``train.micro_batch``,
   default ``auto``: one on CPU; gradients accumulate to the batch's). It runs in the process environment
   the training commands give themselves: glibc keeping freed memory
-  (:func:`_cliplit_basicsr_hook.restart_keeping_freed_memory`);
+  (:func:`cliplit_basicsr.cpu_allocator.restart_keeping_freed_memory`);
 * ``authors-kept`` (``--authors-keep-freed-memory``): ``authors`` in that same environment, to show how
   much of the speed-up that environment gives (the authors' scripts run with glibc's defaults);
 * ``ours-bf16`` (``--bf16``): ``ours`` with ``amp: bf16`` for CLIP (on CPU the image towers run on a
@@ -53,7 +53,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _cliplit_basicsr_hook import KEEP_FREED_MEMORY, keep_freed_memory_environment
+from cliplit_basicsr.cpu_allocator import KEEP_FREED_MEMORY, keep_freed_memory_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STEPS = ('enhance', 'refine', 'init')

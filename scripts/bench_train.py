@@ -46,7 +46,7 @@ import numpy as np
 import psutil
 import yaml
 
-from _cliplit_basicsr_hook import restart_keeping_freed_memory
+from cliplit_basicsr.cpu_allocator import restart_keeping_freed_memory
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

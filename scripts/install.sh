@@ -11,3 +11,12 @@ PYTHON="${PYTHON:-python}"
 "$PYTHON" -m pip install numpy cython setuptools wheel
 "$PYTHON" -m pip install --no-build-isolation basicsr==1.4.2
 "$PYTHON" -m pip install -e '.[test]'
+
+# pyiqa depends on opencv-python-headless, whose cv2 files overwrite those of BasicSR's opencv-python:
+# every project of the environment would lose OpenCV's GUI (cv2.imshow). Keep one OpenCV, with its GUI,
+# whichever of the two pip installed last.
+if "$PYTHON" -m pip show -q opencv-python-headless 2>/dev/null; then
+    opencv=$("$PYTHON" -c 'import importlib.metadata as m; print(m.version("opencv-python"))')
+    "$PYTHON" -m pip uninstall -y opencv-python-headless
+    "$PYTHON" -m pip install --force-reinstall --no-deps "opencv-python==$opencv"
+fi

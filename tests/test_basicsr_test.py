@@ -51,8 +51,8 @@ def _options(weights) -> dict:
     metrics = {
         'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False},
         'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': False},
-        'lpips': {'type': 'calculate_lpips', 'better': 'lower', 'pretrained_model_path': str(weights.lpips)},
-        'musiq': {'type': 'calculate_musiq', 'pretrained_model_path': str(weights.musiq)},
+        'lpips': {'type': 'calculate_cliplit_lpips', 'better': 'lower', 'pretrained_model_path': str(weights.lpips)},
+        'musiq': {'type': 'calculate_cliplit_musiq', 'pretrained_model_path': str(weights.musiq)},
         'niqe': {'type': 'calculate_niqe', 'crop_border': 0, 'better': 'lower'},
     }
     return {

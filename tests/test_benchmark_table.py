@@ -23,7 +23,8 @@ def write_log(path: Path, blocks, best: bool = False) -> None:
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s: %(message)s'))  # BasicSR's format
     logger.addHandler(handler)
-    level, logger.level = logger.level, logging.INFO
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not the attribute: it clears the logger's level cache
     try:
         logger.info('Testing ...')
         for name, values, current_iter in blocks:
@@ -34,7 +35,7 @@ def write_log(path: Path, blocks, best: bool = False) -> None:
     finally:
         logger.removeHandler(handler)
         handler.close()
-        logger.level = level
+        logger.setLevel(level)
 
 
 def logged(value: float) -> float:

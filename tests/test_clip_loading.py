@@ -18,7 +18,7 @@ from cliplit_basicsr.clip import (
     preprocess_images,
     resnet_feature_maps,
 )
-from cliplit_basicsr.losses.cliplit_loss import CLIPEnhanceLoss, CLIPIdentityLoss
+from cliplit_basicsr.losses.cliplit_loss import CLIPLITEnhanceLoss, CLIPLITIdentityLoss
 
 
 @pytest.fixture(scope='module')
@@ -34,7 +34,7 @@ def images():
 def test_model_is_frozen_shared_and_unregistered(vit_file):
     model = load_clip(VIT_MODEL, vit_file)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
-    loss = CLIPEnhanceLoss(clip_pretrained=vit_file)
+    loss = CLIPLITEnhanceLoss(clip_pretrained=vit_file)
     assert loss.clip(torch.device('cpu')) is model
     assert not list(loss.parameters()) and not loss.state_dict()
 
@@ -98,7 +98,7 @@ def test_missing_weights_fail_fast_with_one_line(monkeypatch, tmp_path, offline)
         monkeypatch.delenv(var, raising=False)
     start = time.monotonic()
     with pytest.raises(CLIPLoadError) as excinfo:
-        CLIPEnhanceLoss()
+        CLIPLITEnhanceLoss()
     _assert_one_line_error(excinfo, VIT_MODEL, 'open_clip_pytorch_model.bin', 'clip_pretrained', str(tmp_path))
     with pytest.raises(CLIPLoadError) as excinfo:
         load_clip(RN_MODEL, 'openai')
@@ -116,19 +116,19 @@ def test_bad_pretrained_values(tmp_path, vit_file):
         load_clip(VIT_MODEL, str(garbage))
     _assert_one_line_error(excinfo, 'garbage.pt', VIT_MODEL)
     with pytest.raises(CLIPLoadError) as excinfo:  # a ViT cannot give the identity loss its RN maps
-        CLIPIdentityLoss(clip_pretrained=vit_file)(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+        CLIPLITIdentityLoss(clip_pretrained=vit_file)(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
     _assert_one_line_error(excinfo, 'ModifiedResNet')
 
 
 def test_amp_options(vit_file, images):
     with pytest.raises(PrecisionError):
-        CLIPEnhanceLoss(clip_pretrained=vit_file, amp='fp8')
+        CLIPLITEnhanceLoss(clip_pretrained=vit_file, amp='fp8')
     with pytest.raises(PrecisionError):
-        CLIPEnhanceLoss(clip_pretrained=vit_file, amp='fp16')(images, torch.randn(2, 64))
+        CLIPLITEnhanceLoss(clip_pretrained=vit_file, amp='fp16')(images, torch.randn(2, 64))
     text = torch.randn(2, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        fp32 = CLIPEnhanceLoss(clip_pretrained=vit_file)(images, text)
-        bf16 = CLIPEnhanceLoss(clip_pretrained=vit_file, amp='bf16')(images, text)
+        fp32 = CLIPLITEnhanceLoss(clip_pretrained=vit_file)(images, text)
+        bf16 = CLIPLITEnhanceLoss(clip_pretrained=vit_file, amp='bf16')(images, text)
     assert bf16.dtype == torch.float32
     assert bf16 != fp32 and bf16 == pytest.approx(fp32.item(), rel=0.1)  # autocast really ran, and stays close
 
@@ -149,7 +149,7 @@ def test_cpu_bf16_runs_a_cached_bf16_image_tower(vit_file, parity_dir, images):
     rn_file = str(parity_dir / 'tiny_rn_openai.pt')
     enhanced = images.clone().requires_grad_()
     losses = {
-        amp: CLIPIdentityLoss(clip_pretrained=rn_file, amp=amp)(enhanced, images.flip(-1)) for amp in (None, 'bf16')
+        amp: CLIPLITIdentityLoss(clip_pretrained=rn_file, amp=amp)(enhanced, images.flip(-1)) for amp in (None, 'bf16')
     }
     grads = [torch.autograd.grad(loss, enhanced)[0] for loss in losses.values()]
     assert losses['bf16'] != losses[None] and losses['bf16'].item() == pytest.approx(losses[None].item(), rel=0.1)

@@ -28,10 +28,10 @@ from cliplit_basicsr.clip import (
 from cliplit_basicsr.losses.cliplit_loss import (
     DEFAULT_LAYER_WEIGHTS,
     DEFAULT_MARGINS,
-    CLIPEnhanceLoss,
-    CLIPIdentityLoss,
-    PromptInitLoss,
-    PromptRankingLoss,
+    CLIPLITEnhanceLoss,
+    CLIPLITIdentityLoss,
+    CLIPLITPromptInitLoss,
+    CLIPLITPromptRankingLoss,
 )
 
 PROMPT_SETS = ('backlit', 'welllit', 'it', 'it1')
@@ -160,7 +160,7 @@ def test_image_features(vit, rn, parity_fixtures):
 
 def test_clip_enhance_loss(vit_file, parity_fixtures):
     f = parity_fixtures
-    loss_fn = CLIPEnhanceLoss(clip_pretrained=vit_file)
+    loss_fn = CLIPLITEnhanceLoss(clip_pretrained=vit_file)
     text = f['text_features']
     enhanced = f['enhanced'].clone().requires_grad_(True)
     loss = loss_fn(enhanced, text)
@@ -177,7 +177,7 @@ def test_clip_enhance_loss(vit_file, parity_fixtures):
 @pytest.mark.parametrize('weights', ['default', 'ones'])
 def test_identity_loss(rn_file, parity_fixtures, weights):
     f = parity_fixtures
-    loss_fn = CLIPIdentityLoss(layer_weights=f[f'identity_weights_{weights}'].tolist(), clip_pretrained=rn_file)
+    loss_fn = CLIPLITIdentityLoss(layer_weights=f[f'identity_weights_{weights}'].tolist(), clip_pretrained=rn_file)
     enhanced = f['enhanced'].clone().requires_grad_(True)
     loss = loss_fn(enhanced, f['input'])
     loss.backward()
@@ -207,8 +207,8 @@ def test_prompt_init_cross_entropy(prompt, prompt_features, parity_fixtures):
         logits = prompt_logits(torch.cat([prompt_features['backlit'], prompt_features['welllit']]), prompt())
     assert_matches(logits, f['ce_logits'], 'ce_logits')
     n_backlit, n_welllit = len(prompt_features['backlit']), len(prompt_features['welllit'])
-    assert f['ce_labels'].tolist() == [0] * n_backlit + [1] * n_welllit  # the labels PromptInitLoss uses
-    loss = PromptInitLoss()(prompt(), prompt_features['backlit'], prompt_features['welllit'])
+    assert f['ce_labels'].tolist() == [0] * n_backlit + [1] * n_welllit  # the labels CLIPLITPromptInitLoss uses
+    loss = CLIPLITPromptInitLoss()(prompt(), prompt_features['backlit'], prompt_features['welllit'])
     loss.backward()
     assert_matches(loss, f['ce_loss'], 'ce_loss')
     assert_matches(prompt.embedding.grad, f['ce_loss_grad_prompt_embedding'], 'ce_loss_grad_prompt_embedding')
@@ -226,7 +226,7 @@ def test_negative_scores(prompt, prompt_features, parity_fixtures):
 @pytest.mark.parametrize('form, sets', [('rank2', PROMPT_SETS[:2]), ('rank3', PROMPT_SETS[:3]), ('rank4', PROMPT_SETS)])
 def test_ranking_loss(prompt, prompt_features, parity_fixtures, form, sets):
     f = parity_fixtures
-    loss_fn = PromptRankingLoss(margins={form: f[f'{form}_margins'].tolist()}, order='code')
+    loss_fn = CLIPLITPromptRankingLoss(margins={form: f[f'{form}_margins'].tolist()}, order='code')
     loss = loss_fn(prompt(), *[prompt_features[name] for name in sets])
     loss.backward()
     assert_matches(loss, f[f'{form}_loss'], f'{form}_loss')
@@ -238,9 +238,9 @@ def test_ranking_paper_order_swaps_the_outputs(prompt, prompt_features):
     b, w, t, t1 = (prompt_features[name] for name in PROMPT_SETS)
     with torch.no_grad():
         text = prompt()
-        paper = PromptRankingLoss(order='paper')(text, b, w, t, t1).item()
-        assert paper == pytest.approx(PromptRankingLoss(order='code')(text, b, w, t1, t).item(), rel=1e-6)
-        assert paper != pytest.approx(PromptRankingLoss(order='code')(text, b, w, t, t1).item(), rel=1e-3)
+        paper = CLIPLITPromptRankingLoss(order='paper')(text, b, w, t, t1).item()
+        assert paper == pytest.approx(CLIPLITPromptRankingLoss(order='code')(text, b, w, t1, t).item(), rel=1e-6)
+        assert paper != pytest.approx(CLIPLITPromptRankingLoss(order='code')(text, b, w, t, t1).item(), rel=1e-3)
 
 
 def test_authors_prompt_file_loads_exactly(parity_dir, vit_file, parity_fixtures):
@@ -265,8 +265,8 @@ def test_end_to_end_enhancement_objective(vit_file, rn_file, parity_fixtures):
         arch.CLIPLITNet(padding='zeros'),
         Path(arch.__file__).resolve().parents[1] / 'weights' / 'init_enhancement_model.pth',
     )
-    clip_term_fn = CLIPEnhanceLoss(loss_weight=320, clip_pretrained=vit_file)
-    identity_term_fn = CLIPIdentityLoss(loss_weight=25, clip_pretrained=rn_file)
+    clip_term_fn = CLIPLITEnhanceLoss(loss_weight=320, clip_pretrained=vit_file)
+    identity_term_fn = CLIPLITIdentityLoss(loss_weight=25, clip_pretrained=rn_file)
     final = torch.clamp(f['input'] / (net(f['input']) + 1e-9), 0, 1)
     clip_term = clip_term_fn(final, f['text_features'])
     identity_term = identity_term_fn(final, f['input'])

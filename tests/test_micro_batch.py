@@ -11,7 +11,7 @@ from cliplit_basicsr.archs.checkpoint import load_checkpoint
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
 from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.errors import OptionError
-from cliplit_basicsr.losses.cliplit_loss import CLIPEnhanceLoss, CLIPIdentityLoss
+from cliplit_basicsr.losses.cliplit_loss import CLIPLITEnhanceLoss, CLIPLITIdentityLoss
 from cliplit_basicsr.models.cliplit_model import _micro_batch
 from cliplit_basicsr.models.micro_batch import backward_in_micro_batches, batch_share
 
@@ -36,8 +36,8 @@ def _enhancement_terms(net, clip_fn, identity_fn, text):
 @pytest.mark.parametrize('micro_batch', [1, 3])
 def test_micro_batches_give_the_batch_terms_and_gradients(parity_dir, micro_batch):
     vit, rn = str(parity_dir / 'tiny_vit_openai.pt'), str(parity_dir / 'tiny_rn_openai.pt')
-    clip_fn = CLIPEnhanceLoss(loss_weight=320.0, clip_model='tiny-vit', clip_pretrained=vit)
-    identity_fn = CLIPIdentityLoss(loss_weight=22.5, clip_model='tiny-rn', clip_pretrained=rn)
+    clip_fn = CLIPLITEnhanceLoss(loss_weight=320.0, clip_model='tiny-vit', clip_pretrained=vit)
+    identity_fn = CLIPLITIdentityLoss(loss_weight=22.5, clip_model='tiny-rn', clip_pretrained=rn)
     gen = torch.Generator().manual_seed(0)
     text = torch.randn(2, clip_fn.clip('cpu').text_projection.shape[1], generator=gen)
     x = torch.rand(4, 3, 40, 36, generator=gen)
@@ -61,9 +61,12 @@ def test_micro_batches_give_the_batch_terms_and_gradients(parity_dir, micro_batc
 
 def test_batch_share_follows_the_loss_reduction():
     value = torch.tensor(6.0)
-    assert batch_share(CLIPIdentityLoss.__new__(CLIPIdentityLoss), value, 0.25) == 6.0  # summed over the batch
-    assert batch_share(CLIPEnhanceLoss.__new__(CLIPEnhanceLoss), value, 0.25) == 1.5  # averaged over it
+    assert batch_share(CLIPLITIdentityLoss.__new__(CLIPLITIdentityLoss), value, 0.25) == 6.0  # summed over the batch
+    assert batch_share(CLIPLITEnhanceLoss.__new__(CLIPLITEnhanceLoss), value, 0.25) == 1.5  # averaged over it
     assert batch_share(torch.nn.L1Loss(), value, 0.25) == 1.5
+    # 2 processes: DDP averages their gradients; a summed loss counts twice, a mean as it is
+    assert batch_share(CLIPLITIdentityLoss.__new__(CLIPLITIdentityLoss), value, 0.25, world_size=2) == 12.0
+    assert batch_share(CLIPLITEnhanceLoss.__new__(CLIPLITEnhanceLoss), value, 0.25, world_size=2) == 1.5
 
 
 @pytest.mark.parametrize('value', [0, -2, 1.5, True, 'two'])

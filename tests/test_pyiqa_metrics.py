@@ -46,14 +46,14 @@ def test_import_does_not_load_pyiqa():
 
 
 def test_reference_need_follows_the_signature():
-    assert [needs_reference(t) for t in ('calculate_psnr', 'calculate_ssim', 'calculate_lpips')] == [True] * 3
-    assert [needs_reference(t) for t in ('calculate_niqe', 'calculate_musiq')] == [False] * 2
+    assert [needs_reference(t) for t in ('calculate_psnr', 'calculate_ssim', 'calculate_cliplit_lpips')] == [True] * 3
+    assert [needs_reference(t) for t in ('calculate_niqe', 'calculate_cliplit_musiq')] == [False] * 2
 
 
 def test_musiq_matches_pyiqa_reading_the_file(weights, images, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(weights.torch_home))
     (img, _), (path, _) = images
-    opt = {'type': 'calculate_musiq', 'pretrained_model_path': str(weights.musiq), 'device': 'cpu'}
+    opt = {'type': 'calculate_cliplit_musiq', 'pretrained_model_path': str(weights.musiq), 'device': 'cpu'}
     ours = calculate_metric({'img': img}, opt)
     pyiqa_metric = get_pyiqa_metric('musiq', 'cpu', pretrained='koniq10k', pretrained_model_path=str(weights.musiq))
     assert ours == pytest.approx(pyiqa_metric(path).item(), abs=1e-5)
@@ -64,7 +64,12 @@ def test_musiq_matches_pyiqa_reading_the_file(weights, images, monkeypatch):
 def test_lpips_matches_pyiqa_reading_the_files(weights, images, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(weights.torch_home))
     (img, img2), (path, path2) = images
-    opt = {'type': 'calculate_lpips', 'pretrained_model_path': str(weights.lpips), 'device': 'cpu', 'better': 'lower'}
+    opt = {
+        'type': 'calculate_cliplit_lpips',
+        'pretrained_model_path': str(weights.lpips),
+        'device': 'cpu',
+        'better': 'lower',
+    }
     ours = calculate_metric({'img': img, 'img2': img2}, opt)
     pyiqa_metric = get_pyiqa_metric('lpips', 'cpu', net='alex', pretrained_model_path=str(weights.lpips))
     assert ours == pytest.approx(pyiqa_metric(path, path2).item(), abs=1e-5)
@@ -85,10 +90,13 @@ def test_metric_is_built_once(weights, monkeypatch):
     'metric, wanted',
     [
         (
-            'calculate_musiq',
+            'musiq',
             lambda: __import__('pyiqa.archs.musiq_arch', fromlist=['x']).default_model_urls['koniq10k'],
         ),
-        ('calculate_lpips', lambda: __import__('torchvision.models', fromlist=['x']).AlexNet_Weights.IMAGENET1K_V1.url),
+        (
+            'lpips',
+            lambda: __import__('torchvision.models', fromlist=['x']).AlexNet_Weights.IMAGENET1K_V1.url,
+        ),
     ],
 )
 def test_missing_weights_offline_is_one_line_naming_the_file(metric, wanted, images, tmp_path, monkeypatch):
@@ -99,17 +107,19 @@ def test_missing_weights_offline_is_one_line_naming_the_file(metric, wanted, ima
     monkeypatch.setattr(download_util, 'DEFAULT_CACHE_DIR', str(tmp_path / 'empty_pyiqa_cache'))
     (img, img2), _ = images
     with pytest.raises(MetricWeightsError) as error:
-        calculate_metric({'img': img, 'img2': img2}, {'type': metric, 'device': 'cpu'})
+        calculate_metric({'img': img, 'img2': img2}, {'type': f'calculate_cliplit_{metric}', 'device': 'cpu'})
     message = str(error.value)
     assert isinstance(error.value, CLIPLITError) and '\n' not in message
-    assert message.startswith(f'metric {metric.split("_")[1]}:')
+    assert message.startswith(f'metric {metric}:')
     assert Path(wanted()).name in message and wanted() in message
 
 
 def test_missing_local_weights_file_is_named(images, tmp_path):
     missing = tmp_path / 'nothing.pth'
     with pytest.raises(MetricWeightsError, match=f'metric musiq: pretrained_model_path {missing}: no such file'):
-        calculate_metric({'img': images[0][0]}, {'type': 'calculate_musiq', 'pretrained_model_path': str(missing)})
+        calculate_metric(
+            {'img': images[0][0]}, {'type': 'calculate_cliplit_musiq', 'pretrained_model_path': str(missing)}
+        )
 
 
 def test_bad_image_is_one_line(weights, monkeypatch):
@@ -117,4 +127,6 @@ def test_bad_image_is_one_line(weights, monkeypatch):
     gray = np.zeros((32, 32), np.uint8)
     expected = r'^musiq image: expected an HWC BGR uint8 image, got uint8 of shape \(32, 32\)$'
     with pytest.raises(ValueError, match=expected):
-        calculate_metric({'img': gray}, {'type': 'calculate_musiq', 'pretrained_model_path': str(weights.musiq)})
+        calculate_metric(
+            {'img': gray}, {'type': 'calculate_cliplit_musiq', 'pretrained_model_path': str(weights.musiq)}
+        )

@@ -273,7 +273,7 @@ def test_newest_slot_is_i_t_for_the_ranking_loss_under_both_orders(order):
     """The model passes the outputs of ``ranking_slots()`` in order (newest, previous) to the ranking loss;
     with ``order: code`` the newest (round 2) must be ranked more backlit than round 1, with ``paper`` less."""
     from cliplit_basicsr.clip import negative_scores
-    from cliplit_basicsr.losses.cliplit_loss import PromptRankingLoss
+    from cliplit_basicsr.losses.cliplit_loss import CLIPLITPromptRankingLoss
 
     schedule = TrainingSchedule(tiny(), prompt_init=False, reconstruction=False)
     run(schedule, 10)  # now refining after round 2
@@ -286,7 +286,7 @@ def test_newest_slot_is_i_t_for_the_ranking_loss_under_both_orders(order):
     by_round = {1: feature(0.7), 2: feature(0.3)}  # the newest output already looks less backlit
     sets = [by_round[schedule.slot_rounds[slot]] for slot in schedule.ranking_slots()]
     backlit, welllit = feature(0.99), feature(0.01)
-    loss = PromptRankingLoss(loss_weight=1.0, order=order)(text, backlit, welllit, *sets)
+    loss = CLIPLITPromptRankingLoss(loss_weight=1.0, order=order)(text, backlit, welllit, *sets)
 
     s_new, s_prev = (float(negative_scores(f, text)) for f in sets)
     assert (s_new, s_prev) == pytest.approx((0.3, 0.7), abs=1e-4)

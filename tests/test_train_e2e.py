@@ -346,7 +346,7 @@ def restored_model_fresh(workdir: Path, option_file: Path, edit=None):
 )
 def test_unknown_option_is_one_line_error(tmp_path, parity_dir, section, key):
     from cliplit_basicsr.errors import OptionError
-    from cliplit_basicsr.models.cliplit_model import check_options
+    from cliplit_basicsr.options import check_training_options
 
     option_file = write_options(tmp_path, tmp_path, parity_dir)
     opt = yaml.safe_load(option_file.read_text())
@@ -355,7 +355,7 @@ def test_unknown_option_is_one_line_error(tmp_path, parity_dir, section, key):
         target = target[part]
     target[key] = 1
     with pytest.raises(OptionError, match=re.escape(f'unknown option {section + "." if section else ""}{key}')):
-        check_options(opt)
+        check_training_options(opt)
 
 
 @pytest.mark.slow

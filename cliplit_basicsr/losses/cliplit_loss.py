@@ -7,15 +7,15 @@ Each loss returns ``loss_weight`` times the authors' unscaled value; the YAML se
 
       with torch.no_grad():
           text = net_prompt()                        # (2, D), frozen prompt, once per phase
-      l_clip = cri_clip(enhanced, text)              # CLIPEnhanceLoss
-      l_id = cri_identity(enhanced, input)           # CLIPIdentityLoss (input is a constant target)
+      l_clip = cri_clip(enhanced, text)              # CLIPLITEnhanceLoss
+      l_id = cri_identity(enhanced, input)           # CLIPLITIdentityLoss (input is a constant target)
 
 * Prompt phases (gradients to the prompt embedding only)::
 
       feats = {k: bare_prompt.encode_images(imgs[k]) for k in sets}   # once per set, no autograd
       text = net_prompt()                                              # with autograd
-      l_init = cri_prompt_init(text, feats['backlit'], feats['welllit'])                     # PromptInitLoss
-      l_rank = cri_rank(text, feats['backlit'], feats['welllit'], feats['it'], feats['it1'])  # PromptRankingLoss
+      l_init = cri_prompt_init(text, feats['backlit'], feats['welllit'])                     # CLIPLITPromptInitLoss
+      l_rank = cri_rank(text, feats['backlit'], feats['welllit'], feats['it'], feats['it1'])  # CLIPLITPromptRankingLoss
 
 Each image set passes CLIP once per call, as one batch: there is no loop over images.
 """
@@ -62,7 +62,7 @@ class _FrozenCLIPLoss(nn.Module):
 
 
 @LOSS_REGISTRY.register()
-class CLIPEnhanceLoss(_FrozenCLIPLoss):
+class CLIPLITEnhanceLoss(_FrozenCLIPLoss):
     """CLIP-Enhance loss: mean over the batch of the negative score S(I_t) (authors' ``L_clip_from_feature``).
 
     ``forward(enhanced (B,3,H,W) in [0,1], text_features (2,D)) -> loss_weight * mean_b S(enhanced_b)``.
@@ -92,7 +92,7 @@ class CLIPEnhanceLoss(_FrozenCLIPLoss):
 
 
 @LOSS_REGISTRY.register()
-class CLIPIdentityLoss(_FrozenCLIPLoss):
+class CLIPLITIdentityLoss(_FrozenCLIPLoss):
     """Identity loss on the five RN maps (authors' ``L_clip_MSE``): summed over the batch, not averaged.
 
     ``forward(enhanced, target) -> loss_weight * sum_b sum_l w_l * MSE(map_l(enhanced_b), map_l(target_b))``
@@ -114,7 +114,7 @@ class CLIPIdentityLoss(_FrozenCLIPLoss):
         super().__init__(loss_weight, clip_model, clip_pretrained, amp)
         if len(layer_weights) != len(DEFAULT_LAYER_WEIGHTS):
             raise ValueError(
-                f'CLIPIdentityLoss: layer_weights needs 5 values (stem, layer1-4), got {list(layer_weights)}'
+                f'CLIPLITIdentityLoss: layer_weights needs 5 values (stem, layer1-4), got {list(layer_weights)}'
             )
         self.layer_weights = tuple(float(w) for w in layer_weights)
 
@@ -127,7 +127,7 @@ class CLIPIdentityLoss(_FrozenCLIPLoss):
         """Unweighted MSE (B,5) between the maps of ``enhanced`` and ``target``, per image and map."""
         if enhanced.shape != target.shape:
             raise ValueError(
-                f'CLIPIdentityLoss: enhanced {tuple(enhanced.shape)} and target {tuple(target.shape)} shapes differ'
+                f'CLIPLITIdentityLoss: enhanced {tuple(enhanced.shape)} and target {tuple(target.shape)} shapes differ'
             )
         model = self.clip(enhanced.device)
         maps = resnet_feature_maps(model, enhanced, self.amp)
@@ -142,7 +142,7 @@ class CLIPIdentityLoss(_FrozenCLIPLoss):
 
 
 @LOSS_REGISTRY.register()
-class PromptInitLoss(nn.Module):
+class CLIPLITPromptInitLoss(nn.Module):
     """Prompt initialisation: cross-entropy of ``logit_scale * cos`` with label 0 = backlit, 1 = well-lit.
 
     ``forward(text_features (2,D), backlit_features (B,D), welllit_features (B',D))``, image features
@@ -167,7 +167,7 @@ class PromptInitLoss(nn.Module):
 
 
 @LOSS_REGISTRY.register()
-class PromptRankingLoss(nn.Module):
+class CLIPLITPromptRankingLoss(nn.Module):
     """Prompt refinement: margin ranking on negative scores S (authors' ``four_margin_loss``).
 
     With ``R(a, b, m) = mean_i max(0, m - (S(a_i) - S(b_i)))`` ("a more backlit than b by m") and the
@@ -192,10 +192,10 @@ class PromptRankingLoss(nn.Module):
     ):
         super().__init__()
         if order not in RANK_ORDERS:
-            raise ValueError(f"PromptRankingLoss: order '{order}' is not one of {', '.join(RANK_ORDERS)}")
+            raise ValueError(f"CLIPLITPromptRankingLoss: order '{order}' is not one of {', '.join(RANK_ORDERS)}")
         unknown = set(margins or {}) - set(DEFAULT_MARGINS)
         if unknown:
-            raise ValueError(f'PromptRankingLoss: margins keys {sorted(unknown)} unknown; use rank2, rank3, rank4')
+            raise ValueError(f'CLIPLITPromptRankingLoss: margins {sorted(unknown)} unknown; use rank2, rank3, rank4')
         self.margins = {k: tuple(float(m) for m in v) for k, v in {**DEFAULT_MARGINS, **(margins or {})}.items()}
         self.loss_weight, self.order, self.logit_scale = loss_weight, order, logit_scale
 
@@ -208,7 +208,7 @@ class PromptRankingLoss(nn.Module):
         previous: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         if previous is not None and newest is None:
-            raise ValueError('PromptRankingLoss: previous outputs given without the newest ones')
+            raise ValueError('CLIPLITPromptRankingLoss: previous outputs given without the newest ones')
         sets = [s for s in (backlit, welllit, newest, previous) if s is not None]
         scores = negative_scores(torch.cat([s.flatten(0, -2) for s in sets]), text_features, self.logit_scale)
         s_b, s_w, *s_out = scores.split([s.flatten(0, -2).shape[0] for s in sets])

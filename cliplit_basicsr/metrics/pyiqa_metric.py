@@ -125,7 +125,7 @@ def _score(
 
 
 @METRIC_REGISTRY.register()
-def calculate_lpips(
+def calculate_cliplit_lpips(
     img: np.ndarray,
     img2: np.ndarray,
     net: str = 'alex',
@@ -144,7 +144,7 @@ def calculate_lpips(
 
 
 @METRIC_REGISTRY.register()
-def calculate_musiq(
+def calculate_cliplit_musiq(
     img: np.ndarray,
     img2: Optional[np.ndarray] = None,
     pretrained: str = 'koniq10k',

@@ -16,12 +16,14 @@ from basicsr.metrics import calculate_metric
 from basicsr.models.base_model import BaseModel
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, tensor2img
+from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 from tqdm import tqdm
 
 from cliplit_basicsr.archs.checkpoint import load_checkpoint, resolve_checkpoint
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+from cliplit_basicsr.atomic_io import atomic_torch_save
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.image_io import write_png
 from cliplit_basicsr.inference import enhance_tensor
@@ -60,6 +62,19 @@ class CLIPLITEnhancerModel(SRModel):
         path = resolve_checkpoint(load_path)
         get_root_logger().info(f'Loading {type(self.get_bare_model(self.net_g)).__name__} from {path}')
         load_checkpoint(self.get_bare_model(self.net_g), path)
+
+    @master_only
+    def save_network(self, net, net_label: str, current_iter: int, param_key: str = 'params') -> None:
+        """BasicSR's ``save_network`` (``models/<label>_<iter>.pth``, ``latest`` for -1), written atomically:
+        a process killed while saving leaves the previous file whole. One network, one key: what this
+        package saves."""
+        label = 'latest' if current_iter == -1 else current_iter
+        path = osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
+        state = {
+            k[len('module.') :] if k.startswith('module.') else k: v.cpu()
+            for k, v in self.get_bare_model(net).state_dict().items()
+        }
+        atomic_torch_save({param_key: state}, path)
 
     def init_training_settings(self) -> None:
         raise OptionError(f'model type {type(self).__name__} only evaluates; train with type CLIPLITModel')

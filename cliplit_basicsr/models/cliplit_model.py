@@ -29,7 +29,6 @@ rank 0 writes files.
 """
 
 import contextlib
-import os
 from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
@@ -38,7 +37,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.distributed as dist
 from basicsr.archs import build_network
-from basicsr.data import build_dataloader, build_dataset
+from basicsr.data import build_dataset
 from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.losses import build_loss
 from basicsr.metrics.psnr_ssim import calculate_psnr_pt
@@ -52,10 +51,12 @@ from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
 from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.atomic_io import atomic_torch_save
+from cliplit_basicsr.cpu_allocator import allocator_note
 from cliplit_basicsr.data.augment import augment_batch
+from cliplit_basicsr.data.loaders import build_training_loader, stop_workers
 from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
-from cliplit_basicsr.data.worker_start import start_workers_now, stop_workers
 from cliplit_basicsr.errors import OptionError
+from cliplit_basicsr.options import check_training_options
 
 from .cliplit_enhancer_model import CLIPLITEnhancerModel
 from .feature_cache import FeatureCache, exact_variants
@@ -64,84 +65,6 @@ from .schedule import Phase, ScheduleOptions, StepOutcome, TrainingSchedule
 
 INIT_CHECKPOINT = OFFICIAL_CHECKPOINT.parent / 'init_enhancement_model.pth'  # the network after reconstruction
 TRAIN_EPS = 1e-9  # the authors' training divides by L + 1e-9
-
-# Options this model reads; anything else in these sections is a typo, reported as one line.
-TOP_LEVEL_KEYS = frozenset(
-    {
-        'name',
-        'model_type',
-        'scale',
-        'num_gpu',
-        'manual_seed',
-        'datasets',
-        'network_g',
-        'network_prompt',
-        'path',
-        'train',
-        'val',
-        'logger',
-        'dist_params',
-        'find_unused_parameters',
-        'prompt_dataset',
-        # added by BasicSR's parse_options / train_pipeline
-        'dist',
-        'rank',
-        'world_size',
-        'auto_resume',
-        'is_train',
-        'root_path',
-    }
-)
-TRAIN_KEYS = frozenset(
-    {
-        'total_iter',
-        'optim_g',
-        'optim_prompt',
-        'scheduler',
-        'schedule',
-        'clip_opt',
-        'identity_opt',
-        'reconstruction_opt',
-        'prompt_init_opt',
-        'ranking_opt',
-        'micro_batch',
-        'prompt_feature_cache',
-    }
-)
-PATH_KEYS = frozenset(
-    {
-        'pretrain_network_g',
-        'strict_load_g',
-        'param_key_g',
-        'pretrain_network_prompt',
-        'resume_state',
-        'ignore_resume_networks',
-        'experiments_root',
-        'models',
-        'training_states',
-        'log',
-        'visualization',
-    }
-)
-
-
-def check_options(opt: dict) -> None:
-    """Raise :class:`OptionError` naming the first unknown key of the sections this model reads."""
-    sections = [
-        ('', opt, TOP_LEVEL_KEYS),
-        ('train.', opt.get('train') or {}, TRAIN_KEYS),
-        ('path.', opt.get('path') or {}, PATH_KEYS),
-        ('train.schedule.', (opt.get('train') or {}).get('schedule') or {}, ScheduleOptions.names()),
-    ]
-    for prefix, section, known in sections:
-        if not isinstance(section, dict):
-            raise OptionError(f'{prefix.rstrip(".")}: expected a mapping, got {section!r}')
-        for key in section:
-            if key not in known:
-                raise OptionError(
-                    f'unknown option {prefix}{key} (model {opt.get("model_type")}; '
-                    f'known here: {", ".join(sorted(known))})'
-                )
 
 
 def y_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -157,17 +80,6 @@ def _micro_batch(value, device: torch.device) -> Optional[int]:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise OptionError(f'train.micro_batch: expected a positive integer, ~ (whole batch) or {AUTO}, got {value!r}')
     return value
-
-
-def _cpu_allocator_note(environ) -> str:
-    """One log line on whether glibc keeps freed memory in this CPU training process (the training
-    commands restart themselves so that it does: ``_cliplit_basicsr_hook.restart_keeping_freed_memory``)."""
-    if environ.get('MALLOC_MMAP_MAX_') == '0':
-        return 'CPU training: glibc keeps freed memory (MALLOC_MMAP_MAX_=0): no page faults on reused activations'
-    return (
-        'CPU training with glibc returning freed memory: steps can run up to 1.6x slower; start training '
-        'with cliplit-train or python -m basicsr.train, or set MALLOC_MMAP_MAX_=0 (README, Training)'
-    )
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:
@@ -200,7 +112,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
     """
 
     def __init__(self, opt: dict):
-        check_options(opt)
+        check_training_options(opt)
         opt['path'].setdefault('pretrain_network_g', 'init')
         if opt['path']['pretrain_network_g'] == 'init':
             opt['path']['pretrain_network_g'] = str(INIT_CHECKPOINT)
@@ -252,7 +164,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             raise OptionError(f'train.schedule: {err}') from None
         learn = self.schedule_options.prompt_learning
         prompt_init = learn and not self.opt['path'].get('pretrain_network_prompt')
-        if learn:  # before anything loads CLIP: see start_workers_now
+        if learn:  # before anything loads CLIP: see cliplit_basicsr.data.loaders
             self._build_prompt_loaders()
         self._build_prompt()
         self.schedule = TrainingSchedule(
@@ -288,7 +200,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         self._follow_phase(started=False)  # a resume may still restore prompt initialisation
         get_root_logger().info(f'CLIP-LIT schedule starts with {self.schedule.describe()}')
         if self.device.type == 'cpu':
-            get_root_logger().info(_cpu_allocator_note(os.environ))
+            get_root_logger().info(allocator_note())
 
     def _build_prompt_loaders(self) -> None:
         """Loaders of ``prompt_dataset``: ``rank`` (batch_size_per_gpu pairs) and ``init`` (half as many; its
@@ -311,15 +223,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         for name, size in (('rank', batch), ('init', batch // 2)):
             loader_opt = dict(dataset_opt, batch_size_per_gpu=size)
             sampler = EnlargedSampler(self.prompt_set, self.opt['world_size'], self.opt['rank'], 1)
-            loader = build_dataloader(
-                self.prompt_set,
-                loader_opt,
-                num_gpu=self.opt['num_gpu'],
-                dist=self.opt['dist'],
-                sampler=sampler,
-                seed=self.opt['manual_seed'],
-            )
-            start_workers_now(loader)
+            loader = build_training_loader(self.prompt_set, loader_opt, self.opt, sampler)
             self._prompt_loaders[name] = {'loader': loader, 'sampler': sampler, 'epoch': 0, 'iter': None}
 
     # -- data ----------------------------------------------------------------------------------------
@@ -416,17 +320,19 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         return self._text_features
 
     def _network_terms(self, phase: Phase, lq: torch.Tensor, share: float) -> Dict[str, torch.Tensor]:
-        """The loss terms of ``lq`` (``share`` of the batch), each as its part of the batch's term."""
+        """The loss terms of ``lq`` (``share`` of this process's batch), each as its part of the whole
+        batch's term (:func:`~.micro_batch.batch_share`)."""
+        ws = self.opt['world_size']
         light_map = self.net_g(lq)
         output = torch.clamp(lq / (light_map + TRAIN_EPS), 0, 1)
         if phase is Phase.RECONSTRUCTION:
-            terms = {'l_recon': batch_share(self.cri_reconstruction, self.cri_reconstruction(output, lq), share)}
+            terms = {'l_recon': batch_share(self.cri_reconstruction, self.cri_reconstruction(output, lq), share, ws)}
             with torch.no_grad():
                 terms['psnr_recon'] = y_psnr(lq, output) * share
             return terms
         terms = {
-            'l_clip': batch_share(self.cri_clip, self.cri_clip(output, self._text_features_frozen()), share),
-            'l_identity': batch_share(self.cri_identity, self.cri_identity(output, lq), share),
+            'l_clip': batch_share(self.cri_clip, self.cri_clip(output, self._text_features_frozen()), share, ws),
+            'l_identity': batch_share(self.cri_identity, self.cri_identity(output, lq), share, ws),
         }
         terms['l_enhance'] = terms['l_clip'] + terms['l_identity']
         return terms

@@ -27,11 +27,16 @@ def auto_micro_batch(device: torch.device) -> Optional[int]:
     return 1 if torch.device(device).type == 'cpu' else None
 
 
-def batch_share(loss: nn.Module, value: torch.Tensor, share: float) -> torch.Tensor:
-    """``value`` (``loss`` on a micro-batch holding ``share`` of the batch's images) as its part of the
-    batch's loss: unchanged for a loss summed over the batch (``loss.reduction == 'sum'``), scaled by
-    ``share`` for one averaged over it (any other reduction, BasicSR's default ``'mean'`` included)."""
-    return value if getattr(loss, 'reduction', 'mean') == 'sum' else value * share
+def batch_share(loss: nn.Module, value: torch.Tensor, share: float, world_size: int = 1) -> torch.Tensor:
+    """``value`` (``loss`` on a micro-batch holding ``share`` of this process's batch) as its part of the
+    loss of the whole batch, across ``world_size`` processes whose gradients DDP averages.
+
+    A loss averaged over the batch (BasicSR's default ``'mean'`` included) is scaled by ``share``: the mean
+    over processes of their means is the whole batch's mean. A loss summed over it (``loss.reduction ==
+    'sum'``, the identity loss) is scaled by ``world_size``: DDP's mean over processes of ``world_size``
+    times each process's sum is the whole batch's sum, as one process computes it.
+    """
+    return value * world_size if getattr(loss, 'reduction', 'mean') == 'sum' else value * share
 
 
 def backward_in_micro_batches(

@@ -79,9 +79,13 @@ class ScheduleOptions:
     window: int = 30  # running-mean length for best tracking and the restart test
     ranking_outputs: int = 2  # enhanced-output rounds ranked in prompt refinement: 0, 1 (no I_{t-1}) or 2
     prompt_learning: bool = True  # False: fixed prompts, rounds are enhancement only
+    # The run's length when train.total_iter is auto (cliplit_basicsr.models.run_length): this many whole
+    # rounds, or (rounds: null) as many iterations as the authors' num_epochs passes hold.
+    rounds: Optional[int] = None
+    authors_num_epochs: int = 2000
 
     def __post_init__(self):
-        positive = ('enhancement_iters', 'check_period', 'prompt_check_period', 'window')
+        positive = ('enhancement_iters', 'check_period', 'prompt_check_period', 'window', 'authors_num_epochs')
         non_negative = (
             'prompt_init_iters',
             'prompt_init_min_iters',
@@ -98,6 +102,10 @@ class ScheduleOptions:
             if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name in positive else 0):
                 bound = 'a positive' if name in positive else 'a non-negative'
                 raise ScheduleError(f'train.schedule.{name}={value!r} must be {bound} integer')
+        if self.rounds is not None and (
+            isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1
+        ):
+            raise ScheduleError(f'train.schedule.rounds={self.rounds!r} must be a positive integer or null')
         if self.ranking_outputs not in (0, 1, 2):
             raise ScheduleError(f'train.schedule.ranking_outputs={self.ranking_outputs!r} must be 0, 1 or 2')
         if self.prompt_learning and self.prompt_refinement_iters < 1:

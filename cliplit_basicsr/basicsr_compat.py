@@ -1,29 +1,31 @@
-"""Fixes applied to BasicSR 1.4.2 from the plugin side, without editing BasicSR.
+"""BasicSR 1.4.2 fixes, applied from the plugin side without editing BasicSR.
 
-Importing ``cliplit_basicsr`` applies them (BasicSR looks these functions up at call time):
+Importing ``cliplit_basicsr`` calls :func:`apply`, which puts each function below where BasicSR looks its
+name up at call time. One function per fix; each docstring names the BasicSR behaviour it works around.
 
-* ``parse_options``: BasicSR's ``train.py``/``test.py`` pass their install folder (site-packages
-  under ``python -m``) as root, so experiments, results and ``tb_logger/`` would be written there;
-  that root is replaced by the current directory. An unreadable or invalid option file, or a
-  missing required option, raises :class:`~cliplit_basicsr.errors.OptionError` naming the file.
-* ``init_dist`` (``--launcher pytorch``): gloo when CUDA is unavailable, NCCL otherwise, and the
-  GPU chosen by ``LOCAL_RANK`` (BasicSR uses the global rank and calls CUDA even on CPU). On CPU the
-  start method is left alone: BasicSR's ``spawn`` makes every epoch's data workers re-import the
-  whole stack (30 s per epoch on a 2-core machine, against 0.5 s forked).
-* ``BaseModel.model_to_device``: distributed training on CPU wraps networks in DDP without
-  device ids (BasicSR asks for the current CUDA device).
-* ``BaseModel.save_network`` / ``save_training_state`` write atomically (temporary file, then
-  ``os.replace``), so a process killed while saving leaves the previous state loadable.
-* ``basicsr.train.load_resume_state`` loads the state onto the model's device, CPU included
-  (BasicSR calls ``torch.cuda.current_device()``), and names a missing state file in one line.
-* ``basicsr.train.create_train_val_dataloader`` starts the train loader's persistent workers before
-  the model loads CLIP (:func:`~cliplit_basicsr.data.worker_start.start_workers_now`).
+For every BasicSR user of the environment (BasicSR 1.4.2 fails or misbehaves there without them; other
+models train and test exactly as before, and their results are bit-identical):
+
+* :func:`parse_options` roots ``experiments/``, ``results/`` and ``tb_logger/`` at the current directory
+  when BasicSR's own ``train.py``/``test.py`` would root them in site-packages (``python -m basicsr.train``),
+  and reports an unreadable or invalid option file, or a missing required option, in one line;
+* :func:`load_resume_state` resumes on a CPU (BasicSR calls ``torch.cuda.current_device()``);
+* :func:`init_dist` and :func:`model_to_device` let ``torchrun`` runs work on a CPU (gloo) and pick each
+  process's GPU by ``LOCAL_RANK``.
+
+For CLIP-LIT option files only (``model_type`` one of this package's models; other models' runs never
+reach this code): :func:`parse_options` hands the options to :mod:`cliplit_basicsr.options` (checks and
+derived values, before BasicSR writes anything), and :func:`create_train_val_dataloader` builds the train
+loader as CLIP-LIT trains (:func:`cliplit_basicsr.data.loaders.training_loader`).
+
+Atomic checkpoint saves are not a fix here: this package's model classes override ``save_network`` and
+``save_training_state``, as BasicSR expects of a model that saves differently.
 """
 
 import argparse
 import os
 from os import path as osp
-from typing import Any, Optional
+from typing import Optional
 
 import basicsr
 import basicsr.test
@@ -37,8 +39,7 @@ from basicsr.utils import check_resume, dist_util, scandir
 from basicsr.utils import options as basicsr_options
 from torch.nn.parallel import DistributedDataParallel
 
-from .atomic_io import atomic_torch_save
-from .data.worker_start import start_workers_now
+from . import options as cliplit_options
 from .errors import OptionError
 
 BASICSR_INSTALL_ROOT = osp.dirname(osp.dirname(osp.abspath(basicsr.__file__)))
@@ -46,6 +47,7 @@ BASICSR_INSTALL_ROOT = osp.dirname(osp.dirname(osp.abspath(basicsr.__file__)))
 _basicsr_parse_options = basicsr_options.parse_options
 _basicsr_init_dist = dist_util.init_dist
 _basicsr_model_to_device = base_model.BaseModel.model_to_device
+_basicsr_create_train_val_dataloader = basicsr.train.create_train_val_dataloader
 
 
 def _option_file_from_argv() -> Optional[str]:
@@ -55,8 +57,9 @@ def _option_file_from_argv() -> Optional[str]:
     return parser.parse_known_args()[0].opt
 
 
-def check_option_file(option_file: str) -> None:
-    """Raise :class:`OptionError` unless ``option_file`` is a readable YAML mapping."""
+def read_option_file(option_file: str) -> dict:
+    """The option file's mapping; :class:`OptionError` (one line, naming the file) if it is unreadable, not
+    YAML or not a mapping. BasicSR would raise from deep inside PyYAML or ``open``."""
     try:
         with open(option_file, encoding='utf-8') as stream:
             content = yaml.load(stream, Loader=basicsr_options.ordered_yaml()[0])
@@ -70,23 +73,38 @@ def check_option_file(option_file: str) -> None:
         raise OptionError(f'option file {option_file}{where} is not valid YAML: {problem}') from None
     if not isinstance(content, dict):
         raise OptionError(f'option file {option_file} must hold a mapping of options, not {type(content).__name__}')
+    return content
+
+
+def experiments_under_cwd(root_path: str) -> str:
+    """The root BasicSR should write under: the current directory instead of BasicSR's install folder,
+    which ``basicsr/train.py`` and ``test.py`` pass as root when run as ``python -m``."""
+    return os.getcwd() if osp.abspath(root_path) == BASICSR_INSTALL_ROOT else root_path
 
 
 def parse_options(root_path: str, is_train: bool = True):
-    """BasicSR's ``parse_options``, rooted at the current directory instead of BasicSR's install folder."""
-    if osp.abspath(root_path) == BASICSR_INSTALL_ROOT:
-        root_path = os.getcwd()
+    """BasicSR's ``parse_options``, rooted by :func:`experiments_under_cwd`, with one-line errors; CLIP-LIT
+    option files also pass through :mod:`cliplit_basicsr.options` before and after."""
+    root_path = experiments_under_cwd(root_path)
     option_file = _option_file_from_argv()
+    cliplit = False
     if option_file is not None:
-        check_option_file(option_file)
+        raw = read_option_file(option_file)
+        cliplit = cliplit_options.is_cliplit(raw)
+        if cliplit:
+            cliplit_options.before_parsing(raw, is_train)
     try:
-        return _basicsr_parse_options(root_path, is_train)
+        opt, args = _basicsr_parse_options(root_path, is_train)
     except KeyError as error:
         raise OptionError(f'option file {option_file}: missing option {error}') from None
+    if cliplit:
+        cliplit_options.prepare(opt)
+    return opt, args
 
 
 def init_dist(launcher: str, backend: Optional[str] = None, **kwargs) -> None:
-    """BasicSR's ``init_dist``; for ``pytorch`` (torchrun): gloo without CUDA, NCCL on ``LOCAL_RANK``'s GPU."""
+    """BasicSR's ``init_dist``; for ``pytorch`` (torchrun): gloo without CUDA (BasicSR calls CUDA even on a
+    CPU), NCCL on ``LOCAL_RANK``'s GPU (BasicSR takes the global rank modulo the GPU count)."""
     if launcher != 'pytorch':
         _basicsr_init_dist(launcher, backend or 'nccl', **kwargs)
         return
@@ -94,27 +112,19 @@ def init_dist(launcher: str, backend: Optional[str] = None, **kwargs) -> None:
         raise OptionError('--launcher pytorch: RANK is not set; start distributed runs with torchrun')
     if torch.cuda.is_available():
         if mp.get_start_method(allow_none=True) is None:
-            mp.set_start_method('spawn')  # as BasicSR does; on CPU, forked data workers start much faster
+            mp.set_start_method('spawn')  # as BasicSR does; on a CPU, forked data workers start much faster
         local_rank = int(os.environ.get('LOCAL_RANK', int(os.environ['RANK']) % torch.cuda.device_count()))
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend or ('nccl' if torch.cuda.is_available() else 'gloo'), **kwargs)
 
 
 def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
-    """BasicSR's ``model_to_device``; distributed on CPU, DDP gets no device ids."""
+    """BasicSR's ``model_to_device``; distributed on a CPU, DDP gets no device ids (BasicSR asks for the
+    current CUDA device)."""
     if self.opt['dist'] and self.device.type == 'cpu':
         find_unused_parameters = self.opt.get('find_unused_parameters', False)
         return DistributedDataParallel(net.to(self.device), find_unused_parameters=find_unused_parameters)
     return _basicsr_model_to_device(self, net)
-
-
-class _TorchWithAtomicSave:
-    """``torch`` as ``basicsr.models.base_model`` sees it: unchanged, except that ``save`` is atomic."""
-
-    save = staticmethod(atomic_torch_save)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(torch, name)
 
 
 def _latest_training_state(opt: dict) -> Optional[str]:
@@ -127,7 +137,9 @@ def _latest_training_state(opt: dict) -> Optional[str]:
 
 
 def load_resume_state(opt: dict) -> Optional[dict]:
-    """The training state to resume from, on the model's device (CPU included), or None.
+    """The training state to resume from, on the model's device (CPU included), or None; BasicSR's loads
+    onto ``torch.cuda.current_device()`` and, under ``python -m``, looks for auto-resume states relative to
+    the current directory while it saved them under its root.
 
     With ``--auto_resume`` it is the newest state of the experiment, otherwise ``path.resume_state``.
     """
@@ -149,25 +161,23 @@ def load_resume_state(opt: dict) -> Optional[dict]:
 
 
 def create_train_val_dataloader(opt: dict, logger):
-    """BasicSR's, then the train loader's persistent workers are started at once, before the model (and
-    CLIP) exists, so that they do not map the model's memory (:mod:`cliplit_basicsr.data.worker_start`)."""
-    result = _create_train_val_dataloader(opt, logger)
-    start_workers_now(result[0])
-    return result
+    """BasicSR's, with the train loader of a CLIP-LIT run built as CLIP-LIT trains (last partial batch kept,
+    workers started before the model loads CLIP; :func:`~cliplit_basicsr.data.loaders.training_loader`).
+    Other models get BasicSR's result untouched."""
+    result = _basicsr_create_train_val_dataloader(opt, logger)
+    if not cliplit_options.is_cliplit(opt):
+        return result
+    from .data.loaders import training_loader
 
-
-_create_train_val_dataloader = basicsr.train.create_train_val_dataloader
+    train_loader, train_sampler, val_loaders, total_epochs, total_iters = result
+    return training_loader(train_loader, opt), train_sampler, val_loaders, total_epochs, total_iters
 
 
 def apply() -> None:
-    """Apply every fix above where BasicSR looks the patched names up."""
+    """Put every fix above where BasicSR looks the patched names up (idempotent)."""
     for module in (basicsr_options, basicsr.train, basicsr.test):
         module.parse_options = parse_options
     dist_util.init_dist = basicsr_options.init_dist = init_dist
     base_model.BaseModel.model_to_device = model_to_device
-    base_model.torch = _TorchWithAtomicSave()
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
-
-
-apply()

@@ -1,0 +1,248 @@
+"""CLIP-LIT option files: checks and derived values, before BasicSR writes anything.
+
+:func:`cliplit_basicsr.basicsr_compat.parse_options` calls these for option files whose ``model_type`` is
+one of this package's models, so a bad option ends the command with one line and no ``experiments/`` or
+``results/`` folder left behind:
+
+* :func:`before_parsing` (the raw YAML, before BasicSR sets up distributed training): a CPU training run
+  re-executes itself once with glibc keeping freed memory (:mod:`cliplit_basicsr.cpu_allocator`);
+* :func:`prepare` (BasicSR's parsed options): names this package renamed are mapped to the new ones with a
+  warning, every dataset root (``datasets.*``, ``prompt_dataset``) must exist and hold images, and
+  ``train.total_iter: auto`` becomes the authors' run length (:mod:`cliplit_basicsr.models.run_length`).
+"""
+
+import sys
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+from .errors import OptionError
+
+MODEL_TYPES = frozenset({'CLIPLITModel', 'CLIPLITEnhancerModel'})
+AUTO = 'auto'
+# Registered names that were renamed, so that no name of this package clashes with another plugin's.
+RENAMED = {
+    'CLIPEnhanceLoss': 'CLIPLITEnhanceLoss',
+    'CLIPIdentityLoss': 'CLIPLITIdentityLoss',
+    'PromptInitLoss': 'CLIPLITPromptInitLoss',
+    'PromptRankingLoss': 'CLIPLITPromptRankingLoss',
+    'calculate_lpips': 'calculate_cliplit_lpips',
+    'calculate_musiq': 'calculate_cliplit_musiq',
+}
+
+
+# Options the training model reads; anything else in these sections is a typo, reported as one line.
+TOP_LEVEL_KEYS = frozenset(
+    {
+        'name',
+        'model_type',
+        'scale',
+        'num_gpu',
+        'manual_seed',
+        'datasets',
+        'network_g',
+        'network_prompt',
+        'path',
+        'train',
+        'val',
+        'logger',
+        'dist_params',
+        'find_unused_parameters',
+        'prompt_dataset',
+        # added by BasicSR's parse_options / train_pipeline
+        'dist',
+        'rank',
+        'world_size',
+        'auto_resume',
+        'is_train',
+        'root_path',
+        'run_length',  # added by prepare
+    }
+)
+TRAIN_KEYS = frozenset(
+    {
+        'total_iter',
+        'optim_g',
+        'optim_prompt',
+        'scheduler',
+        'schedule',
+        'clip_opt',
+        'identity_opt',
+        'reconstruction_opt',
+        'prompt_init_opt',
+        'ranking_opt',
+        'micro_batch',
+        'prompt_feature_cache',
+    }
+)
+PATH_KEYS = frozenset(
+    {
+        'pretrain_network_g',
+        'strict_load_g',
+        'param_key_g',
+        'pretrain_network_prompt',
+        'resume_state',
+        'ignore_resume_networks',
+        'experiments_root',
+        'models',
+        'training_states',
+        'log',
+        'visualization',
+    }
+)
+
+
+def check_training_options(opt: dict) -> None:
+    """Raise :class:`OptionError` naming the first unknown key of the sections the training model reads."""
+    from .models.schedule import ScheduleOptions
+
+    sections = [
+        ('', opt, TOP_LEVEL_KEYS),
+        ('train.', opt.get('train') or {}, TRAIN_KEYS),
+        ('path.', opt.get('path') or {}, PATH_KEYS),
+        ('train.schedule.', (opt.get('train') or {}).get('schedule') or {}, ScheduleOptions.names()),
+    ]
+    for prefix, section, known in sections:
+        if not isinstance(section, dict):
+            raise OptionError(f'{prefix.rstrip(".")}: expected a mapping, got {section!r}')
+        for key in section:
+            if key not in known:
+                raise OptionError(
+                    f'unknown option {prefix}{key} (model {opt.get("model_type")}; '
+                    f'known here: {", ".join(sorted(known))})'
+                )
+
+
+def is_cliplit(opt: dict) -> bool:
+    """Whether an option mapping is for one of this package's models."""
+    return isinstance(opt, dict) and opt.get('model_type') in MODEL_TYPES
+
+
+def _trains_on_cpu(raw: dict) -> bool:
+    if raw.get('num_gpu') == 0:
+        return True
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def before_parsing(raw: dict, is_train: bool) -> None:
+    """A CPU training run restarts itself keeping freed memory (never with the start-up hook disabled)."""
+    import _cliplit_basicsr_hook
+
+    from .cpu_allocator import restart_keeping_freed_memory
+
+    if is_train and _cliplit_basicsr_hook.enabled() and _trains_on_cpu(raw):
+        restart_keeping_freed_memory()
+
+
+def _types(node: Any, where: str = '') -> Iterator[Tuple[dict, str, str]]:
+    """(mapping, key, dotted path) of every ``type`` / ``model_type`` value in an option tree."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f'{where}.{key}' if where else str(key)
+            if key in ('type', 'model_type') and isinstance(value, str):
+                yield node, key, path
+            else:
+                yield from _types(value, path)
+
+
+def rename_types(opt: dict) -> None:
+    """Map names this package renamed (``RENAMED``) to the new ones, with a one-line warning each."""
+    for node, key, path in _types(opt):
+        new = RENAMED.get(node[key])
+        if new is not None:
+            print(f'warning: {path}: {node[key]} is now called {new}; update the option file', file=sys.stderr)
+            node[key] = new
+
+
+def _dataset_sections(opt: dict) -> Iterator[Tuple[str, dict]]:
+    for phase, section in (opt.get('datasets') or {}).items():
+        yield f'datasets.{phase}', section
+    if opt.get('prompt_dataset') is not None:
+        yield 'prompt_dataset', opt['prompt_dataset']
+
+
+def image_counts(opt: dict) -> Dict[str, int]:
+    """Check every dataset root of ``opt`` (folder with images, or an LMDB made by ``scripts/create_lmdb.py``)
+    and return its image count by option key (``datasets.train.dataroot_backlit``, ...); a missing or
+    empty root raises a one-line error naming the option key and the path."""
+    from .data.image_io import ImageSource
+
+    counts = {}
+    for where, section in _dataset_sections(opt):
+        if not isinstance(section, dict):
+            raise OptionError(f'{where}: expected a mapping of dataset options, got {section!r}')
+        backend = section.get('io_backend') or {'type': 'disk'}
+        if not isinstance(backend, dict):
+            raise OptionError(f'{where}.io_backend: expected a mapping such as {{type: disk}}, got {backend!r}')
+        for key, root in section.items():
+            if key.startswith('dataroot') and root is not None:
+                option = f'{where}.{key}'
+                counts[option] = len(ImageSource(str(root), backend, option))
+    return counts
+
+
+def _schedule_options(opt: dict):
+    from .models.schedule import ScheduleOptions
+
+    try:
+        return ScheduleOptions(**((opt.get('train') or {}).get('schedule') or {}))
+    except TypeError as err:
+        raise OptionError(f'train.schedule: {err}') from None
+
+
+def run_length(opt: dict, counts: Dict[str, int]):
+    """The :class:`~cliplit_basicsr.models.run_length.RunLength` that ``train.total_iter: auto`` stands for:
+    ``train.schedule.rounds`` rounds, or the authors' ``train.schedule.authors_num_epochs`` passes."""
+    from .models.run_length import PassLengths, authors_run, rounds_run
+
+    options = _schedule_options(opt)
+    path = opt.get('path') or {}
+    prompt_init = options.prompt_learning and not path.get('pretrain_network_prompt')
+    reconstruction = path.get('pretrain_network_g', 'init') is None
+    if options.rounds is not None:
+        return rounds_run(options, options.rounds, prompt_init, reconstruction)
+    train_set = opt['datasets'].get('train') or {}
+    backlit = counts.get('datasets.train.dataroot_backlit')
+    if backlit is None:
+        raise OptionError('train.total_iter: auto needs datasets.train.dataroot_backlit (the backlit images)')
+    prompt = opt.get('prompt_dataset') or {}
+    passes = PassLengths.of(
+        backlit,
+        int(train_set.get('batch_size_per_gpu', 1)),
+        counts.get('prompt_dataset.dataroot_backlit', backlit),
+        counts.get('prompt_dataset.dataroot_welllit', 0),
+        int(prompt.get('batch_size_per_gpu', 1)),
+        int(opt.get('world_size', 1)),
+    )
+    return authors_run(options, passes, prompt_init, reconstruction, options.authors_num_epochs)
+
+
+def resolve_total_iter(opt: dict, counts: Dict[str, int]) -> Optional[str]:
+    """Replace ``train.total_iter: auto`` by its number of iterations; returns the derivation (None when
+    the option file gives a number)."""
+    train = opt.get('train')
+    if not isinstance(train, dict):
+        raise OptionError('train: missing (the training options)')
+    total = train.get('total_iter', AUTO)
+    rounds = _schedule_options(opt).rounds
+    if total != AUTO:
+        if rounds is not None:
+            raise OptionError('train.schedule.rounds needs train.total_iter: auto (the run length is one or the other)')
+        if isinstance(total, bool) or not isinstance(total, (int, float)) or total < 1 or int(total) != total:
+            raise OptionError(f'train.total_iter: expected a positive number of iterations or auto, got {total!r}')
+        return None
+    length = run_length(opt, counts)
+    train['total_iter'] = length.total_iter
+    return length.describe()
+
+
+def prepare(opt: dict) -> None:
+    """Check and complete BasicSR's parsed ``opt`` of a CLIP-LIT run (module docstring)."""
+    rename_types(opt)
+    if opt.get('is_train') and opt.get('model_type') == 'CLIPLITModel':
+        check_training_options(opt)
+    counts = image_counts(opt)
+    if opt.get('is_train'):
+        derivation = resolve_total_iter(opt, counts)
+        if derivation is not None:
+            opt['run_length'] = derivation
