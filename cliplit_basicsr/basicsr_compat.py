@@ -23,6 +23,7 @@ Atomic checkpoint saves are not a fix here: this package's model classes overrid
 """
 
 import argparse
+import math
 import os
 from os import path as osp
 from typing import Optional
@@ -163,14 +164,21 @@ def load_resume_state(opt: dict) -> Optional[dict]:
 def create_train_val_dataloader(opt: dict, logger):
     """BasicSR's, with the train loader of a CLIP-LIT run built as CLIP-LIT trains (last partial batch kept,
     workers started before the model loads CLIP; :func:`~cliplit_basicsr.data.loaders.training_loader`).
-    Other models get BasicSR's result untouched."""
+    With ``train.total_iter: auto`` the run ends where its :class:`~cliplit_basicsr.models.run_length.RunEnd`
+    says: the loader then stops yielding batches, and BasicSR's bounds become upper bounds. Other models get
+    BasicSR's result untouched."""
     result = _basicsr_create_train_val_dataloader(opt, logger)
     if not cliplit_options.is_cliplit(opt):
         return result
     from .data.loaders import training_loader
 
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = result
-    return training_loader(train_loader, opt), train_sampler, val_loaders, total_epochs, total_iters
+    end = opt.get('run_length')
+    if end is None:
+        return training_loader(train_loader, opt), train_sampler, val_loaders, total_epochs, total_iters
+    train_loader = training_loader(train_loader, opt, stop=lambda: end.ended)
+    total_iters = end.max_iterations
+    return train_loader, train_sampler, val_loaders, math.ceil(total_iters / len(train_loader)), total_iters
 
 
 def apply() -> None:

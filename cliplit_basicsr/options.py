@@ -12,7 +12,7 @@ one of this package's models, so a bad option ends the command with one line and
 """
 
 import sys
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Tuple
 
 from .errors import OptionError
 
@@ -190,17 +190,15 @@ def _schedule_options(opt: dict):
         raise OptionError(f'train.schedule: {err}') from None
 
 
-def run_length(opt: dict, counts: Dict[str, int]):
-    """The :class:`~cliplit_basicsr.models.run_length.RunLength` that ``train.total_iter: auto`` stands for:
+def run_end(opt: dict, counts: Dict[str, int]):
+    """The :class:`~cliplit_basicsr.models.run_length.RunEnd` that ``train.total_iter: auto`` stands for:
     ``train.schedule.rounds`` rounds, or the authors' ``train.schedule.authors_num_epochs`` passes."""
-    from .models.run_length import PassLengths, authors_run, rounds_run
+    from .models.run_length import PassLengths, RunEnd, authors_run, rounds_run
 
     options = _schedule_options(opt)
     path = opt.get('path') or {}
     prompt_init = options.prompt_learning and not path.get('pretrain_network_prompt')
     reconstruction = path.get('pretrain_network_g', 'init') is None
-    if options.rounds is not None:
-        return rounds_run(options, options.rounds, prompt_init, reconstruction)
     train_set = opt['datasets'].get('train') or {}
     backlit = counts.get('datasets.train.dataroot_backlit')
     if backlit is None:
@@ -214,12 +212,17 @@ def run_length(opt: dict, counts: Dict[str, int]):
         int(prompt.get('batch_size_per_gpu', 1)),
         int(opt.get('world_size', 1)),
     )
-    return authors_run(options, passes, prompt_init, reconstruction, options.authors_num_epochs)
+    if options.rounds is not None:
+        nominal = rounds_run(options, options.rounds, prompt_init, reconstruction)
+        return RunEnd(nominal, passes, options.prompt_learning, rounds=options.rounds)
+    nominal = authors_run(options, passes, prompt_init, reconstruction, options.authors_num_epochs)
+    return RunEnd(nominal, passes, options.prompt_learning, num_epochs=options.authors_num_epochs)
 
 
-def resolve_total_iter(opt: dict, counts: Dict[str, int]) -> Optional[str]:
-    """Replace ``train.total_iter: auto`` by its number of iterations; returns the derivation (None when
-    the option file gives a number)."""
+def resolve_total_iter(opt: dict, counts: Dict[str, int]):
+    """For ``train.total_iter: auto``: the run's :class:`~cliplit_basicsr.models.run_length.RunEnd`, with
+    ``train.total_iter`` set to its nominal length (BasicSR's ETA); None when the option file gives a number
+    of iterations, which BasicSR's loop then trains exactly."""
     train = opt.get('train')
     if not isinstance(train, dict):
         raise OptionError('train: missing (the training options)')
@@ -231,9 +234,9 @@ def resolve_total_iter(opt: dict, counts: Dict[str, int]) -> Optional[str]:
         if isinstance(total, bool) or not isinstance(total, (int, float)) or total < 1 or int(total) != total:
             raise OptionError(f'train.total_iter: expected a positive number of iterations or auto, got {total!r}')
         return None
-    length = run_length(opt, counts)
-    train['total_iter'] = length.total_iter
-    return length.describe()
+    end = run_end(opt, counts)
+    train['total_iter'] = end.nominal.total_iter
+    return end
 
 
 def prepare(opt: dict) -> None:
@@ -243,6 +246,6 @@ def prepare(opt: dict) -> None:
         check_training_options(opt)
     counts = image_counts(opt)
     if opt.get('is_train'):
-        derivation = resolve_total_iter(opt, counts)
-        if derivation is not None:
-            opt['run_length'] = derivation
+        end = resolve_total_iter(opt, counts)
+        if end is not None:
+            opt['run_length'] = end  # the model and the train loader end the run with it

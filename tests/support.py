@@ -50,7 +50,14 @@ def tiny_sr_options(data: Path, **train_set) -> dict:
                 **train_set,
             }
         },
-        'network_g': {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 4, 'num_block': 1, 'upscale': 2},
+        'network_g': {
+            'type': 'MSRResNet',
+            'num_in_ch': 3,
+            'num_out_ch': 3,
+            'num_feat': 4,
+            'num_block': 1,
+            'upscale': 2,
+        },
         'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
         'train': {
             'ema_decay': 0,

@@ -207,8 +207,11 @@ def test_prompt_init_cross_entropy(prompt, prompt_features, parity_fixtures):
         logits = prompt_logits(torch.cat([prompt_features['backlit'], prompt_features['welllit']]), prompt())
     assert_matches(logits, f['ce_logits'], 'ce_logits')
     n_backlit, n_welllit = len(prompt_features['backlit']), len(prompt_features['welllit'])
-    assert f['ce_labels'].tolist() == [0] * n_backlit + [1] * n_welllit  # the labels CLIPLITPromptInitLoss uses
-    loss = CLIPLITPromptInitLoss()(prompt(), prompt_features['backlit'], prompt_features['welllit'])
+    assert f['ce_labels'].tolist() == [0] * n_backlit + [1] * n_welllit
+    # a pooled batch mixes the classes in any order: each image is scored against its own label
+    mixed = torch.randperm(n_backlit + n_welllit, generator=torch.Generator().manual_seed(0))
+    features = torch.cat([prompt_features['backlit'], prompt_features['welllit']])[mixed]
+    loss = CLIPLITPromptInitLoss()(prompt(), features, f['ce_labels'][mixed])
     loss.backward()
     assert_matches(loss, f['ce_loss'], 'ce_loss')
     assert_matches(prompt.embedding.grad, f['ce_loss_grad_prompt_embedding'], 'ce_loss_grad_prompt_embedding')

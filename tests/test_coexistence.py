@@ -20,17 +20,18 @@ def test_registered_names_leave_common_names_free(tmp_path):
     this one; every name this package registers carries its own prefix."""
     code = textwrap.dedent("""
         import basicsr  # the start-up hook imports the plugin right after
-        from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+        from basicsr.utils import registry as r
         from torch import nn
 
         def calculate_lpips(img, img2, **kwargs): return 0.0
         def calculate_musiq(img, **kwargs): return 0.0
-        METRIC_REGISTRY.register(calculate_lpips)
-        METRIC_REGISTRY.register(calculate_musiq)
+        r.METRIC_REGISTRY.register(calculate_lpips)
+        r.METRIC_REGISTRY.register(calculate_musiq)
         for name in ('PromptRankingLoss', 'PromptInitLoss', 'CLIPEnhanceLoss', 'CLIPIdentityLoss'):
-            LOSS_REGISTRY.register(type(name, (nn.Module,), {}))
-        ours = [name for registry in (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY)
-                for name, obj in registry._obj_map.items() if getattr(obj, '__module__', '').startswith('cliplit_basicsr')]
+            r.LOSS_REGISTRY.register(type(name, (nn.Module,), {}))
+        registries = (r.ARCH_REGISTRY, r.DATASET_REGISTRY, r.LOSS_REGISTRY, r.METRIC_REGISTRY, r.MODEL_REGISTRY)
+        ours = [name for registry in registries for name, obj in registry._obj_map.items()
+                if getattr(obj, '__module__', '').startswith('cliplit_basicsr')]
         print(sorted(ours))
     """)
     result = run_python(['-c', code], cwd=tmp_path)

@@ -49,7 +49,9 @@ def test_disabled_hook_runs_nothing_at_start_up(tmp_path):
 
 
 def test_disabled_hook_leaves_basicsr_commands_to_basicsr(tmp_path):
-    result = run_python(['-m', 'basicsr.train', '-opt', 'x.yml'], cwd=tmp_path, env_update={'CLIPLIT_BASICSR_NO_HOOK': '1'})
+    result = run_python(
+        ['-m', 'basicsr.train', '-opt', 'x.yml'], cwd=tmp_path, env_update={'CLIPLIT_BASICSR_NO_HOOK': '1'}
+    )
     assert result.returncode != 0
     assert 'functional_tensor' in result.stderr  # BasicSR 1.4.2's own import failure, no hand-over
 

@@ -63,10 +63,10 @@ def make_image_sets(root: Path, backlit_count: int, height_step: int) -> Path:
 def data_dir(tmp_path_factory):
     """Generated images: dark backlit and bright well-lit sets of different sizes, a small paired val set.
 
-    6 backlit images: a multiple of the batch size, since BasicSR counts epochs as if the last, dropped,
-    partial batch were trained and would stop before ``total_iter`` otherwise.
+    5 backlit images at batch 2: every epoch ends with a partial batch, which is trained (as the authors do;
+    BasicSR's loader would drop it and end the run before ``total_iter``).
     """
-    root = make_image_sets(tmp_path_factory.mktemp('data'), backlit_count=6, height_step=4)
+    root = make_image_sets(tmp_path_factory.mktemp('data'), backlit_count=5, height_step=4)
     create_lmdb = runpy.run_path(str(REPO_ROOT / 'scripts' / 'create_lmdb.py'))['main']
     create_lmdb(['--input', str(root / 'backlit'), str(root / 'welllit')])  # -> backlit.lmdb, welllit.lmdb
     return root
@@ -135,6 +135,25 @@ def write_options(workdir: Path, data: Path, parity_dir: Path, backend: str = 'd
     path = workdir / 'tiny.yml'
     path.write_text(yaml.safe_dump(opt, sort_keys=False))
     return path
+
+
+@pytest.mark.slow
+def test_auto_run_length_ends_after_whole_rounds(tmp_path, data_dir, parity_dir):
+    """``total_iter: auto`` with ``rounds: 2``: the run ends when round 2's prompt refinement ends, the
+    reconstruction restart's extension included (15 iterations where 2 rounds are nominally 14), and BasicSR
+    saves and validates as at any run's end."""
+    option_file = write_options(tmp_path, data_dir, parity_dir, rounds=2, prompt_loss_threshold=1e9)
+    opt = yaml.safe_load(option_file.read_text())
+    opt['train']['total_iter'] = 'auto'
+    option_file.write_text(yaml.safe_dump(opt, sort_keys=False))
+    run_train(tmp_path, option_file)
+    log = log_text(tmp_path)
+    assert 'End of training' in log and 'Validation BAID_test' in log
+    assert 'Run length (train.total_iter: auto): 2 rounds; with no phase extended, 14 iterations' in log
+    assert 'Run complete at iter 15 (2 rounds): 2 rounds' in log
+    assert re.search(r'iter:\s+15,', log) and not re.search(r'iter:\s+16,', log)
+    state = torch.load(experiment(tmp_path) / 'models' / 'net_g_latest.pth', weights_only=True)
+    assert state['params']
 
 
 def train_command(option_file: Path, *extra: str):
@@ -409,6 +428,7 @@ def test_prompt_feature_cache_changes_no_step(tmp_path, data_dir, parity_dir):
     CLIP the images that recur exactly (flips/transpose only)."""
     from torch.utils.data import default_collate
 
+    from cliplit_basicsr.data.prompt_init_pool import PromptInitPool
     from cliplit_basicsr.models.schedule import Phase
 
     option_file = write_options(tmp_path, data_dir, parity_dir)
@@ -418,9 +438,9 @@ def test_prompt_feature_cache_changes_no_step(tmp_path, data_dir, parity_dir):
         )
         for cache in (True, False)
     }
-    prompt_set = models[True].prompt_set
+    pool = PromptInitPool(models[True].prompt_loaders.pairs)
     np.random.seed(0)  # the dataset's augmentation draws
-    batches = [default_collate([prompt_set[i] for i in order]) for _ in range(6) for order in ([0, 1, 2], [3, 4, 5])]
+    batches = [default_collate([pool[i] for i in order]) for _ in range(6) for order in ([0, 7, 2], [3, 4, 11])]
     for cache, model in models.items():
         prompt = model.get_bare_model(model.net_prompt)
         encode, encoded = prompt.encode_images, []
@@ -428,11 +448,11 @@ def test_prompt_feature_cache_changes_no_step(tmp_path, data_dir, parity_dir):
             encoded.append(len(images)) or encode(images)
         )
         feed = iter(batches)
-        model._next_prompt_batch = lambda name, feed=feed: next(feed)
+        model.prompt_loaders.next_batch = lambda phase, feed=feed: next(feed)
         model.losses = [model._prompt_step(Phase.PROMPT_INIT)['l_prompt_init'].item() for _ in batches]
         model.encoded = sum(encoded)
     cached, plain = models[True], models[False]
-    assert plain.encoded == 6 * 12
+    assert plain.encoded == 6 * 6
     assert cached.encoded < plain.encoded  # recurring images were not encoded again
     np.testing.assert_allclose(cached.losses, plain.losses, rtol=1e-5)
     learned = {cache: m.get_bare_model(m.net_prompt).embedding.detach() for cache, m in models.items()}

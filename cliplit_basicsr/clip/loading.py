@@ -42,7 +42,7 @@ PRETRAINED_OPTION = 'clip_pretrained'  # the option key that users set to a loca
 
 _HUB_PROBE_TIMEOUT_S = 3.0
 _MODELS: Dict[Tuple[str, Optional[str], str, str], open_clip.CLIP] = {}
-_LOW_PRECISION_TOWERS: weakref.WeakKeyDictionary[open_clip.CLIP, Dict[torch.dtype, torch.nn.Module]] = (
+_LOW_PRECISION_TOWERS: weakref.WeakKeyDictionary[open_clip.CLIP, Dict[object, torch.nn.Module]] = (
     weakref.WeakKeyDictionary()
 )
 logger = logging.getLogger(__name__)
@@ -193,6 +193,20 @@ def low_precision_image_tower(model: open_clip.CLIP, dtype: torch.dtype) -> torc
     if dtype not in towers:
         towers[dtype] = copy.deepcopy(model.visual).to(dtype).eval().requires_grad_(False)
     return towers[dtype]
+
+
+def fp16_weights_tower(model: open_clip.CLIP) -> torch.nn.Module:
+    """A frozen copy of ``model.visual`` with OpenAI's fp16 weights, made once per model: conv, linear and
+    attention weights in float16, BatchNorm and LayerNorm parameters in float32, as OpenAI's ``clip.load``
+    keeps a model on a GPU (``convert_weights``) and the authors' identity loss ran it."""
+    import open_clip
+
+    towers = _LOW_PRECISION_TOWERS.setdefault(model, {})
+    if 'openai-fp16' not in towers:
+        tower = copy.deepcopy(model.visual).eval().requires_grad_(False)
+        open_clip.model.convert_weights_to_lp(tower, torch.float16)
+        towers['openai-fp16'] = tower
+    return towers['openai-fp16']
 
 
 def clear_clip_cache() -> None:

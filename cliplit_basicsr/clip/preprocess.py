@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .class_token import class_token_tower
 from .fused_vit import fused_vit_tower
-from .loading import low_precision_image_tower
+from .loading import fp16_weights_tower, low_precision_image_tower
 from .onednn_gemm import onednn_gemms
 from .precision import check_amp, clip_autocast, runs_on_bf16_weights
 
@@ -83,12 +83,17 @@ def image_features(
     return F.normalize(features, dim=-1) if normalize else features
 
 
-def resnet_feature_maps(model: open_clip.CLIP, images: torch.Tensor, amp: Optional[str] = None) -> List[torch.Tensor]:
-    """The five ModifiedResNet maps [stem (after its avg-pool), layer1, ..., layer4] of a batch, in float32."""
-    maps = _image_tower_forward(
-        model,
-        images,
-        amp,
-        lambda visual, pixels: visual.forward_intermediates(pixels, intermediates_only=True)['image_intermediates'],
-    )
+def resnet_feature_maps(
+    model: open_clip.CLIP, images: torch.Tensor, amp: Optional[str] = None, precision: str = 'fp32'
+) -> List[torch.Tensor]:
+    """The five ModifiedResNet maps [stem (after its avg-pool), layer1, ..., layer4] of a batch: float32, or
+    float16 from the tower in OpenAI's fp16 weights with ``precision='fp16'`` (:func:`fp16_weights_tower`)."""
+    if precision == 'fp16':
+        pixels = preprocess_images(images, _input_size(model)).to(torch.float16)
+        return _intermediates(fp16_weights_tower(model), pixels)
+    maps = _image_tower_forward(model, images, amp, _intermediates)
     return [m.float() for m in maps]
+
+
+def _intermediates(visual: torch.nn.Module, pixels: torch.Tensor) -> List[torch.Tensor]:
+    return visual.forward_intermediates(pixels, intermediates_only=True)['image_intermediates']

@@ -14,10 +14,14 @@ Each loader draws its workers' base seed from its own generator, seeded by ``man
 torch's global one: starting workers early (or not) then changes no random stream of the run.
 """
 
+from typing import Callable, Iterator, Optional
+
 import torch
 from basicsr.data import build_dataloader
 from basicsr.data.data_sampler import EnlargedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cliplit_basicsr.errors import OptionError
 
 # DataLoader arguments carried over when a loader is rebuilt (everything but the ones set here).
 _CARRIED = (
@@ -35,19 +39,58 @@ _CARRIED = (
 )
 
 
-def training_loader(loader: DataLoader, opt: dict, start_workers: bool = True) -> DataLoader:
+def training_loader(
+    loader: DataLoader, opt: dict, start_workers: bool = True, stop: Optional[Callable[[], bool]] = None
+) -> DataLoader:
     """``loader`` (built by BasicSR's ``build_dataloader``) rebuilt with the last partial batch kept and
     its own generator seeded by ``opt['manual_seed']``; its persistent workers are started at once unless
-    ``start_workers`` is false."""
+    ``start_workers`` is false. With ``stop``, it yields no more batches once ``stop()`` is true (the
+    training loop then ends: :class:`StoppingLoader`)."""
     arguments = {name: getattr(loader, name) for name in _CARRIED}
     if not loader.num_workers:
         arguments.pop('prefetch_factor')  # DataLoader refuses one without workers
     extra = {'num_prefetch_queue': loader.num_prefetch_queue} if hasattr(loader, 'num_prefetch_queue') else {}
     generator = torch.Generator().manual_seed(int(opt['manual_seed']))
-    rebuilt = type(loader)(drop_last=False, generator=generator, **arguments, **extra)
+    if stop is not None:
+        if extra:
+            raise OptionError('datasets.train.prefetch_mode: cpu is not supported for CLIP-LIT; use ~')
+        rebuilt = StoppingLoader(drop_last=False, generator=generator, stop=stop, **arguments)
+    else:
+        rebuilt = type(loader)(drop_last=False, generator=generator, **arguments, **extra)
     if start_workers:
         start_workers_now(rebuilt)
     return rebuilt
+
+
+class StoppingLoader(DataLoader):
+    """A DataLoader whose epochs end, mid-epoch included, once ``stop()`` is true.
+
+    BasicSR's training loop runs ``while batch is not None`` inside ``for epoch in range(...)``: an epoch
+    that yields nothing more ends the ``while`` at once, and the ``for`` then runs through its remaining
+    epochs without a step. Batches the workers have already loaded are not yielded.
+    """
+
+    def __init__(self, *args, stop: Callable[[], bool], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop = stop
+
+    def __iter__(self) -> Iterator:
+        if self.stop():
+            return iter(())
+        return _Stopping(super().__iter__(), self.stop)
+
+
+class _Stopping:
+    def __init__(self, batches: Iterator, stop: Callable[[], bool]) -> None:
+        self.batches, self.stop = batches, stop
+
+    def __iter__(self) -> '_Stopping':
+        return self
+
+    def __next__(self):
+        if self.stop():
+            raise StopIteration
+        return next(self.batches)
 
 
 def build_training_loader(dataset: Dataset, dataset_opt: dict, opt: dict, sampler: Sampler) -> DataLoader:

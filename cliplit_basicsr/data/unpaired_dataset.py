@@ -1,6 +1,7 @@
 """Unpaired backlit / well-lit training images for CLIP-LIT (SPEC A5, item 6)."""
 
 import weakref
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -76,8 +77,10 @@ class CLIPLITUnpairedDataset(data.Dataset):
             later epochs only augment; costs N x S² x 3 bytes in each data-loader worker (0.2 MB an
             image at 256). Default: False.
 
-    Item ``i`` pairs backlit ``i % n_backlit`` with well-lit ``i % n_welllit``; the length is the longer
-    list's, so the shorter one is cycled. An item holds ``backlit`` (and ``welllit``): (3, S, S) RGB
+    The length is the longer list's, the shorter one cycled to that length, as the authors pad their lists.
+    Item ``i`` pairs backlit ``i % n_backlit`` with well-lit ``i % n_welllit`` until :meth:`redraw_pairing`
+    shuffles both padded lists independently, as the authors' ranking loader does each time it is built
+    (every prompt-refinement phase). An item holds ``backlit`` (and ``welllit``): (3, S, S) RGB
     float32 tensors in [0, 1] sharing one augmentation draw, ``backlit_path`` and ``index`` (and
     ``welllit_path``, ``welllit_index``), and ``aug`` (the draw, `AugmentParams.as_dict`). While loading is
     off (`set_network_batch_loading`, backlit-only sets), an item is ``{'deferred_item': i}`` and
@@ -110,10 +113,26 @@ class CLIPLITUnpairedDataset(data.Dataset):
         self.welllit = (
             ImageSource(_root(opt, 'dataroot_welllit'), io_backend, 'dataroot_welllit') if self.use_welllit else None
         )
-        # In shared memory, so that data-loader workers (forked or spawned) see the switch.
+        # In shared memory, so that data-loader workers (forked or spawned) see the switch and the pairing.
         self.loading = torch.ones((), dtype=torch.bool).share_memory_()
+        self.pairing = self._cycled().share_memory_()  # (2, len): backlit and well-lit index of each item
         if not self.use_welllit:
             _NETWORK_SETS.add(self)
+
+    def _cycled(self) -> torch.Tensor:
+        """Both lists cycled to the dataset's length, in order: (2, len) image indices."""
+        items = torch.arange(len(self))
+        return torch.stack([items % len(self.backlit), items % (len(self.welllit) if self.use_welllit else 1)])
+
+    def redraw_pairing(self, seed: Sequence[int]) -> None:
+        """Shuffle the cycled backlit and well-lit lists independently (a numpy generator seeded by ``seed``),
+        so that item ``i`` pairs their ``i``-th entries, in this process and in its data-loader workers.
+
+        Call it before the loader's next epoch starts: items already loaded keep their pairs.
+        """
+        rng = np.random.default_rng(list(seed))
+        cycled = self._cycled().numpy()
+        self.pairing.copy_(torch.from_numpy(np.stack([rng.permutation(row) for row in cycled])))
 
     @property
     def num_backlit(self) -> int:
@@ -125,9 +144,9 @@ class CLIPLITUnpairedDataset(data.Dataset):
 
     def load_backlit(self, index: int) -> np.ndarray:
         """Backlit image ``index`` resized to ``image_size``, not augmented: HWC RGB float32 in [0, 1]."""
-        return self._load(self.backlit, index)
+        return self.load(self.backlit, index)
 
-    def _load(self, source: ImageSource, index: int) -> np.ndarray:
+    def load(self, source: ImageSource, index: int) -> np.ndarray:
         """Image ``index`` of ``source`` resized, float32 in [0, 1]; kept when ``cache_resized``."""
         if self._resized is None:
             return source.load(index, self.image_size)
@@ -145,12 +164,11 @@ class CLIPLITUnpairedDataset(data.Dataset):
 
     def load_item(self, item: int) -> dict:
         """Item ``item``, loaded whatever `set_network_batch_loading` says."""
-        index = item % len(self.backlit)
+        index, welllit_index = self.pairing[:, item].tolist()
         images = [self.load_backlit(index)]
         sample = {'backlit_path': self.backlit.names[index], 'index': index}
         if self.use_welllit:
-            welllit_index = item % len(self.welllit)
-            images.append(self._load(self.welllit, welllit_index))
+            images.append(self.load(self.welllit, welllit_index))
             sample['welllit_path'], sample['welllit_index'] = self.welllit.names[welllit_index], welllit_index
         params = draw_augmentation(self.zoom_range) if self.augment else AugmentParams()
         tensors = [img2tensor(img, bgr2rgb=False) for img in apply_augmentation(images, params)]

@@ -1,4 +1,4 @@
-"""The four CLIP-LIT losses (SPEC A4), batched, registered in BasicSR's ``LOSS_REGISTRY``.
+"""The four CLIP-LIT losses (``docs/method.md``), batched, registered in BasicSR's ``LOSS_REGISTRY``.
 
 Each loss returns ``loss_weight`` times the authors' unscaled value; the YAML sets the authors' scales
 (CLIP-Enhance 320, identity 25 (x0.9 in the total), ranking 200). How the training model calls them:
@@ -14,7 +14,7 @@ Each loss returns ``loss_weight`` times the authors' unscaled value; the YAML se
 
       feats = {k: bare_prompt.encode_images(imgs[k]) for k in sets}   # once per set, no autograd
       text = net_prompt()                                              # with autograd
-      l_init = cri_prompt_init(text, feats['backlit'], feats['welllit'])                     # CLIPLITPromptInitLoss
+      l_init = cri_prompt_init(text, bare_prompt.encode_images(pool_images), labels)   # CLIPLITPromptInitLoss
       l_rank = cri_rank(text, feats['backlit'], feats['welllit'], feats['it'], feats['it1'])  # CLIPLITPromptRankingLoss
 
 Each image set passes CLIP once per call, as one batch: there is no loop over images.
@@ -45,6 +45,7 @@ from cliplit_basicsr.clip import (
 DEFAULT_LAYER_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 0.5)  # RN maps [stem, layer1, layer2, layer3, layer4]
 DEFAULT_MARGINS = {'rank2': (1.0, 0.2), 'rank3': (0.9, 0.2), 'rank4': (0.9, 0.1)}  # (large, small)
 RANK_ORDERS = ('code', 'paper')
+IDENTITY_PRECISIONS = ('auto', 'fp32', 'fp16')
 
 
 class _FrozenCLIPLoss(nn.Module):
@@ -99,6 +100,12 @@ class CLIPLITIdentityLoss(_FrozenCLIPLoss):
     with per-map MSE averaged over C*H*W and ``layer_weights`` w applied as given (not normalised).
     ``target`` (the backlit input) is a constant: its maps are computed without autograd.
     The reconstruction stage uses ``layer_weights: [1, 1, 1, 1, 1]``.
+
+    ``precision``: ``'fp16'`` runs the RN as the authors' CUDA run did (OpenAI's loader keeps its fp16
+    conv, linear and attention weights on a GPU): fp16 weights (BatchNorm's stay fp32), fp16 feature maps,
+    their MSE and the weighted sum in fp16. ``'fp32'`` runs it in float32 (the parity fixtures' numerics).
+    ``'auto'`` (default): fp16 on CUDA, where users train, unless ``amp`` is set; fp32 on a CPU, where
+    fp16 convolutions are slow or emulated. ``docs/differences.md`` gives the measured difference.
     """
 
     reduction = 'sum'  # over the batch, as the authors' (read by the training model when it splits a batch)
@@ -110,8 +117,16 @@ class CLIPLITIdentityLoss(_FrozenCLIPLoss):
         clip_model: str = RN_MODEL,
         clip_pretrained: Optional[str] = DEFAULT_PRETRAINED,
         amp: Optional[str] = None,
+        precision: str = 'auto',
     ):
         super().__init__(loss_weight, clip_model, clip_pretrained, amp)
+        if precision not in IDENTITY_PRECISIONS:
+            raise ValueError(
+                f"CLIPLITIdentityLoss: precision '{precision}' is not one of {', '.join(IDENTITY_PRECISIONS)}"
+            )
+        if precision == 'fp16' and self.amp is not None:
+            raise ValueError("CLIPLITIdentityLoss: precision fp16 (the authors' fp16 RN) and amp exclude each other")
+        self.precision = precision
         if len(layer_weights) != len(DEFAULT_LAYER_WEIGHTS):
             raise ValueError(
                 f'CLIPLITIdentityLoss: layer_weights needs 5 values (stem, layer1-4), got {list(layer_weights)}'
@@ -123,16 +138,23 @@ class CLIPLITIdentityLoss(_FrozenCLIPLoss):
         require_resnet(model, self.clip_model)
         return model
 
+    def precision_on(self, device: torch.device) -> str:
+        """``'fp16'`` or ``'fp32'``: the precision the RN runs in on ``device`` (``auto`` resolved)."""
+        if self.precision != 'auto':
+            return self.precision
+        return 'fp16' if torch.device(device).type == 'cuda' and self.amp is None else 'fp32'
+
     def per_image_layer_mse(self, enhanced: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Unweighted MSE (B,5) between the maps of ``enhanced`` and ``target``, per image and map."""
+        """Unweighted MSE (B,5) between the maps of ``enhanced`` and ``target``, per image and map (float16
+        with ``precision`` fp16, float32 otherwise)."""
         if enhanced.shape != target.shape:
             raise ValueError(
                 f'CLIPLITIdentityLoss: enhanced {tuple(enhanced.shape)} and target {tuple(target.shape)} shapes differ'
             )
-        model = self.clip(enhanced.device)
-        maps = resnet_feature_maps(model, enhanced, self.amp)
+        model, precision = self.clip(enhanced.device), self.precision_on(enhanced.device)
+        maps = resnet_feature_maps(model, enhanced, self.amp, precision)
         with torch.no_grad():
-            target_maps = resnet_feature_maps(model, target, self.amp)
+            target_maps = resnet_feature_maps(model, target, self.amp, precision)
         return torch.stack([(m - t).pow(2).flatten(1).mean(1) for m, t in zip(maps, target_maps)], dim=1)
 
     def forward(self, enhanced: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -145,25 +167,17 @@ class CLIPLITIdentityLoss(_FrozenCLIPLoss):
 class CLIPLITPromptInitLoss(nn.Module):
     """Prompt initialisation: cross-entropy of ``logit_scale * cos`` with label 0 = backlit, 1 = well-lit.
 
-    ``forward(text_features (2,D), backlit_features (B,D), welllit_features (B',D))``, image features
-    precomputed without autograd (e.g. ``CLIPLITPromptPair.encode_images``); averaged over the B+B' rows.
+    ``forward(text_features (2,D), image_features (B,D) or (B,1,D), labels (B,))``, image features
+    precomputed without autograd (e.g. ``CLIPLITPromptPair.encode_images``); averaged over the B images.
     """
 
     def __init__(self, loss_weight: float = 1.0, logit_scale: float = LOGIT_SCALE):
         super().__init__()
         self.loss_weight, self.logit_scale = loss_weight, logit_scale
 
-    def forward(
-        self, text_features: torch.Tensor, backlit_features: torch.Tensor, welllit_features: torch.Tensor
-    ) -> torch.Tensor:
-        logits = prompt_logits(
-            torch.cat([backlit_features.flatten(0, -2), welllit_features.flatten(0, -2)]),
-            text_features,
-            self.logit_scale,
-        )
-        n_backlit = backlit_features.flatten(0, -2).shape[0]
-        labels = (torch.arange(logits.shape[0], device=logits.device) >= n_backlit).long()
-        return self.loss_weight * F.cross_entropy(logits, labels)
+    def forward(self, text_features: torch.Tensor, image_features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = prompt_logits(image_features, text_features, self.logit_scale)
+        return self.loss_weight * F.cross_entropy(logits, labels.to(logits.device).long())
 
 
 @LOSS_REGISTRY.register()

@@ -1,27 +1,18 @@
-"""CLIP-LIT training as a BasicSR model: the alternating two-phase optimisation of SPEC A5.
+"""CLIP-LIT training as a BasicSR model: the authors' alternating two-phase optimisation.
 
-Each BasicSR iteration is one step of the phase that `TrainingSchedule` says is current:
+Each BasicSR iteration is one step of the phase that :class:`~.schedule.TrainingSchedule` says is current:
 
 * ``reconstruction`` / ``enhancement``: the light-map network ``net_g`` learns from BasicSR's own train
   batches (``datasets.train``: backlit images, default 8 @ 512); the prompt pair is frozen and its text
   features are computed once per phase. A batch goes through forward and backward ``train.micro_batch``
   images at a time (default ``auto``: one on CPU, the whole batch on GPU) and one Adam step follows: the
   same step with a fraction of the activation memory (:mod:`.micro_batch`).
-* ``prompt_init`` / ``prompt_refinement``: the prompt pair ``net_prompt`` learns from batches of the
-  top-level ``prompt_dataset`` section (backlit + well-lit pairs, default 16 @ 256), whose loaders this
-  model builds with BasicSR's ``build_dataset``/``build_dataloader`` and an ``EnlargedSampler`` (so LMDB and
-  distributed sampling serve both phases). Prompt initialisation takes half as many pairs per batch, so
-  that a batch holds ``batch_size_per_gpu`` images as in the authors' code. BasicSR's loop still fetches
-  a ``datasets.train`` batch every iteration; during prompt phases its images are not loaded
-  (`set_network_batch_loading`), and a batch left unloaded that arrives in a network phase is loaded here.
-
-Enhanced outputs for prompt refinement: the best network of each of the newest two rounds is kept (a
-279k-parameter snapshot). When a refinement phase needs a round's outputs, that network enhances the
-whole backlit training set once, at prompt resolution, quantised to 8 bits as the authors' PNGs were;
-each batch then picks its images by backlit index and applies the batch's own augmentation draw, so
-(I_b, I_t, I_{t-1}, I_w) share one draw as in the authors' loader. Running the kept networks on every
-prompt batch instead would cost two 16 x 256² network forwards per step (≈ 2 MP ≈ 3 s on a 2-core CPU)
-against one pass over the training set per round.
+* ``prompt_init`` / ``prompt_refinement``: the prompt pair ``net_prompt`` learns from the loaders of the
+  top-level ``prompt_dataset`` section (:mod:`.prompt_loaders`), ranking against the outputs of the kept
+  best networks of the newest rounds (:mod:`.kept_networks`). BasicSR's loop still fetches a
+  ``datasets.train`` batch every iteration; during prompt phases its images are not loaded
+  (:func:`~cliplit_basicsr.data.unpaired_dataset.set_network_batch_loading`), and a batch left unloaded that
+  arrives in a network phase is loaded here.
 
 Distributed: both learnable parts are wrapped in DDP (BasicSR's ``model_to_device``); every value the
 schedule decides on is all-reduced (mean over ranks) first, so all ranks take the same branch; only
@@ -32,13 +23,12 @@ import contextlib
 from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.distributed as dist
 from basicsr.archs import build_network
 from basicsr.data import build_dataset
-from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.losses import build_loss
 from basicsr.metrics.psnr_ssim import calculate_psnr_pt
 from basicsr.utils import get_root_logger
@@ -53,18 +43,33 @@ from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.atomic_io import atomic_torch_save
 from cliplit_basicsr.cpu_allocator import allocator_note
 from cliplit_basicsr.data.augment import augment_batch
-from cliplit_basicsr.data.loaders import build_training_loader, stop_workers
+from cliplit_basicsr.data.prompt_init_pool import BACKLIT
 from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.options import check_training_options
 
 from .cliplit_enhancer_model import CLIPLITEnhancerModel
 from .feature_cache import FeatureCache, exact_variants
+from .kept_networks import KeptNetworks
 from .micro_batch import AUTO, auto_micro_batch, backward_in_micro_batches, batch_share
+from .prompt_loaders import PromptLoaders
+from .run_length import RunEnd
 from .schedule import Phase, ScheduleOptions, StepOutcome, TrainingSchedule
 
 INIT_CHECKPOINT = OFFICIAL_CHECKPOINT.parent / 'init_enhancement_model.pth'  # the network after reconstruction
 TRAIN_EPS = 1e-9  # the authors' training divides by L + 1e-9
+EXTENSION_WARNING = 10  # warn each time a phase has been extended another 10 times in a row
+TOTAL_TERM = {
+    Phase.RECONSTRUCTION: 'l_recon',
+    Phase.ENHANCEMENT: 'l_enhance',
+    Phase.PROMPT_INIT: 'l_prompt_init',
+    Phase.PROMPT_REFINEMENT: 'l_prompt_rank',
+}
+THRESHOLD_OPTION = {
+    Phase.ENHANCEMENT: 'train.schedule.enhancement_loss_threshold',
+    Phase.PROMPT_INIT: 'train.schedule.prompt_loss_threshold',
+    Phase.PROMPT_REFINEMENT: 'train.schedule.prompt_loss_threshold',
+}
 
 
 def y_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -80,24 +85,6 @@ def _micro_batch(value, device: torch.device) -> Optional[int]:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise OptionError(f'train.micro_batch: expected a positive integer, ~ (whole batch) or {AUTO}, got {value!r}')
     return value
-
-
-def quantise(images: torch.Tensor) -> torch.Tensor:
-    """[0,1] floats to uint8 as ``torchvision.utils.save_image`` rounds (the authors' PNG round trip)."""
-    return images.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
-
-
-class _UnaugmentedBacklit(Dataset):
-    """The backlit images of a `CLIPLITUnpairedDataset` at its image size, un-augmented, by backlit index."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return self.dataset.num_backlit
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(self.dataset.load_backlit(index))
 
 
 @MODEL_REGISTRY.register()
@@ -157,6 +144,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
 
     def init_training_settings(self) -> None:
         train_opt = self.opt['train']
+        logger = get_root_logger()
         self.net_g.train()
         try:
             self.schedule_options = ScheduleOptions(**(train_opt.get('schedule') or {}))
@@ -164,8 +152,8 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             raise OptionError(f'train.schedule: {err}') from None
         learn = self.schedule_options.prompt_learning
         prompt_init = learn and not self.opt['path'].get('pretrain_network_prompt')
-        if learn:  # before anything loads CLIP: see cliplit_basicsr.data.loaders
-            self._build_prompt_loaders()
+        # before anything loads CLIP, so that their workers do not map it (cliplit_basicsr.data.loaders)
+        self.prompt_loaders = PromptLoaders(self.opt) if learn else None
         self._build_prompt()
         self.schedule = TrainingSchedule(
             self.schedule_options,
@@ -187,9 +175,8 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         if train_opt.get('scheduler'):
             self.setup_schedulers()  # BasicSR gives every optimizer the same schedule
 
-        self.kept_networks: List[Optional[Dict[str, torch.Tensor]]] = [None, None]
-        self._outputs: Dict[int, tuple] = {}  # slot -> (round, uint8 outputs (N,3,S,S) on the CPU)
-        self._backlit_small: Optional[torch.Tensor] = None
+        padding = self.get_bare_model(self.net_g).padding
+        self.kept = KeptNetworks(self.opt.get('prompt_dataset') or {}, padding, self.device)
         self._text_features: Optional[torch.Tensor] = None
         self._network_set: Optional[Dataset] = None  # loads datasets.train batches left unloaded
         cache = train_opt.get('prompt_feature_cache', True)
@@ -198,33 +185,13 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         self._feature_cache = FeatureCache() if cache else None
         self.log_dict = OrderedDict()
         self._follow_phase(started=False)  # a resume may still restore prompt initialisation
-        get_root_logger().info(f'CLIP-LIT schedule starts with {self.schedule.describe()}')
+        self.run_end = self.opt.get('run_length') if isinstance(self.opt.get('run_length'), RunEnd) else None
+        if self.run_end is not None:
+            self.run_end.start(self.schedule.phase)
+            logger.info(f'Run length (train.total_iter: auto): {self.run_end.describe()}')
+        logger.info(f'CLIP-LIT schedule starts with {self.schedule.describe()}')
         if self.device.type == 'cpu':
-            get_root_logger().info(allocator_note())
-
-    def _build_prompt_loaders(self) -> None:
-        """Loaders of ``prompt_dataset``: ``rank`` (batch_size_per_gpu pairs) and ``init`` (half as many; its
-        workers stop once the schedule is past prompt initialisation, see ``_follow_phase``)."""
-        dataset_opt = self.opt.get('prompt_dataset')
-        if not isinstance(dataset_opt, dict):
-            raise OptionError('prompt_dataset: missing (backlit and well-lit images for the prompt phases)')
-        dataset_opt = deepcopy(dataset_opt)
-        dataset_opt['phase'] = 'train'
-        batch = dataset_opt.get('batch_size_per_gpu')
-        if not isinstance(batch, int) or batch < 2:
-            raise OptionError(f'prompt_dataset.batch_size_per_gpu: expected an integer >= 2, got {batch!r}')
-        self.prompt_set = build_dataset(dataset_opt)
-        if not getattr(self.prompt_set, 'use_welllit', False):
-            raise OptionError('prompt_dataset.use_welllit: the prompt phases need well-lit images')
-        self._prompt_loaders = {}
-        # Workers kept across epochs by default: re-forking this process (CLIP included) at every epoch end
-        # stalls the step, and fresh workers would replay the same augmentation draws (BasicSR re-seeds them).
-        dataset_opt.setdefault('persistent_workers', bool(dataset_opt.get('num_worker_per_gpu')))
-        for name, size in (('rank', batch), ('init', batch // 2)):
-            loader_opt = dict(dataset_opt, batch_size_per_gpu=size)
-            sampler = EnlargedSampler(self.prompt_set, self.opt['world_size'], self.opt['rank'], 1)
-            loader = build_training_loader(self.prompt_set, loader_opt, self.opt, sampler)
-            self._prompt_loaders[name] = {'loader': loader, 'sampler': sampler, 'epoch': 0, 'iter': None}
+            logger.info(allocator_note())
 
     # -- data ----------------------------------------------------------------------------------------
     def feed_data(self, data: dict) -> None:
@@ -240,10 +207,10 @@ class CLIPLITModel(CLIPLITEnhancerModel):
     def _follow_phase(self, started: bool = True) -> None:
         """Have ``datasets.train``'s workers load images only while the current phase trains the network, and,
         once training has ``started`` (a step was taken or a state restored), stop the prompt-initialisation
-        loader's workers if the schedule is past that phase (it never returns)."""
+        loader's workers if the schedule is past that phase."""
         set_network_batch_loading(self.schedule.phase.trains_network)
-        if started and self.schedule.phase is not Phase.PROMPT_INIT and 'init' in getattr(self, '_prompt_loaders', {}):
-            stop_workers(self._prompt_loaders.pop('init')['loader'])
+        if started and self.prompt_loaders is not None:
+            self.prompt_loaders.follow(self.schedule.phase)
 
     def _load_deferred(self, items: torch.Tensor) -> torch.Tensor:
         """The backlit images of a ``datasets.train`` batch whose loading was skipped, loaded in this process."""
@@ -252,58 +219,14 @@ class CLIPLITModel(CLIPLITEnhancerModel):
         batch = default_collate([self._network_set.load_item(item) for item in items.tolist()])
         return batch['backlit'].to(self.device)
 
-    def _next_prompt_batch(self, name: str) -> dict:
-        state = self._prompt_loaders[name]
-        while True:
-            if state['iter'] is None:
-                state['sampler'].set_epoch(state['epoch'])
-                state['iter'] = iter(state['loader'])
-            try:
-                return next(state['iter'])
-            except StopIteration:
-                state['iter'], state['epoch'] = None, state['epoch'] + 1
-
-    def _end_prompt_epochs(self) -> None:
-        """Leave the prompt loaders' current epochs (and their workers); the next phase reshuffles, as the
-        authors' loops restart their loaders each phase."""
-        for state in getattr(self, '_prompt_loaders', {}).values():
-            if state['iter'] is not None:
-                state['iter'], state['epoch'] = None, state['epoch'] + 1
-
-    # -- enhanced outputs I_t, I_{t-1} ---------------------------------------------------------------
-    def _backlit_at_prompt_size(self) -> torch.Tensor:
-        """Every backlit training image, resized to the prompt size, un-augmented, as uint8 (N,3,S,S).
-
-        Read once, here, from a copy of the prompt set: a data-loader worker forked at this point would map
-        this process's memory (CLIP and the kept heap: 3.7 GiB RSS measured), and the copy keeps this
-        process's file handles (LMDB) apart from the set the persistent workers read.
-        """
-        if self._backlit_small is None:
-            images = _UnaugmentedBacklit(build_dataset(dict(self.opt['prompt_dataset'], phase='train')))
-            self._backlit_small = torch.stack([quantise(images[i]) for i in range(len(images))]).permute(0, 3, 1, 2)
-        return self._backlit_small
-
-    @torch.no_grad()
-    def _enhanced_outputs(self, slot: int) -> torch.Tensor:
-        """The backlit training set enhanced by the kept network of ``slot`` (cached per round)."""
+    def _ranked_outputs(self, slot: int) -> torch.Tensor:
+        """The enhanced training set of ``slot`` (:meth:`KeptNetworks.outputs`); the features of outputs of
+        rounds no longer ranked are dropped from the feature cache when a new round's are made."""
         round_ = self.schedule.slot_rounds[slot]
-        cached = self._outputs.get(slot)
-        if cached is not None and cached[0] == round_:
-            return cached[1]
-        net = CLIPLITNet(padding=self.get_bare_model(self.net_g).padding).to(self.device)
-        net.load_state_dict(self.kept_networks[slot])
-        outputs = []
-        for chunk in self._backlit_at_prompt_size().split(8):
-            x = chunk.to(self.device).float() / 255
-            outputs.append(quantise(torch.clamp(x / net(x), 0, 1)).cpu())  # the authors' inference: no eps
-        self._outputs[slot] = (round_, torch.cat(outputs))
-        if self._feature_cache is not None:  # features of outputs of rounds no longer ranked
+        fresh = self.kept.outputs(slot, round_)
+        if self._feature_cache is not None:
             self._feature_cache.forget(lambda key: key[0] != 'output' or key[1] in self.schedule.slot_rounds)
-        get_root_logger().info(
-            f'Enhanced {len(self._outputs[slot][1])} backlit images with the best network of '
-            f'round {round_} (slot {slot})'
-        )
-        return self._outputs[slot][1]
+        return fresh
 
     # -- one step ------------------------------------------------------------------------------------
     def _all_reduce_mean(self, values: Dict[str, torch.Tensor]) -> Dict[str, float]:
@@ -339,103 +262,129 @@ class CLIPLITModel(CLIPLITEnhancerModel):
 
     def _network_step(self, phase: Phase) -> Dict[str, torch.Tensor]:
         """One Adam step of ``net_g`` on ``self.lq``, forward/backward ``train.micro_batch`` images at a time."""
-        total = 'l_recon' if phase is Phase.RECONSTRUCTION else 'l_enhance'
         no_sync = getattr(self.net_g, 'no_sync', contextlib.nullcontext)  # DDP: reduce gradients once per step
         self.optimizer_g.zero_grad()
         terms = backward_in_micro_batches(
-            self.lq, self.micro_batch, lambda lq, share: self._network_terms(phase, lq, share), total, no_sync
+            self.lq,
+            self.micro_batch,
+            lambda lq, share: self._network_terms(phase, lq, share),
+            TOTAL_TERM[phase],
+            no_sync,
         )
         self.optimizer_g.step()
         return terms
 
+    def _image_sets(self, phase: Phase, batch: dict) -> list:
+        """The image batches a prompt step scores, in the order of its loss's arguments."""
+        if phase is Phase.PROMPT_INIT:
+            return [batch['image']]
+        sets = [batch['backlit'], batch['welllit']]
+        for slot in self.schedule.ranking_slots():
+            enhanced = self._ranked_outputs(slot)[batch['index']].float() / 255
+            sets.append(augment_batch(enhanced, batch['aug']))
+        return sets
+
     def _prompt_step(self, phase: Phase) -> Dict[str, torch.Tensor]:
         prompt = self.get_bare_model(self.net_prompt)
-        batch = self._next_prompt_batch('init' if phase is Phase.PROMPT_INIT else 'rank')
-        sets = [batch['backlit'], batch['welllit']]
-        if phase is Phase.PROMPT_REFINEMENT:
-            for slot in self.schedule.ranking_slots():
-                enhanced = self._enhanced_outputs(slot)[batch['index']].float() / 255
-                sets.append(augment_batch(enhanced, batch['aug']))
-        sets = [images.to(self.device) for images in sets]
+        batch = self.prompt_loaders.next_batch(phase)
+        sets = [images.to(self.device) for images in self._image_sets(phase, batch)]
         if self._feature_cache is None:
             features = prompt.encode_images(torch.cat(sets))
         else:
             features = self._feature_cache.encode(prompt.encode_images, sets, self._feature_keys(phase, batch))
-        features = features.split(len(batch['backlit']))
         text = self.net_prompt(None)  # a placeholder argument: see CLIPLITPromptPair.forward
         if phase is Phase.PROMPT_INIT:
-            terms = {'l_prompt_init': self.cri_prompt_init(text, *features)}
+            terms = {'l_prompt_init': self.cri_prompt_init(text, features, batch['label'])}
         else:
-            terms = {'l_prompt_rank': self.cri_ranking(text, *features)}
+            terms = {'l_prompt_rank': self.cri_ranking(text, *features.split(len(batch['backlit'])))}
         self.optimizer_prompt.zero_grad()
         next(iter(terms.values())).backward()
         self.optimizer_prompt.step()
         return terms
 
     def _feature_keys(self, phase: Phase, batch: dict) -> list:
-        """:class:`.feature_cache.FeatureCache` keys of a prompt batch's images, in ``_prompt_step``'s order:
+        """:class:`.feature_cache.FeatureCache` keys of a prompt batch's images, in :meth:`_image_sets`' order:
         (set, round of the network behind an enhanced output or None, index, flip/transpose code)."""
-        sources = [('backlit', None, batch['index']), ('welllit', None, batch['welllit_index'])]
-        if phase is Phase.PROMPT_REFINEMENT:
-            sources += [
-                ('output', self.schedule.slot_rounds[slot], batch['index']) for slot in self.schedule.ranking_slots()
-            ]
-        variants = exact_variants(batch['aug'])
+        if phase is Phase.PROMPT_INIT:
+            names = ['backlit' if label == BACKLIT else 'welllit' for label in batch['label'].tolist()]
+            sources = [(name, None, [index]) for name, index in zip(names, batch['index'].tolist())]
+            variants = [[code] for code in exact_variants(batch['aug'])]
+        else:
+            sources = [('backlit', None, batch['index'].tolist()), ('welllit', None, batch['welllit_index'].tolist())]
+            rounds = [self.schedule.slot_rounds[slot] for slot in self.schedule.ranking_slots()]
+            sources += [('output', round_, batch['index'].tolist()) for round_ in rounds]
+            variants = [exact_variants(batch['aug'])] * len(sources)
         return [
             None if code is None else (name, round_, index, code)
-            for name, round_, indices in sources
-            for index, code in zip(indices.tolist(), variants)
+            for (name, round_, indices), codes in zip(sources, variants)
+            for index, code in zip(indices, codes)
         ]
 
     def optimize_parameters(self, current_iter: int) -> None:
+        if self.run_end is not None and self.run_end.ended:
+            return  # a batch BasicSR's CUDA prefetcher had loaded before the run ended
         phase, round_ = self.schedule.phase, self.schedule.round
         terms = self._network_step(phase) if phase.trains_network else self._prompt_step(phase)
         reduced = self._all_reduce_mean(terms)
-        total = {
-            Phase.RECONSTRUCTION: 'l_recon',
-            Phase.ENHANCEMENT: 'l_enhance',
-            Phase.PROMPT_INIT: 'l_prompt_init',
-            Phase.PROMPT_REFINEMENT: 'l_prompt_rank',
-        }[phase]
-        outcome = self.schedule.step(current_iter, reduced[total], reduced.get('psnr_recon'))
+        outcome = self.schedule.step(current_iter, reduced[TOTAL_TERM[phase]], reduced.get('psnr_recon'))
         self._apply(outcome, current_iter, phase, round_)
         self._follow_phase()
         self.log_dict = OrderedDict(round=float(round_), **reduced)
+        if self.run_end is not None:
+            self.run_end.observe(phase, outcome.transition is not None, self.schedule.phase)
+            if self.run_end.ended:
+                get_root_logger().info(
+                    f'Run complete at iter {current_iter} ({self.run_end.describe().split(";")[0]}): '
+                    f'{self.run_end.rounds_done} rounds, in {self.schedule.describe()}'
+                )
 
     # -- schedule events -----------------------------------------------------------------------------
     def _apply(self, outcome: StepOutcome, current_iter: int, phase: Phase, round_: int) -> None:
         logger = get_root_logger()
         if outcome.snapshot_slot is not None:
-            state = self.get_bare_model(self.net_g).state_dict()
-            self.kept_networks[outcome.snapshot_slot] = {k: v.detach().clone() for k, v in state.items()}
+            self.kept.snapshot(outcome.snapshot_slot, self.get_bare_model(self.net_g))
         if outcome.save_prompt:
             self._save_prompt_file(f'prompt_pair_round{round_}_best.pth')
         if outcome.restart_network:
             self._restart_network()
             logger.info(
                 f'[round {round_}] reconstruction PSNR below {self.schedule_options.restart_psnr} dB at '
-                f'iter {current_iter}: network re-initialised, stage now {self.schedule.phase_length} '
-                'iterations'
+                f'iter {current_iter}: network re-initialised, stage now {self.schedule.phase_length} iterations'
             )
         if outcome.extended:
             logger.info(
                 f'[round {round_}] {phase.value} extended to {self.schedule.phase_length} iterations at '
                 f'iter {current_iter} (loss above threshold)'
             )
+            if self.schedule.extensions % EXTENSION_WARNING == 0:
+                ends = (
+                    'the run ends at train.total_iter'
+                    if self.run_end is None
+                    else "each extension uses the run's passes"
+                )
+                logger.warning(
+                    f'[round {round_}] {phase.value} extended {self.schedule.extensions} times in a row: its loss '
+                    f'stays above {THRESHOLD_OPTION[phase]}; {ends}'
+                )
         if outcome.transition:
-            old, new = outcome.transition
-            self._end_prompt_epochs()
-            if old is Phase.ENHANCEMENT:
-                self._save_round_best(round_)
-            if new is Phase.ENHANCEMENT:
-                self._text_features = None  # the prompt pair may have changed
-            extra = ''
-            if new is Phase.PROMPT_REFINEMENT:
-                rounds = [self.schedule.slot_rounds[s] for s in self.schedule.ranking_slots()]
-                extra = f' ranking with the outputs of rounds {rounds} (newest first)'
-            logger.info(
-                f'Phase {old.value} -> {new.value} at iter {current_iter}: now round {self.schedule.round}{extra}'
-            )
+            self._enter(*outcome.transition, current_iter, round_)
+
+    def _enter(self, old: Phase, new: Phase, current_iter: int, round_: int) -> None:
+        """Start phase ``new`` after ``old`` ended in ``round_``."""
+        if self.prompt_loaders is not None:
+            self.prompt_loaders.end_epochs()
+        if old is Phase.ENHANCEMENT:
+            self._save_round_best(round_)
+        if new is Phase.ENHANCEMENT:
+            self._text_features = None  # the prompt pair may have changed
+        extra = ''
+        if new is Phase.PROMPT_REFINEMENT:
+            self.prompt_loaders.pair_for_round(self.schedule.round)
+            rounds = [self.schedule.slot_rounds[s] for s in self.schedule.ranking_slots()]
+            extra = f' ranking with the outputs of rounds {rounds} (newest first)'
+        get_root_logger().info(
+            f'Phase {old.value} -> {new.value} at iter {current_iter}: now round {self.schedule.round}{extra}'
+        )
 
     def _restart_network(self) -> None:
         """A fresh random network (conv weights N(0, 0.02), default biases) and a fresh Adam state."""
@@ -452,9 +401,7 @@ class CLIPLITModel(CLIPLITEnhancerModel):
 
     @master_only
     def _save_round_best(self, round_: int) -> None:
-        state = (
-            self.kept_networks[self.schedule.slot_rounds.index(round_)] if round_ in self.schedule.slot_rounds else None
-        )
+        state = self.kept.of_round(round_, self.schedule.slot_rounds)
         if state is not None:
             path = osp.join(self.opt['path']['models'], f'net_g_round{round_}_best.pth')
             atomic_torch_save({'params': {k: v.cpu() for k, v in state.items()}}, path)
@@ -475,10 +422,9 @@ class CLIPLITModel(CLIPLITEnhancerModel):
             'schedulers': [s.state_dict() for s in self.schedulers],
             'cliplit': {
                 'schedule': self.schedule.state_dict(),
-                'kept_networks': [
-                    None if s is None else {k: v.cpu() for k, v in s.items()} for s in self.kept_networks
-                ],
-                'prompt_loader_epochs': {k: v['epoch'] for k, v in getattr(self, '_prompt_loaders', {}).items()},
+                'kept_networks': self.kept.state_dict(),
+                'prompt_loader_epochs': {} if self.prompt_loaders is None else self.prompt_loaders.state_dict(),
+                'run_end': None if self.run_end is None else self.run_end.state_dict(),
             },
         }
 
@@ -492,18 +438,19 @@ class CLIPLITModel(CLIPLITEnhancerModel):
     def resume_training(self, resume_state: dict) -> None:
         if 'cliplit' not in resume_state:
             raise OptionError(
-                f'path.resume_state: {self.opt["path"].get("resume_state")} is not a CLIP-LIT training '
-                'state (no schedule)'
+                f'path.resume_state: {self.opt["path"].get("resume_state")} is not a CLIP-LIT training state '
+                '(no schedule)'
             )
         super().resume_training(resume_state)
         extra = resume_state['cliplit']
         self.schedule.load_state_dict(extra['schedule'])
-        self.kept_networks = [
-            None if s is None else {k: v.to(self.device) for k, v in s.items()} for s in extra['kept_networks']
-        ]
-        for name, epoch in extra.get('prompt_loader_epochs', {}).items():
-            if name in getattr(self, '_prompt_loaders', {}):
-                self._prompt_loaders[name].update(epoch=epoch, iter=None)
-        self._outputs, self._text_features = {}, None
+        self.kept.load_state_dict(extra['kept_networks'])
+        if self.run_end is not None and extra.get('run_end') is not None:
+            self.run_end.load_state_dict(extra['run_end'])
+        if self.prompt_loaders is not None:
+            self.prompt_loaders.load_state_dict(extra.get('prompt_loader_epochs', {}))
+            if self.schedule.phase is Phase.PROMPT_REFINEMENT:
+                self.prompt_loaders.pair_for_round(self.schedule.round)
+        self._text_features = None
         self._follow_phase()
         get_root_logger().info(f'Resumed CLIP-LIT schedule: {self.schedule.describe()}')

@@ -197,6 +197,11 @@ class TrainingSchedule:
         return self._s.phase_length
 
     @property
+    def extensions(self) -> int:
+        """How many times in a row the current phase has been extended."""
+        return self._s.extensions
+
+    @property
     def slot_rounds(self) -> Tuple[Optional[int], Optional[int]]:
         """For each slot, the round whose best network it holds (None: empty)."""
         return tuple(self._s.slots)
