@@ -177,7 +177,9 @@ def test_clip_enhance_loss(vit_file, parity_fixtures):
 @pytest.mark.parametrize('weights', ['default', 'ones'])
 def test_identity_loss(rn_file, parity_fixtures, weights):
     f = parity_fixtures
-    loss_fn = CLIPLITIdentityLoss(layer_weights=f[f'identity_weights_{weights}'].tolist(), clip_pretrained=rn_file)
+    loss_fn = CLIPLITIdentityLoss(
+        layer_weights=f[f'identity_weights_{weights}'].tolist(), clip_pretrained=rn_file, precision='fp32'
+    )
     enhanced = f['enhanced'].clone().requires_grad_(True)
     loss = loss_fn(enhanced, f['input'])
     loss.backward()
@@ -193,6 +195,49 @@ def test_identity_loss(rn_file, parity_fixtures, weights):
             assert_matches(
                 loss_fn(f['big_enhanced'], f['big_input']), f['big_identity_loss_default'], 'big_identity_loss_default'
             )
+
+
+# The authors' fp16 RN against the fp32 fixtures, measured on CPU: loss 2.0e-4 (default weights) and 3.1e-4
+# (all ones) relative, gradients 2.3e-3 and 2.5e-3 of their largest magnitude. The tolerance leaves room for
+# other fp16 kernels (CUDA) and still fails on any real mistake (a wrong weight, mean instead of sum: 1e-1+).
+FP16_LOSS_RTOL, FP16_GRAD_ATOL = 1e-3, 1e-2
+
+
+@pytest.mark.parametrize('weights', ['default', 'ones'])
+def test_identity_loss_in_the_authors_fp16(rn_file, rn, parity_fixtures, weights):
+    from cliplit_basicsr.clip.loading import fp16_weights_tower
+
+    f = parity_fixtures
+    loss_fn = CLIPLITIdentityLoss(
+        layer_weights=f[f'identity_weights_{weights}'].tolist(), clip_pretrained=rn_file, precision='fp16'
+    )
+    tower = fp16_weights_tower(rn)
+    convs = [m for m in tower.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    norms = [m for m in tower.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert convs and all(m.weight.dtype == torch.float16 for m in convs)  # OpenAI's fp16 weights
+    assert norms and all(m.weight.dtype == torch.float32 for m in norms)  # BatchNorm stays fp32, as theirs
+    assert all(p.dtype == torch.float32 for p in rn.visual.parameters())  # the shared fp32 model is untouched
+    maps = resnet_feature_maps(rn, f['input'], precision='fp16')
+    assert [m.dtype for m in maps] == [torch.float16] * 5
+    assert loss_fn.per_image_layer_mse(f['enhanced'], f['input']).dtype == torch.float16  # MSE in fp16
+
+    enhanced = f['enhanced'].clone().requires_grad_(True)
+    loss = loss_fn(enhanced, f['input'])
+    assert loss.dtype == torch.float16
+    loss.backward()
+    expected, expected_grad = f[f'identity_loss_{weights}'], f[f'identity_loss_{weights}_grad_enhanced']
+    assert loss.item() == pytest.approx(expected, rel=FP16_LOSS_RTOL)
+    torch.testing.assert_close(enhanced.grad, expected_grad, rtol=0, atol=FP16_GRAD_ATOL * expected_grad.abs().max())
+    assert not torch.equal(enhanced.grad, expected_grad)  # it did run in fp16
+
+
+def test_identity_precision_auto_follows_the_device(rn_file):
+    loss_fn = CLIPLITIdentityLoss(clip_pretrained=rn_file)
+    assert loss_fn.precision_on(torch.device('cuda', 0)) == 'fp16'  # where users train: the authors' numerics
+    assert loss_fn.precision_on(torch.device('cpu')) == 'fp32'
+    assert CLIPLITIdentityLoss(clip_pretrained=rn_file, amp='bf16').precision_on(torch.device('cuda', 0)) == 'fp32'
+    with pytest.raises(ValueError, match='exclude each other'):
+        CLIPLITIdentityLoss(clip_pretrained=rn_file, amp='bf16', precision='fp16')
 
 
 def test_prompt_image_features(prompt_features, parity_fixtures):
@@ -269,7 +314,7 @@ def test_end_to_end_enhancement_objective(vit_file, rn_file, parity_fixtures):
         Path(arch.__file__).resolve().parents[1] / 'weights' / 'init_enhancement_model.pth',
     )
     clip_term_fn = CLIPLITEnhanceLoss(loss_weight=320, clip_pretrained=vit_file)
-    identity_term_fn = CLIPLITIdentityLoss(loss_weight=25, clip_pretrained=rn_file)
+    identity_term_fn = CLIPLITIdentityLoss(loss_weight=25, clip_pretrained=rn_file, precision='fp32')
     final = torch.clamp(f['input'] / (net(f['input']) + 1e-9), 0, 1)
     clip_term = clip_term_fn(final, f['text_features'])
     identity_term = identity_term_fn(final, f['input'])

@@ -458,3 +458,27 @@ def test_prompt_feature_cache_changes_no_step(tmp_path, data_dir, parity_dir):
     learned = {cache: m.get_bare_model(m.net_prompt).embedding.detach() for cache, m in models.items()}
     scale = learned[False].abs().max().item()
     torch.testing.assert_close(learned[True], learned[False], rtol=0, atol=1e-5 * scale)
+
+
+def test_a_phase_extended_ten_times_in_a_row_is_warned_about(tmp_path, data_dir, parity_dir):
+    """The authors extend a phase for as long as its last loss stays above the threshold; the log warns
+    every tenth extension in a row, naming the threshold option."""
+    import logging
+
+    option_file = write_options(tmp_path, data_dir, parity_dir, prompt_loss_threshold=-1.0)  # always above
+    model = restored_model_fresh(tmp_path, option_file)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger('basicsr')
+    logger.addHandler(handler)
+    try:
+        for iteration in range(1, 2 + 2 * 10 + 1):  # 2 steps, then 10 extensions of 2
+            model.optimize_parameters(iteration)
+    finally:
+        logger.removeHandler(handler)
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert warnings == [
+        '[round 0] prompt_init extended 10 times in a row: its loss stays above '
+        'train.schedule.prompt_loss_threshold; the run ends at train.total_iter'
+    ]
