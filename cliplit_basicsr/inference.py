@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import accel
 from .archs.cliplit_arch import PPM_BINS
 
 PRECISIONS = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -60,33 +61,6 @@ def _conv_add_fallback(
     """``out += conv3x3(x)``, zero padding (``row_pad`` rows, 1 column), through a temporary (CUDA caches
     its allocations)."""
     out.add_(F.conv2d(x, weight, bias, padding=(row_pad, 1)))
-
-
-def _conv_add_onednn(
-    out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], row_pad: int
-) -> None:
-    """``out += conv3x3(x)``, zero padding (``row_pad`` rows, 1 column), written by oneDNN straight into
-    ``out`` (its sum post-op).
-
-    On CPU this is the whole point: a fresh full-tile output costs page faults that take as long as the
-    convolution itself. In fp32 the result is bit-identical to ``out + F.conv2d(x, ...)``.
-    """
-    torch.ops.mkldnn._convolution_pointwise_.binary(
-        out, x, weight, bias, [row_pad, 1], [1, 1], [1, 1], 1, 'add', None, None, [], None
-    )
-
-
-def _onednn_conv_add_works(dtype: torch.dtype) -> bool:
-    """Whether this PyTorch build runs oneDNN's in-place conv-add for ``dtype`` on this CPU."""
-    try:
-        x = torch.ones(1, 2, 4, 4, dtype=dtype).contiguous(memory_format=torch.channels_last)
-        out = torch.zeros_like(x)
-        _conv_add_onednn(
-            out, x, torch.ones(2, 2, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last), None, 1
-        )
-        return float(out[0, 0, 1, 1]) == 18.0
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _conv_add(
@@ -216,8 +190,7 @@ class FastCLIPLIT:
             memory_format=torch.channels_last
         )
         self.fuse_branch_weight = state['PPM1.fuse.0.weight'][:, head_channels:].float()  # (32, 4 x 8, 3, 3)
-        onednn = self.device.type == 'cpu' and _onednn_conv_add_works(self.dtype)
-        self._conv_add_op = _conv_add_onednn if onednn else _conv_add_fallback
+        self._conv_add_op = accel.conv_add_op(self.device, self.dtype) or _conv_add_fallback
         self._buffers = {}
 
     # --- the network, layer by layer, in reused activation buffers ---------------------------------

@@ -43,3 +43,12 @@ def parity_fixtures(parity_dir):
     import torch
 
     return torch.load(parity_dir / 'fixtures.pt', weights_only=False)
+
+
+@pytest.fixture(params=[True, False], ids=['accel', 'plain'])
+def accel_mode(request):
+    """Runs a test with the fast paths on and with them off (``cliplit_basicsr.accel``)."""
+    from cliplit_basicsr.accel import accel
+
+    with accel(request.param):
+        yield request.param

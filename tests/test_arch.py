@@ -15,6 +15,8 @@ from cliplit_basicsr.archs.checkpoint import (
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
 from cliplit_basicsr.inference import enhance_tensor
 
+pytestmark = pytest.mark.usefixtures('accel_mode')  # every test with the fast paths on and off
+
 CHECKPOINTS = ('enhancement_model.pth', 'init_enhancement_model.pth')
 VARIANTS = {'train': 'zeros', 'test': 'reflect'}
 
@@ -127,12 +129,16 @@ def test_parity_with_authors_network(parity_fixtures, reference_dir, variant):
     assert_close_parity(torch.clamp(fx['input'] / (light + eps), 0, 1), fx[f'enhanced_{variant}_variant'])
 
 
-def test_engine_without_onednn_conv_add_gives_the_same_images(parity_fixtures, reference_dir, monkeypatch):
-    """The plain-PyTorch conv-add (CUDA, builds without oneDNN's in-place op) computes what oneDNN does."""
+def test_engine_without_onednn_conv_add_gives_the_same_images(parity_fixtures, reference_dir):
+    """The plain-PyTorch conv-add (the switch off, CUDA, builds without oneDNN's in-place op) computes what
+    oneDNN does."""
+    from cliplit_basicsr.accel import accel
+
     net = load_checkpoint(CLIPLITNet('reflect'), reference_dir / 'enhancement_model.pth').eval()
     onednn = enhance_tensor(net, parity_fixtures['input'], tile=24)
-    monkeypatch.setattr(inference, '_onednn_conv_add_works', lambda dtype: False)
-    torch.testing.assert_close(enhance_tensor(net, parity_fixtures['input'], tile=24), onednn, rtol=1e-5, atol=1e-6)
+    with accel(False):
+        plain = enhance_tensor(net, parity_fixtures['input'], tile=24)
+    torch.testing.assert_close(plain, onednn, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('variant', ['train', 'test'])

@@ -34,6 +34,8 @@ from cliplit_basicsr.losses.cliplit_loss import (
     CLIPLITPromptRankingLoss,
 )
 
+pytestmark = pytest.mark.usefixtures('accel_mode')  # every test with the fast paths on and off
+
 PROMPT_SETS = ('backlit', 'welllit', 'it', 'it1')
 
 

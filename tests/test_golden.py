@@ -11,6 +11,8 @@ from cliplit_basicsr.enhance import main
 from cliplit_basicsr.enhancer import CLIPLITEnhancer
 from cliplit_basicsr.image_io import read_image
 
+pytestmark = pytest.mark.usefixtures('accel_mode')  # every test with the fast paths on and off
+
 
 @pytest.mark.slow
 def test_cli_reproduces_authors_outputs(reference_dir, tmp_path):

@@ -42,9 +42,7 @@ PRETRAINED_OPTION = 'clip_pretrained'  # the option key that users set to a loca
 
 _HUB_PROBE_TIMEOUT_S = 3.0
 _MODELS: Dict[Tuple[str, Optional[str], str, str], open_clip.CLIP] = {}
-_LOW_PRECISION_TOWERS: weakref.WeakKeyDictionary[open_clip.CLIP, Dict[object, torch.nn.Module]] = (
-    weakref.WeakKeyDictionary()
-)
+_FP16_TOWERS: weakref.WeakKeyDictionary[open_clip.CLIP, torch.nn.Module] = weakref.WeakKeyDictionary()
 logger = logging.getLogger(__name__)
 
 
@@ -181,38 +179,27 @@ def load_clip(
     return _MODELS[key]
 
 
-def low_precision_image_tower(model: open_clip.CLIP, dtype: torch.dtype) -> torch.nn.Module:
-    """A frozen copy of ``model.visual`` entirely in ``dtype``, made once per model and dtype.
-
-    CPU bf16 runs CLIP's image tower on this copy with bf16 inputs instead of under autocast, which
-    re-casts every frozen weight at every call (autocast caches casts of trainable leaves only) and so
-    gained nothing; with the weights already in bf16 the GEMMs run on AMX directly. Only the image tower
-    is copied (the text tower's cost is negligible), so the extra memory is half the tower's fp32 size.
-    """
-    towers = _LOW_PRECISION_TOWERS.setdefault(model, {})
-    if dtype not in towers:
-        towers[dtype] = copy.deepcopy(model.visual).to(dtype).eval().requires_grad_(False)
-    return towers[dtype]
-
-
 def fp16_weights_tower(model: open_clip.CLIP) -> torch.nn.Module:
     """A frozen copy of ``model.visual`` with OpenAI's fp16 weights, made once per model: conv, linear and
     attention weights in float16, BatchNorm and LayerNorm parameters in float32, as OpenAI's ``clip.load``
     keeps a model on a GPU (``convert_weights``) and the authors' identity loss ran it."""
     import open_clip
 
-    towers = _LOW_PRECISION_TOWERS.setdefault(model, {})
-    if 'openai-fp16' not in towers:
+    if model not in _FP16_TOWERS:
         tower = copy.deepcopy(model.visual).eval().requires_grad_(False)
         open_clip.model.convert_weights_to_lp(tower, torch.float16)
-        towers['openai-fp16'] = tower
-    return towers['openai-fp16']
+        _FP16_TOWERS[model] = tower
+    return _FP16_TOWERS[model]
 
 
 def clear_clip_cache() -> None:
-    """Forget the shared models and their low-precision copies (tests; freeing memory between runs)."""
+    """Forget the shared models, their fp16 copies and every fast path's derived towers and packed weights
+    (tests; freeing memory between runs)."""
+    from cliplit_basicsr import accel
+
     _MODELS.clear()
-    _LOW_PRECISION_TOWERS.clear()
+    _FP16_TOWERS.clear()
+    accel.clear_caches()
 
 
 def require_resnet(model: open_clip.CLIP, model_name: str) -> None:

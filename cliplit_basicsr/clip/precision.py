@@ -19,21 +19,12 @@ def check_amp(amp: Optional[str]) -> Optional[str]:
     return amp
 
 
-def runs_on_bf16_weights(device: torch.device, amp: Optional[str]) -> bool:
-    """True where a CLIP image forward should run on a bf16 copy of the weights rather than under autocast
-    (bf16 on CPU, see :func:`clip_autocast`)."""
-    return torch.device(device).type == 'cpu' and check_amp(amp) == 'bf16'
-
-
 def clip_autocast(device: torch.device, amp: Optional[str]) -> ContextManager:
     """Autocast context for a CLIP forward on ``device``; a no-op when ``amp`` is off.
 
     CUDA takes bf16 or fp16; on CPU only bf16 is offered (CPU fp16 autocast is slower than fp32).
-    Measured with torch 2.11/2.14: CPU bf16 autocast of open_clip's ViT is *slower* than fp32, because
-    ``nn.MultiheadAttention`` feeds a transposed (non-contiguous) input to its in-projection, for which
-    the bf16 matmul copies the weight once per sequence position; CUDA is unaffected. Image forwards on
-    CPU therefore run on a bf16 copy of the image tower instead (:func:`runs_on_bf16_weights`); the
-    prompt pair's short text forward keeps autocast.
+    With the fast paths on, CPU bf16 image forwards run on a bf16 copy of the image tower instead
+    (:func:`cliplit_basicsr.accel.bf16_image_tower`); the prompt pair's short text forward keeps autocast.
     """
     amp = check_amp(amp)
     if amp is None:

@@ -7,17 +7,15 @@ today's default does and moves the losses by percents), then normalised with CLI
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
 
-from .class_token import class_token_tower
-from .fused_vit import fused_vit_tower
-from .loading import fp16_weights_tower, low_precision_image_tower
-from .onednn_gemm import onednn_gemms
-from .precision import check_amp, clip_autocast, runs_on_bf16_weights
+from cliplit_basicsr import accel
+
+from .loading import fp16_weights_tower
+from .precision import check_amp, clip_autocast
 
 if TYPE_CHECKING:  # open_clip (and timm) load where CLIP is used: enhancement alone never imports them
     import open_clip
@@ -40,28 +38,20 @@ def preprocess_images(images: torch.Tensor, size: tuple = (224, 224)) -> torch.T
     return (x - mean) / std
 
 
-def _exact_without_autograd(amp: Optional[str]) -> bool:
-    """An fp32 forward without autograd: the case oneDNN's exact-fp32 routes serve."""
-    return check_amp(amp) is None and not torch.is_grad_enabled()
-
-
 def _image_tower_forward(
     model: open_clip.CLIP,
     images: torch.Tensor,
     amp: Optional[str],
     forward: Callable[[torch.nn.Module, torch.Tensor], object],
 ):
-    """``forward(image_tower, pixels)`` on the preprocessed ``images`` in the precision ``amp`` asks for.
-
-    CPU bf16 runs a cached bf16 copy of the tower on bf16 pixels (see :func:`runs_on_bf16_weights`);
-    otherwise the tower runs under :func:`clip_autocast` (a no-op in fp32). An fp32 forward without
-    autograd (the identity loss's target maps) runs its GEMMs on oneDNN where that is faster (:func:`onednn_gemms`).
-    """
+    """``forward(image_tower, pixels)`` on the preprocessed ``images`` in the precision ``amp`` asks for:
+    under :func:`clip_autocast` (a no-op in fp32), or, for CPU bf16 with the fast paths on, on a bf16 copy
+    of the tower (:func:`cliplit_basicsr.accel.bf16_image_tower`)."""
     pixels = preprocess_images(images, _input_size(model))
-    if runs_on_bf16_weights(images.device, amp):
-        return forward(low_precision_image_tower(model, torch.bfloat16), pixels.to(torch.bfloat16))
-    gemms = onednn_gemms(images.device) if _exact_without_autograd(amp) else contextlib.nullcontext()
-    with clip_autocast(images.device, amp), gemms:
+    bf16_tower = accel.bf16_image_tower(model.visual, images.device, check_amp(amp))
+    if bf16_tower is not None:
+        return forward(bf16_tower, pixels.to(torch.bfloat16))
+    with clip_autocast(images.device, amp):
         return forward(model.visual, pixels)
 
 
@@ -70,16 +60,15 @@ def image_features(
 ) -> torch.Tensor:
     """CLIP image embeddings (B,D) of a batch in [0,1], in float32; differentiable w.r.t. ``images``.
 
-    The same as ``model.encode_image`` (which is ``model.visual``) on the preprocessed batch, up to float
-    rounding: a ViT's last block runs for the class token only (:func:`class_token_tower`), and an fp32
-    CPU forward without autograd (prompt steps) runs on oneDNN's fused ops (:func:`fused_vit_tower`).
+    ``model.encode_image`` (which is ``model.visual``) on the preprocessed batch; with the fast paths on, the
+    same up to float rounding (:func:`cliplit_basicsr.accel.vit_image_features`).
     """
-    fused = fused_vit_tower(model.visual) if _exact_without_autograd(amp) and images.device.type == 'cpu' else None
-    if fused is not None:
-        features = fused(preprocess_images(images, _input_size(model)))
-    else:
-        features = _image_tower_forward(model, images, amp, lambda visual, pixels: class_token_tower(visual)(pixels))
-    features = features.float()
+
+    def forward(visual: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+        fast = accel.vit_image_features(visual, pixels, check_amp(amp))
+        return visual(pixels) if fast is None else fast
+
+    features = _image_tower_forward(model, images, amp, forward).float()
     return F.normalize(features, dim=-1) if normalize else features
 
 
@@ -91,8 +80,12 @@ def resnet_feature_maps(
     if precision == 'fp16':
         pixels = preprocess_images(images, _input_size(model)).to(torch.float16)
         return _intermediates(fp16_weights_tower(model), pixels)
-    maps = _image_tower_forward(model, images, amp, _intermediates)
-    return [m.float() for m in maps]
+
+    def forward(visual: torch.nn.Module, pixels: torch.Tensor) -> List[torch.Tensor]:
+        fast = accel.resnet_feature_maps(visual, pixels, check_amp(amp), _intermediates)
+        return _intermediates(visual, pixels) if fast is None else fast
+
+    return [m.float() for m in _image_tower_forward(model, images, amp, forward)]
 
 
 def _intermediates(visual: torch.nn.Module, pixels: torch.Tensor) -> List[torch.Tensor]:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 
-from .blocks import transformer_forward
+from cliplit_basicsr import accel
+
 from .precision import clip_autocast
 
 if TYPE_CHECKING:  # open_clip (and timm) load where CLIP is used: enhancement alone never imports them
@@ -43,17 +44,15 @@ def encode_token_embeddings(
     """Text features (N, embed_dim), float32, of token embeddings (N, context_length, width).
 
     ``eot_indices`` (N,) gives the position pooled for each sequence; gradients flow to ``embeddings``.
-    Under CLIP's causal mask the pooled positions never see later tokens, so the transformer runs only
-    on the first ``max(eot_indices) + 1`` positions: the same result, at a quarter of the cost for
-    CLIP-LIT's 18-token prompts (later positions get zero gradient either way). The blocks run on
-    contiguous rows (:func:`transformer_forward`).
+    With the fast paths on, the transformer runs only up to the last pooled position (under CLIP's causal
+    mask the pooled positions never see later ones: the same result, later positions get zero gradient
+    either way; :func:`cliplit_basicsr.accel.text_transformer`).
     """
-    length = int(eot_indices.max()) + 1
-    mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
     with clip_autocast(embeddings.device, amp):
         cast_dtype = model.transformer.get_cast_dtype()
-        x = embeddings[:, :length].to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
-        x = transformer_forward(model.transformer, x, mask)
+        x = embeddings.to(cast_dtype) + model.positional_embedding.to(cast_dtype)
+        fast = accel.text_transformer(model.transformer, x, model.attn_mask, int(eot_indices.max()) + 1)
+        x = model.transformer(x, attn_mask=model.attn_mask) if fast is None else fast
         x = model.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot_indices]
         x = (

@@ -8,13 +8,12 @@ float rounding, gradients included (the outputs not computed are never read).
 
 import copy
 import itertools
-import weakref
 from typing import Optional
 
 import torch
 from torch import nn
 
-_TOWERS: 'weakref.WeakKeyDictionary[nn.Module, nn.Module]' = weakref.WeakKeyDictionary()
+from .config import CACHE
 
 
 class ClassTokenBlock(nn.Module):
@@ -53,13 +52,15 @@ def weight_sharing_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, shared)
 
 
+def _class_token_copy(visual: nn.Module) -> Optional[nn.Module]:
+    if not pools_class_token(visual):
+        return None
+    tower = weight_sharing_copy(visual)
+    tower.transformer.resblocks[-1] = ClassTokenBlock(tower.transformer.resblocks[-1])
+    return tower
+
+
 def class_token_tower(visual: nn.Module) -> nn.Module:
     """``visual``, or, for a ViT that pools its class token, a copy sharing its weights whose last block
     computes that token only (:class:`ClassTokenBlock`); made once per tower."""
-    if visual not in _TOWERS:
-        tower = visual
-        if pools_class_token(visual):
-            tower = weight_sharing_copy(visual)
-            tower.transformer.resblocks[-1] = ClassTokenBlock(tower.transformer.resblocks[-1])
-        _TOWERS[visual] = tower
-    return _TOWERS[visual]
+    return CACHE.derived('class_token', visual, lambda: _class_token_copy(visual)) or visual

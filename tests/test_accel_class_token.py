@@ -8,7 +8,7 @@ import torch
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import QuickGELU, VisionTransformer
 
-from cliplit_basicsr.clip.class_token import ClassTokenBlock, class_token_tower
+from cliplit_basicsr.accel.class_token import ClassTokenBlock, class_token_tower
 
 
 def _vit(**options) -> VisionTransformer:

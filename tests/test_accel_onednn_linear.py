@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from cliplit_basicsr.clip import onednn_gemm
-from cliplit_basicsr.clip.onednn_gemm import onednn_gemms, onednn_gemms_available
+from cliplit_basicsr.accel import onednn_linear as onednn_gemm
+from cliplit_basicsr.accel.config import CACHE
+from cliplit_basicsr.accel.onednn_linear import onednn_gemms, onednn_gemms_available
 
 
 @pytest.fixture
@@ -116,7 +117,7 @@ def test_packed_weights_follow_in_place_changes_and_go_with_their_weight():
         weight.mul_(-2.0)
     torch.testing.assert_close(onednn_gemm.linear(x, weight), x @ weight.t())
     key = id(weight)
-    assert key in onednn_gemm._PACKS
+    assert key in CACHE.packs
     del weight
     gc.collect()
-    assert key not in onednn_gemm._PACKS
+    assert key not in CACHE.packs

@@ -19,20 +19,18 @@ tower, sharing its weights, whose parts run the same maths through oneDNN's fuse
 Only float rounding changes. The blocks have no autograd: they refuse inputs that need gradients.
 """
 
-import functools
-import weakref
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import attention_heads, is_plain_block
 from .class_token import pools_class_token, weight_sharing_copy
-from .onednn_gemm import PackedWeights, onednn_gemms_available
+from .config import CACHE, op_available
+from .onednn_linear import PackedWeights, onednn_gemms_available
+from .text_blocks import attention_heads, is_plain_block
 
 QUICK_GELU_SCALE = 1.702
-_TOWERS: 'weakref.WeakKeyDictionary[nn.Module, Optional[nn.Module]]' = weakref.WeakKeyDictionary()
 _pointwise = torch.ops.mkldnn._linear_pointwise  # x @ W.T + b, then an elementwise post-op
 
 
@@ -159,47 +157,42 @@ def _fusable(block: nn.Module) -> bool:
     )
 
 
-@functools.lru_cache(maxsize=None)
-def fused_ops_available() -> bool:
-    """Whether oneDNN's linear op with packed weights and the swish and binary-add post-ops is here and right."""
+def _probe() -> bool:
     if not onednn_gemms_available():
         return False
     gen = torch.Generator().manual_seed(0)
     x, weight, bias, other = (torch.randn(*shape, generator=gen) for shape in ((5, 7), (3, 7), (3,), (5, 3)))
     expected = F.linear(x, weight, bias)
-    try:
-        packed = PackedWeights()('weight', weight)
-        swish = _pointwise(x, packed, bias, 'swish', [], '')
-        added = _linear_add(x, other, packed, bias)
-    except (AttributeError, RuntimeError):
-        return False
+    packed = PackedWeights()('weight', weight)
+    swish = _pointwise(x, packed, bias, 'swish', [], '')
+    added = _linear_add(x, other, packed, bias)
     return torch.allclose(swish, F.silu(expected), atol=1e-5) and torch.allclose(added, expected + other, atol=1e-5)
+
+
+def fused_ops_available() -> bool:
+    """Whether oneDNN's linear op with packed weights and the swish and binary-add post-ops is here and right."""
+    return op_available('fused_vit', _probe)
+
+
+def _fused_copy(visual: nn.Module) -> Optional[nn.Module]:
+    blocks = getattr(getattr(visual, 'transformer', None), 'resblocks', None)
+    if not (fused_ops_available() and pools_class_token(visual) and all(_fusable(b) for b in blocks)):
+        return None
+    conv = visual.conv1
+    if conv.stride != conv.kernel_size or conv.padding != (0, 0) or conv.groups != 1 or conv.dilation != (1, 1):
+        return None
+    tower = weight_sharing_copy(visual)
+    tower.conv1 = PatchEmbedding(tower.conv1)
+    resblocks = tower.transformer.resblocks
+    for i, block in enumerate(resblocks):
+        resblocks[i] = FusedBlock(block, class_token_only=i == len(resblocks) - 1)
+    return tower
 
 
 def fused_vit_tower(visual: nn.Module) -> Optional[nn.Module]:
     """For an eval-mode open_clip ViT that pools its class token and has plain blocks, on a PyTorch with
     oneDNN: a copy sharing its weights that runs on oneDNN's fused ops (no autograd; see the module
     docstring). None otherwise. Made once per tower."""
-    if visual not in _TOWERS:
-        tower = None
-        blocks = getattr(getattr(visual, 'transformer', None), 'resblocks', None)
-        if (
-            fused_ops_available()
-            and pools_class_token(visual)
-            and not visual.training
-            and all(_fusable(b) for b in blocks)
-        ):
-            conv = visual.conv1
-            if (
-                conv.stride == conv.kernel_size
-                and conv.padding == (0, 0)
-                and conv.groups == 1
-                and conv.dilation == (1, 1)
-            ):
-                tower = weight_sharing_copy(visual)
-                tower.conv1 = PatchEmbedding(tower.conv1)
-                resblocks = tower.transformer.resblocks
-                for i, block in enumerate(resblocks):
-                    resblocks[i] = FusedBlock(block, class_token_only=i == len(resblocks) - 1)
-        _TOWERS[visual] = tower
-    return _TOWERS[visual]
+    if visual.training:
+        return None
+    return CACHE.derived('fused_vit', visual, lambda: _fused_copy(visual))

@@ -15,11 +15,12 @@ switched off meanwhile. Only float rounding changes: both libraries accumulate i
 """
 
 import contextlib
-import functools
 import weakref
 from typing import Dict, Iterator, Optional, Tuple
 
 import torch
+
+from .config import CACHE, op_available
 
 try:
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -50,15 +51,13 @@ class PackedWeights:
         return entry[1]
 
 
-_PACKS: Dict[int, PackedWeights] = {}
-
-
 def packed_weight(weight: torch.Tensor, transposed: bool = False) -> torch.Tensor:
-    """``weight`` (or its transpose) packed for ``_linear_pointwise``, kept while ``weight`` lives."""
-    packs = _PACKS.get(id(weight))
+    """``weight`` (or its transpose) packed for ``_linear_pointwise``, kept (in :data:`.config.CACHE`)
+    while ``weight`` lives."""
+    packs = CACHE.packs.get(id(weight))
     if packs is None:
-        packs = _PACKS[id(weight)] = PackedWeights()
-        weakref.finalize(weight, _PACKS.pop, id(weight), None)
+        packs = CACHE.packs[id(weight)] = PackedWeights()
+        weakref.finalize(weight, CACHE.packs.pop, id(weight), None)
     return packs('transposed', weight.t()) if transposed else packs('weight', weight)
 
 
@@ -86,16 +85,16 @@ if TorchDispatchMode is not None:
             return func(*args, **(kwargs or {}))
 
 
-@functools.lru_cache(maxsize=None)
-def onednn_gemms_available() -> bool:
-    """Whether this PyTorch build has dispatch modes and oneDNN's linear op, and the op is right here."""
+def _probe() -> bool:
     if TorchDispatchMode is None or not torch.backends.mkldnn.is_available():
         return False
-    try:
-        x, weight, bias = torch.randn(5, 7), torch.randn(3, 7), torch.randn(3)
-        return torch.allclose(_linear(x, weight, bias), torch.nn.functional.linear(x, weight, bias), atol=1e-5)
-    except (AttributeError, RuntimeError):
-        return False
+    x, weight, bias = torch.randn(5, 7), torch.randn(3, 7), torch.randn(3)
+    return torch.allclose(_linear(x, weight, bias), torch.nn.functional.linear(x, weight, bias), atol=1e-5)
+
+
+def onednn_gemms_available() -> bool:
+    """Whether this PyTorch build has dispatch modes and oneDNN's linear op, and the op is right here."""
+    return op_available('onednn_linear', _probe)
 
 
 class _OneDNNLinear(torch.autograd.Function):

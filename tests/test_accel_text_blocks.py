@@ -7,7 +7,7 @@ import pytest
 import torch
 from open_clip.transformer import QuickGELU, Transformer
 
-from cliplit_basicsr.clip.blocks import block_forward, is_plain_block, transformer_forward
+from cliplit_basicsr.accel.text_blocks import block_forward, is_plain_block, transformer_forward
 
 
 def _transformer(**options) -> Transformer:

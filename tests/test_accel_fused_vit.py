@@ -10,8 +10,8 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
 
-from cliplit_basicsr.clip import fused_vit, image_features, preprocess
-from cliplit_basicsr.clip.fused_vit import FusedBlock, PatchEmbedding, fused_ops_available, fused_vit_tower
+from cliplit_basicsr.accel.fused_vit import FusedBlock, PatchEmbedding, fused_ops_available, fused_vit_tower
+from cliplit_basicsr.clip import image_features, preprocess
 
 
 def _vit(image_size: int = 32, act_layer=QuickGELU, **options) -> VisionTransformer:
@@ -124,6 +124,42 @@ def test_towers_it_does_not_compute_get_none(tower):
     assert fused_vit_tower(tower()) is None
 
 
-def test_no_tower_without_the_fused_ops(monkeypatch):
-    monkeypatch.setattr(fused_vit, 'fused_ops_available', lambda: False)
-    assert fused_vit_tower(_vit()) is None
+def test_a_failing_op_probe_makes_the_fast_path_step_aside(caplog):
+    """A private op that is missing or changed is found out once, logged at debug level, never raised."""
+    import logging
+
+    from cliplit_basicsr.accel import clear_caches, op_available
+
+    def changed_op():
+        raise RuntimeError('mkldnn::_linear_pointwise() Expected 6 arguments, got 5')
+
+    clear_caches()  # forget this process's own probe of the op
+    try:
+        with caplog.at_level(logging.DEBUG, logger='cliplit_basicsr.accel'):
+            assert op_available('fused_vit', changed_op) is False
+            assert op_available('fused_vit', changed_op) is False  # probed once
+        assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+        assert 'fast path fused_vit steps aside: RuntimeError' in caplog.records[0].getMessage()
+        assert fused_vit_tower(_vit()) is None
+    finally:
+        clear_caches()
+
+
+def test_the_switch_sends_image_features_through_open_clip():
+    from cliplit_basicsr.accel import accel
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.visual = _vit()
+
+    model, images = Model(), torch.rand(2, 3, 40, 40)
+    calls = []
+    model.visual.transformer.resblocks[-1].register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad(), accel(False):
+        plain = image_features(model, images)
+    assert calls == [1]  # open_clip's own last block ran
+    with torch.no_grad():
+        fast = image_features(model, images)
+    assert calls == [1]  # the fused tower ran instead
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)

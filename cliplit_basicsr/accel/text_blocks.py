@@ -5,7 +5,7 @@ non-contiguous tensor, which PyTorch runs as one small GEMM per sequence positio
 weight (forward and backward). For the prompt pair's text forward (2 prompts of 18 positions) that was
 a third of the step's text time. :func:`block_forward` computes the block with the in-projection on
 the contiguous rows and attention by ``scaled_dot_product_attention``, and its four linear layers by
-:func:`.onednn_gemm.linear` (oneDNN on fp32 CPU, forward and backward); it is differentiable.
+:func:`.onednn_linear.linear` (oneDNN on fp32 CPU, forward and backward); it is differentiable.
 """
 
 from typing import Optional
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .onednn_gemm import linear
+from .onednn_linear import linear
 
 
 def is_plain_block(block: nn.Module) -> bool:
