@@ -67,7 +67,7 @@ setup(
     extras_require={'test': ['pytest', 'pytest-timeout', 'psutil', 'ruff==0.17.6'], 'dev': ['pre-commit']},
     entry_points={
         'console_scripts': [
-            'cliplit-enhance=cliplit_basicsr.enhance:main',
+            'cliplit-enhance=cliplit_basicsr.cli:main',
             'cliplit-train=cliplit_basicsr.train:main',
             'cliplit-test=cliplit_basicsr.test:main',
         ]

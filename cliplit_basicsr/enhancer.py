@@ -2,23 +2,25 @@
 
 Inference is the authors' test script: the reflect-padding network variant, ``clamp(I / L, 0, 1)`` (no
 epsilon), integer outputs rounded as torchvision's ``save_image`` does (``x * max + 0.5``, then truncation).
-The work is done tile by tile (:mod:`cliplit_basicsr.inference`), reading from and writing into the
-caller's arrays, so memory stays bounded whatever the image size.
+The engine (:mod:`cliplit_basicsr.engine`) reads from and writes into the caller's arrays region by region,
+so memory stays bounded whatever the image size.
 """
 
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from cliplit_basicsr.archs.checkpoint import load_checkpoint, resolve_checkpoint
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+from cliplit_basicsr.engine import ENGINES, PRECISIONS, Region, build_engine
 from cliplit_basicsr.errors import CLIPLITError
-from cliplit_basicsr.inference import PRECISIONS, FastCLIPLIT, Region
+
+Image = Union[np.ndarray, torch.Tensor]
 
 
 class DeviceError(CLIPLITError, ValueError):
-    """A device or precision that cannot be used here."""
+    """A device, precision or engine that cannot be used here."""
 
 
 def resolve_device(device: str = 'auto') -> torch.device:
@@ -32,6 +34,11 @@ def resolve_device(device: str = 'auto') -> torch.device:
     return torch.device(device)
 
 
+def quantise(values: torch.Tensor, peak: float) -> torch.Tensor:
+    """[0, 1] floats to integers of ``peak`` as ``torchvision.utils.save_image`` rounds (int32)."""
+    return values.mul(peak).add_(0.5).clamp_(0, peak).to(torch.int32)
+
+
 class CLIPLITEnhancer:
     """Enhance backlit images with the CLIP-LIT light-map network.
 
@@ -39,56 +46,73 @@ class CLIPLITEnhancer:
         ckpt: ``'official'`` (the authors' released model, packaged) or the path of a checkpoint (plain,
             ``module.``-prefixed or BasicSR ``params``/``params_ema`` state dict).
         device: ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
-        precision: ``'fp32'`` (exact; default), ``'bf16'`` (CPUs with AMX, CUDA) or ``'fp16'`` (CUDA).
-        tile: core tile size in pixels (exact whatever the size); ``None``: 256 on CPU, 1024 on CUDA; ``0``
-            processes whole images at once.
+        precision: ``'fp32'`` (exact; default), ``'bf16'`` or ``'fp16'``.
+        tile: the tiled engine's core tile size in pixels (exact whatever the size); ``None``: the device's
+            default; ``0``: whole images as one tile.
+        engine: ``'tiled'`` (default: exact, bounded memory, fast) or ``'reference'`` (the network's own
+            ``forward`` on the whole image).
     """
 
     def __init__(
-        self, ckpt: str = 'official', device: str = 'auto', precision: str = 'fp32', tile: Optional[int] = None
+        self,
+        ckpt: str = 'official',
+        device: str = 'auto',
+        precision: str = 'fp32',
+        tile: Optional[int] = None,
+        engine: str = 'tiled',
     ):
         if precision not in PRECISIONS:
             raise DeviceError(f"precision '{precision}' is unknown (use {', '.join(PRECISIONS)})")
+        if engine not in ENGINES:
+            raise DeviceError(f"engine '{engine}' is unknown (use {', '.join(ENGINES)})")
         if tile is not None and tile < 0:
             raise DeviceError(f'tile must be >= 0 (0 = whole image), got {tile}')
         self.device = resolve_device(device)
         self.net = load_checkpoint(CLIPLITNet(padding='reflect'), resolve_checkpoint(ckpt)).eval()
-        self.engine = FastCLIPLIT(self.net, self.device, precision, tile)
+        self.engine = build_engine(self.net, self.device, precision, tile, engine)
 
-    def enhance(self, image: Union[np.ndarray, torch.Tensor]) -> Union[np.ndarray, torch.Tensor]:
-        """Enhance one image.
+    def enhance(
+        self, image: Image, strength: float = 1.0, return_light_map: bool = False
+    ) -> Union[Image, Tuple[Image, Image]]:
+        """Enhance one image: ``clamp(I / L^strength, 0, 1)`` (strength 1: the authors' output; 0: the input).
 
         * numpy, as OpenCV reads it: HxW gray, HxWx3 BGR or HxWx4 BGRA, uint8 or uint16. Returns BGR (BGRA
           with the input's alpha unchanged) of the same dtype; gray inputs are enhanced as RGB.
         * torch: RGB float in [0, 1], (3,H,W) or (B,3,H,W), on any device. Returns the same shape, float32,
           on the input's device, not quantised.
+
+        With ``return_light_map``, also the light map ``L``: float32, HxW for numpy inputs, (1,H,W) or
+        (B,1,H,W) for tensors.
         """
         if isinstance(image, torch.Tensor):
-            return self._enhance_tensor(image)
-        if isinstance(image, np.ndarray):
-            return self._enhance_array(image)
-        raise TypeError(f'enhance() takes a numpy array or a torch tensor, got {type(image).__name__}')
+            output, light = self._enhance_tensor(image, strength)
+        elif isinstance(image, np.ndarray):
+            output, light = self._enhance_array(image, strength)
+        else:
+            raise TypeError(f'enhance() takes a numpy array or a torch tensor, got {type(image).__name__}')
+        return (output, light) if return_light_map else output
 
-    def _enhance_tensor(self, image: torch.Tensor) -> torch.Tensor:
+    def _enhance_tensor(self, image: torch.Tensor, strength: float) -> Tuple[torch.Tensor, torch.Tensor]:
         if image.dim() not in (3, 4) or image.shape[-3] != 3 or not image.is_floating_point():
             raise ValueError(
                 f'expected an RGB float tensor (3,H,W) or (B,3,H,W), got {image.dtype} {tuple(image.shape)}'
             )
         batch = image if image.dim() == 4 else image[None]
         out = torch.empty(batch.shape, dtype=torch.float32, device=image.device)
+        light_map = torch.empty((batch.shape[0], 1) + batch.shape[2:], dtype=torch.float32, device=image.device)
 
         def read(region: Region) -> torch.Tensor:
             y0, y1, x0, x1 = region
             return batch[:, :, y0:y1, x0:x1].to(self.device, torch.float32)
 
-        def write(region: Region, enhanced: torch.Tensor) -> None:
+        def write(region: Region, enhanced: torch.Tensor, light: torch.Tensor) -> None:
             y0, y1, x0, x1 = region
-            out[:, :, y0:y1, x0:x1] = enhanced
+            out[:, :, y0:y1, x0:x1], light_map[:, :, y0:y1, x0:x1] = enhanced, light
 
-        self.engine.run(read, write, *batch.shape[:1], *batch.shape[2:])
-        return out if image.dim() == 4 else out[0]
+        self.engine.run(read, write, batch.shape[0], batch.shape[2], batch.shape[3], strength)
+        return (out, light_map) if image.dim() == 4 else (out[0], light_map[0])
 
-    def _enhance_array(self, image: np.ndarray) -> np.ndarray:
+    def _enhance_array(self, image: np.ndarray, strength: float) -> Tuple[np.ndarray, np.ndarray]:
         if image.dtype not in (np.uint8, np.uint16) or not (
             image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))
         ):
@@ -96,6 +120,7 @@ class CLIPLITEnhancer:
         peak = float(np.iinfo(image.dtype).max)
         bgr = image[:, :, None] if image.ndim == 2 else image[:, :, :3]
         out = np.empty(image.shape[:2] + (4 if image.ndim == 3 and image.shape[2] == 4 else 3,), image.dtype)
+        light_map = np.empty(image.shape[:2], np.float32)
         if out.shape[2] == 4:
             out[:, :, 3] = image[:, :, 3]
 
@@ -106,10 +131,10 @@ class CLIPLITEnhancer:
             pixels = pixels.to(self.device).permute(2, 0, 1)[None].float().div_(peak)
             return pixels.expand(1, 3, -1, -1)  # gray: one channel seen three times
 
-        def write(region: Region, enhanced: torch.Tensor) -> None:
+        def write(region: Region, enhanced: torch.Tensor, light: torch.Tensor) -> None:
             y0, y1, x0, x1 = region
-            rounded = enhanced[0].permute(1, 2, 0).mul(peak).add_(0.5).clamp_(0, peak).to(torch.int32)
-            out[y0:y1, x0:x1, :3] = rounded.cpu().numpy()[:, :, ::-1]
+            out[y0:y1, x0:x1, :3] = quantise(enhanced[0].permute(1, 2, 0), peak).cpu().numpy()[:, :, ::-1]
+            light_map[y0:y1, x0:x1] = light[0, 0].cpu().numpy()
 
-        self.engine.run(read, write, 1, image.shape[0], image.shape[1])
-        return out
+        self.engine.run(read, write, 1, image.shape[0], image.shape[1], strength)
+        return out, light_map

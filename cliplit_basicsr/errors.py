@@ -18,6 +18,18 @@ class OptionError(CLIPLITError, ValueError):
     """An option file, or a value in it, that cannot be used."""
 
 
+class DataError(CLIPLITError, ValueError):
+    """A data root or image that cannot be used; the message names it."""
+
+
+class ImageReadError(DataError):
+    """An image that cannot be read or decoded; the message names the file."""
+
+
+class ImageWriteError(DataError):
+    """An output image that cannot be written; the message names the file."""
+
+
 def one_line_message(error: BaseException) -> str:
     """The user-facing message of ``error``, also when a DataLoader worker re-raised it.
 

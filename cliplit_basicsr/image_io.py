@@ -1,30 +1,33 @@
-"""Reading images for enhancement and writing results, keeping bit depth and alpha.
+"""Reading and writing images, for enhancement and training alike, with one decoding policy.
 
-JPEGs are decoded with Pillow, as the authors' test script reads them (``Image.open``; no EXIF rotation),
-so the golden outputs are reproduced with the authors' decoder; Pillow also reports truncated JPEGs, which
-OpenCV would silently fill with grey. Everything else (PNG, 16-bit PNG/TIFF, BMP, WebP, ...) is decoded
-by OpenCV with ``IMREAD_UNCHANGED``. Images come back in OpenCV's layout: HxW (gray), HxWx3 (BGR) or HxWx4
-(BGRA), uint8 or uint16. PNGs are written atomically (temporary file, then ``os.replace``).
+JPEGs are decoded by Pillow, as the authors' code reads every image (``Image.open``, training and test);
+Pillow also reports truncated JPEGs, which OpenCV would fill with grey. Everything else (PNG, 16-bit
+PNG/TIFF, BMP, WebP, ...) is decoded by OpenCV with ``IMREAD_UNCHANGED``, which reads 16-bit colour that
+Pillow cannot; for these formats the two decoders give the same pixels. Images come in OpenCV's layout:
+HxW (gray), HxWx3 (BGR) or HxWx4 (BGRA), uint8 or uint16, as stored (no EXIF rotation: the authors'
+training reads them so). :func:`read_photo` gives a photo as viewers show it, with its metadata
+(:mod:`cliplit_basicsr.photo_metadata`). Writes are atomic: a temporary file, then ``os.replace``.
 """
 
 import io
 import os
-from typing import Union
+from typing import List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from cliplit_basicsr.atomic_io import atomic_write_path
-from cliplit_basicsr.data.image_io import IMAGE_EXTENSIONS, DataError, ImageReadError
+from cliplit_basicsr.errors import ImageReadError, ImageWriteError
+from cliplit_basicsr.photo_metadata import Metadata, orient, pillow_save_options, png_with_metadata, read_metadata
 
 PathLike = Union[str, os.PathLike]
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+OUTPUT_FORMATS = ('png', 'jpg', 'webp', 'tif')
+SIXTEEN_BIT_FORMATS = ('png', 'tif')  # the others hold 8 bits a channel
+ALPHA_FORMATS = ('png', 'webp', 'tif')
 _JPEG_MAGIC = b'\xff\xd8\xff'
-__all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'ImageWriteError', 'is_image_file', 'read_image', 'write_png']
-
-
-class ImageWriteError(DataError):
-    """An output image that cannot be written; the message names the file."""
+_FORMAT_OF_PILLOW = {'JPEG': 'jpg', 'PNG': 'png', 'WEBP': 'webp', 'TIFF': 'tif', 'MPO': 'jpg'}
 
 
 def is_image_file(path: PathLike) -> bool:
@@ -32,7 +35,7 @@ def is_image_file(path: PathLike) -> bool:
     return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _decode_jpeg(data: bytes, path: PathLike) -> np.ndarray:
+def _decode_jpeg(data: bytes, name: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
@@ -40,37 +43,112 @@ def _decode_jpeg(data: bytes, path: PathLike) -> np.ndarray:
                 image = image.convert('RGB')
             pixels = np.asarray(image)
     except (OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(f'{path}: cannot decode JPEG ({err})') from None
+        raise ImageReadError(f'{name}: cannot decode JPEG ({err})') from None
     return pixels if pixels.ndim == 2 else np.ascontiguousarray(pixels[:, :, ::-1])
 
 
-def read_image(path: PathLike) -> np.ndarray:
-    """Read an image file as OpenCV would (gray / BGR / BGRA, uint8 / uint16); ``ImageReadError`` if not."""
-    try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except OSError as err:
-        raise ImageReadError(f'{path}: cannot read ({err.strerror or err})') from None
+def decode_image(data: Optional[bytes], name: str) -> np.ndarray:
+    """An encoded image's pixels, as stored, in OpenCV's layout; ``ImageReadError`` naming ``name`` if it is
+    missing, corrupt, or not 8- or 16-bit gray, RGB or RGBA."""
+    if data is None:
+        raise ImageReadError(f'{name}: not found')
     if data.startswith(_JPEG_MAGIC):
-        return _decode_jpeg(data, path)
+        return _decode_jpeg(data, name)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if image is None:
-        raise ImageReadError(f'{path}: cannot decode image (corrupt or unsupported format)')
+        raise ImageReadError(f'{name}: cannot decode image (corrupt or unsupported format)')
     if image.dtype not in (np.uint8, np.uint16) or not (image.ndim == 2 or image.shape[2] in (1, 3, 4)):
         raise ImageReadError(
-            f'{path}: unsupported image ({image.dtype}, shape {image.shape}); expected 8- or 16-bit gray, RGB or RGBA'
+            f'{name}: unsupported image ({image.dtype}, shape {image.shape}); expected 8- or 16-bit gray, RGB or RGBA'
         )
     return image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
 
 
-def write_png(path: PathLike, image: np.ndarray) -> None:
-    """Write ``image`` (OpenCV layout, uint8/uint16) as a PNG, atomically."""
-    ok, encoded = cv2.imencode('.png', image)
-    if not ok:
-        raise ImageWriteError(f'{path}: cannot encode a PNG from a {image.dtype} array of shape {image.shape}')
+def _read_bytes(path: PathLike) -> bytes:
+    try:
+        with open(path, 'rb') as f:
+            return f.read()
+    except OSError as err:
+        raise ImageReadError(f'{path}: cannot read ({err.strerror or err})') from None
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """An image file's pixels as stored (:func:`decode_image`)."""
+    return decode_image(_read_bytes(path), os.fspath(path))
+
+
+def read_photo(path: PathLike) -> Tuple[np.ndarray, Metadata, Optional[str], List[str]]:
+    """A photo as viewers show it: (pixels with its EXIF orientation applied, its metadata, its format
+    among ``OUTPUT_FORMATS`` or None, warnings). Metadata that cannot be parsed is dropped with a warning;
+    the pixels are still read."""
+    data = _read_bytes(path)
+    pixels = decode_image(data, os.fspath(path))
+    try:
+        orientation, metadata = read_metadata(data)
+        with Image.open(io.BytesIO(data)) as image:
+            kind = _FORMAT_OF_PILLOW.get(image.format)
+    except Exception as err:  # Pillow raises many types for malformed EXIF, ICC or headers
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return pixels, Metadata(), None, [f'{path}: metadata dropped (cannot be read: {reason})']
+    return orient(pixels, orientation), metadata, kind, []
+
+
+def _to_8_bit(pixels: np.ndarray) -> np.ndarray:
+    """16-bit pixels rounded to 8 bits (v * 255 / 65535, to nearest)."""
+    return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def encode_image(
+    pixels: np.ndarray, fmt: str, quality: int = 95, metadata: Optional[Metadata] = None
+) -> Tuple[bytes, List[str]]:
+    """Encode OpenCV-layout ``pixels`` as ``fmt`` (``OUTPUT_FORMATS``) with ``metadata``: (bytes, notes on what
+    the format could not hold: 16 bits, alpha, metadata)."""
+    metadata = metadata or Metadata()
+    notes = []
+    if pixels.dtype == np.uint16 and fmt not in SIXTEEN_BIT_FORMATS:
+        pixels = _to_8_bit(pixels)
+        notes.append(f'{fmt.upper()} holds 8 bits a channel: the 16-bit output was rounded to 8 bits')
+    if pixels.ndim == 3 and pixels.shape[2] == 4 and fmt not in ALPHA_FORMATS:
+        pixels = pixels[:, :, :3]
+        notes.append(f'{fmt.upper()} has no alpha channel: alpha dropped')
+    if fmt == 'png' or (fmt == 'tif' and pixels.dtype == np.uint16):
+        ok, encoded = cv2.imencode(f'.{fmt}', pixels)
+        if not ok:
+            raise ValueError(f'cannot encode a {fmt.upper()} from a {pixels.dtype} array of shape {pixels.shape}')
+        if fmt == 'png':
+            return png_with_metadata(encoded.tobytes(), metadata), notes
+        if metadata:
+            notes.append('16-bit TIFF is written without its metadata (EXIF, ICC profile)')
+        return encoded.tobytes(), notes
+    rgb = pixels if pixels.ndim == 2 else pixels[:, :, [2, 1, 0, 3][: pixels.shape[2]]]
+    stream = io.BytesIO()
+    options = pillow_save_options(metadata)
+    if fmt in ('jpg', 'webp'):
+        options['quality'] = quality
+    Image.fromarray(np.ascontiguousarray(rgb)).save(
+        stream, {'jpg': 'JPEG', 'webp': 'WEBP', 'tif': 'TIFF'}[fmt], **options
+    )
+    return stream.getvalue(), notes
+
+
+def write_image(
+    path: PathLike, pixels: np.ndarray, fmt: str = 'png', quality: int = 95, metadata: Optional[Metadata] = None
+) -> List[str]:
+    """Write ``pixels`` (OpenCV layout, uint8/uint16) to ``path`` as ``fmt``, atomically; returns the notes of
+    :func:`encode_image`. ``ImageWriteError`` (one line, naming the file) if it cannot."""
+    try:
+        data, notes = encode_image(pixels, fmt, quality, metadata)
+    except ValueError as err:
+        raise ImageWriteError(f'{path}: {err}') from None
     try:
         with atomic_write_path(path) as temporary:
             with open(temporary, 'wb') as f:
-                f.write(encoded.tobytes())
+                f.write(data)
     except OSError as err:
         raise ImageWriteError(f'{path}: cannot write ({err.strerror or err})') from None
+    return notes
+
+
+def write_png(path: PathLike, image: np.ndarray) -> None:
+    """Write ``image`` (OpenCV layout, uint8/uint16) as a PNG, atomically."""
+    write_image(path, image, 'png')

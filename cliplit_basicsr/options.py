@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, Tuple
 
 from .errors import OptionError
 
-MODEL_TYPES = frozenset({'CLIPLITModel', 'CLIPLITEnhancerModel'})
+MODEL_TYPES = frozenset({'CLIPLITModel', 'CLIPLITEvalModel', 'CLIPLITEnhancerModel'})
 AUTO = 'auto'
 # Registered names that were renamed, so that no name of this package clashes with another plugin's.
 RENAMED = {
@@ -26,6 +26,7 @@ RENAMED = {
     'PromptRankingLoss': 'CLIPLITPromptRankingLoss',
     'calculate_lpips': 'calculate_cliplit_lpips',
     'calculate_musiq': 'calculate_cliplit_musiq',
+    'CLIPLITEnhancerModel': 'CLIPLITEvalModel',  # a name like the enhancer API's
 }
 
 
@@ -165,7 +166,7 @@ def image_counts(opt: dict) -> Dict[str, int]:
     """Check every dataset root of ``opt`` (folder with images, or an LMDB made by ``scripts/create_lmdb.py``)
     and return its image count by option key (``datasets.train.dataroot_backlit``, ...); a missing or
     empty root raises a one-line error naming the option key and the path."""
-    from .data.image_io import ImageSource
+    from .data.image_source import ImageSource
 
     counts = {}
     for where, section in _dataset_sections(opt):

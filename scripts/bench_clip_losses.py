@@ -296,9 +296,11 @@ def run_child(args) -> None:
                     ]
                     feats = cache.encode(pair.encode_images, [images[s] for s in sets], keys)
                     encoded.append(keys.count(None))
-                feats = feats.split(n_per_set)
                 text = pair()
-                loss = rank_fn(text, *feats) if step == 'refine' else init_fn(text, *feats)
+                if step == 'refine':
+                    loss = rank_fn(text, *feats.split(n_per_set))
+                else:
+                    loss = init_fn(text, feats, (torch.arange(len(feats)) >= n_per_set).long())
             loss.backward()
             return loss, {'embedding': pair.embedding.grad}
 

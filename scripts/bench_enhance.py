@@ -126,7 +126,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.tile is None:
         sys.path.insert(0, str(REPO_ROOT))
-        from cliplit_basicsr.inference import DEFAULT_TILES
+        from cliplit_basicsr.engine import DEFAULT_TILES
 
         args.tile = DEFAULT_TILES['cpu']
     if args.child:

@@ -158,14 +158,16 @@ def loss_only_step(model, phase: str) -> None:
         )
         model.net_g.zero_grad(set_to_none=True)
         return
-    size = model.prompt_set.image_size
-    pairs = model._prompt_loaders['rank']['loader'].batch_size // (2 if phase == 'prompt_init' else 1)
-    sets = {'prompt_init': 2, 'prompt_refinement r1': 3, 'prompt_refinement r2': 4}[phase]
+    size = model.prompt_loaders.pairs.image_size
+    batch = model.opt['prompt_dataset']['batch_size_per_gpu']  # images (initialisation) or tuples (ranking)
+    sets = {'prompt_init': 1, 'prompt_refinement r1': 3, 'prompt_refinement r2': 4}[phase]
     prompt = model.get_bare_model(model.net_prompt)
-    images = torch.rand(sets * pairs, 3, size, size, generator=generator).to(model.device)
-    features = prompt.encode_images(images).split(pairs)
-    loss_fn = model.cri_prompt_init if phase == 'prompt_init' else model.cri_ranking
-    loss_fn(prompt(), *features).backward()
+    images = torch.rand(sets * batch, 3, size, size, generator=generator).to(model.device)
+    features = prompt.encode_images(images)
+    if phase == 'prompt_init':
+        model.cri_prompt_init(prompt(), features, torch.arange(batch) % 2).backward()
+    else:
+        model.cri_ranking(prompt(), *features.split(batch)).backward()
     prompt.zero_grad(set_to_none=True)
 
 
@@ -175,6 +177,8 @@ def instrument(records, warmup: dict, skip_loss_only: bool):
     from basicsr.data.prefetch_dataloader import CPUPrefetcher
 
     from cliplit_basicsr.models.cliplit_model import CLIPLITModel
+    from cliplit_basicsr.models.kept_networks import KeptNetworks
+    from cliplit_basicsr.models.prompt_loaders import PromptLoaders
 
     state = {
         'phase': None,
@@ -185,11 +189,7 @@ def instrument(records, warmup: dict, skip_loss_only: bool):
         'step': 0.0,
         'loss_only': 0.0,
     }
-    step, fetch_prompt, enhance = (
-        CLIPLITModel.optimize_parameters,
-        CLIPLITModel._next_prompt_batch,
-        CLIPLITModel._enhanced_outputs,
-    )
+    step, fetch_prompt, enhance = CLIPLITModel.optimize_parameters, PromptLoaders.next_batch, KeptNetworks.outputs
     prefetch_next = CPUPrefetcher.next
 
     def timed_next(self):
@@ -226,24 +226,24 @@ def instrument(records, warmup: dict, skip_loss_only: bool):
         state['loss_only'] = time.perf_counter() - t  # taken out of the iteration's time
         return result
 
-    def timed_fetch(self, name):
+    def timed_fetch(self, phase):
         t = time.perf_counter()
-        batch = fetch_prompt(self, name)
+        batch = fetch_prompt(self, phase)
         state['fetch'] += time.perf_counter() - t
         return batch
 
-    def timed_outputs(self, slot):
+    def timed_outputs(self, slot, round_):
         cached = self._outputs.get(slot)
         t = time.perf_counter()
-        out = enhance(self, slot)
+        out = enhance(self, slot, round_)
         if self._outputs.get(slot) is not cached:  # the pass ran (not a cache hit)
             state['outputs'] += time.perf_counter() - t
         return out
 
     CPUPrefetcher.next = timed_next
     CLIPLITModel.optimize_parameters = timed_step
-    CLIPLITModel._next_prompt_batch = timed_fetch
-    CLIPLITModel._enhanced_outputs = timed_outputs
+    PromptLoaders.next_batch = timed_fetch
+    KeptNetworks.outputs = timed_outputs
 
 
 def main():
@@ -341,7 +341,7 @@ def warmup_iterations(args) -> dict:
     batch = yaml.safe_load((REPO_ROOT / 'options' / 'train_cliplit.yml').read_text())['prompt_dataset'][
         'batch_size_per_gpu'
     ]
-    per_epoch = {'prompt_init': -(-args.images // (batch // 2)), 'prompt_refinement r1': -(-args.images // batch)}
+    per_epoch = {'prompt_init': -(-2 * args.images // batch), 'prompt_refinement r1': -(-args.images // batch)}
     return defaultdict(lambda: 1, {phase: args.warmup_epochs * n for phase, n in per_epoch.items()})
 
 

@@ -1,12 +1,13 @@
-"""Pack image folders into LMDBs with BasicSR's own writer and ``meta_info.txt`` format.
+"""Pack image folders into LMDBs with BasicSR's own writer (``LmdbMaker``) and ``meta_info.txt`` format.
 
     python scripts/create_lmdb.py --input datasets/backlit --output datasets/backlit.lmdb
     python scripts/create_lmdb.py --input datasets/backlit datasets/welllit   # -> backlit.lmdb, welllit.lmdb
 
 Keys are the file stems (BasicSR readers take a key as the ``meta_info`` name up to its first dot, so stems
-with dots, non-ASCII stems and stems shared by two files are refused). Every image is checked first, so a
-bad file is reported before anything is written; each LMDB is written beside its final path and moved
-into place when complete.
+with dots, non-ASCII stems and stems shared by two files are refused). Images are decoded as the training
+data sets decode a folder (:func:`cliplit_basicsr.image_io.read_image`: JPEGs by Pillow) and stored as PNG,
+so a folder and its LMDB give the same pixels. Every image is checked first, so a bad file is reported
+before anything is written; each LMDB is written beside its final path and moved into place when complete.
 """
 
 import argparse
@@ -15,10 +16,11 @@ import shutil
 from typing import List, NamedTuple, Optional, Sequence
 
 import cv2
-from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+from basicsr.utils.lmdb_util import LmdbMaker
 
-from cliplit_basicsr.data.image_io import DataError, ImageReadError, ImageSource, to_rgb
-from cliplit_basicsr.errors import OptionError, exit_on_user_error
+from cliplit_basicsr.data.image_source import ImageSource, to_rgb
+from cliplit_basicsr.errors import DataError, ImageReadError, OptionError, exit_on_user_error
+from cliplit_basicsr.image_io import read_image
 
 _PAGE = 4096
 _SLACK = 16 * 2**20
@@ -43,12 +45,10 @@ def image_keys(names: Sequence[str]) -> List[str]:
 
 
 def check_images(names: Sequence[str]) -> int:
-    """Read every image as BasicSR's writer will; return an LMDB map size that holds them all."""
+    """Read every image as the writer will; return an LMDB map size that holds them all."""
     total = 0
     for name in names:
-        img = cv2.imread(name, cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise ImageReadError(f'{name}: cannot decode image (corrupt or unsupported format)')
+        img = read_image(name)
         to_rgb(img, name)  # the dataset's acceptance rules: 8/16-bit gray, RGB or RGBA
         total += img.nbytes + _PAGE
     return 2 * total + _SLACK  # PNG at compression level 1 stays below twice the raw size
@@ -81,10 +81,14 @@ def write_lmdb(job: LmdbJob, compress_level: int = 1) -> None:
     staging = os.path.join(parent, f'.{base[: -len(".lmdb")]}.{os.getpid()}.partial.lmdb')
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        relative = [os.path.relpath(name, job.source.root) for name in job.source.names]
-        make_lmdb_from_imgs(
-            job.source.root, staging, relative, job.keys, compress_level=compress_level, map_size=job.map_size
-        )
+        maker = LmdbMaker(staging, map_size=job.map_size, compress_level=compress_level)
+        for name, key in zip(job.source.names, job.keys):
+            img = read_image(name)
+            ok, png = cv2.imencode('.png', img, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
+            if not ok:
+                raise ImageReadError(f'{name}: cannot encode as PNG')
+            maker.put(png.tobytes(), key, img.shape[:2] + (1 if img.ndim == 2 else img.shape[2],))
+        maker.close()
         os.replace(staging, job.lmdb_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -4,7 +4,6 @@ import pytest
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from cliplit_basicsr import inference
 from cliplit_basicsr.archs.checkpoint import (
     OFFICIAL_CHECKPOINT,
     CheckpointError,
@@ -13,7 +12,6 @@ from cliplit_basicsr.archs.checkpoint import (
     resolve_checkpoint,
 )
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
-from cliplit_basicsr.inference import enhance_tensor
 
 pytestmark = pytest.mark.usefixtures('accel_mode')  # every test with the fast paths on and off
 
@@ -127,36 +125,3 @@ def test_parity_with_authors_network(parity_fixtures, reference_dir, variant):
     assert_close_parity(light, fx[f'light_map_{variant}_variant'])
     eps = 1e-9 if variant == 'train' else 0.0  # the training script's form / the test script's form
     assert_close_parity(torch.clamp(fx['input'] / (light + eps), 0, 1), fx[f'enhanced_{variant}_variant'])
-
-
-def test_engine_without_onednn_conv_add_gives_the_same_images(parity_fixtures, reference_dir):
-    """The plain-PyTorch conv-add (the switch off, CUDA, builds without oneDNN's in-place op) computes what
-    oneDNN does."""
-    from cliplit_basicsr.accel import accel
-
-    net = load_checkpoint(CLIPLITNet('reflect'), reference_dir / 'enhancement_model.pth').eval()
-    onednn = enhance_tensor(net, parity_fixtures['input'], tile=24)
-    with accel(False):
-        plain = enhance_tensor(net, parity_fixtures['input'], tile=24)
-    torch.testing.assert_close(plain, onednn, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize('variant', ['train', 'test'])
-@pytest.mark.parametrize('tile,head_cache', [(0, 'kept'), (24, 'kept'), (24, 'recomputed')])
-def test_fast_inference_engine_matches_authors_enhanced_output(
-    parity_fixtures, reference_dir, variant, tile, head_cache, monkeypatch
-):
-    """The tiled channels-last engine reproduces the authors' enhanced images (test-script form, no eps),
-    whether the second pass reads the head features from the whole-image cache or recomputes them."""
-    if head_cache == 'recomputed':
-        monkeypatch.setattr(inference, 'HEAD_CACHE_BYTES', 0)
-    fx = parity_fixtures
-    net = load_checkpoint(CLIPLITNet(VARIANTS[variant]), reference_dir / 'init_enhancement_model.pth').eval()
-    assert tile == 0 or tile < min(fx['input'].shape[2:])  # the tiled case really is tiled
-    enhanced = enhance_tensor(net, fx['input'], tile=tile)
-    expected = (
-        fx['enhanced_test_variant']
-        if variant == 'test'
-        else torch.clamp(fx['input'] / fx['light_map_train_variant'], 0, 1)
-    )
-    assert_close_parity(enhanced, expected)

@@ -1,4 +1,4 @@
-"""``python -m basicsr.test`` with CLIPLITEnhancerModel on small generated sets, checked independently.
+"""``python -m basicsr.test`` with CLIPLITEvalModel on small generated sets, checked independently.
 
 One run covers a paired set (PSNR, SSIM, LPIPS, MUSIQ) and a set without ground truth (MUSIQ, NIQE; PSNR
 listed but skipped). Every logged value is recomputed from the written PNGs with BasicSR's metric
@@ -57,7 +57,7 @@ def _options(weights) -> dict:
     }
     return {
         'name': NAME,
-        'model_type': 'CLIPLITEnhancerModel',
+        'model_type': 'CLIPLITEvalModel',
         'num_gpu': 0,
         'datasets': {
             'test_1': {
@@ -190,7 +190,7 @@ def test_reproduces_the_authors_output_on_a_real_photo(tmp_path, reference_dir):
     (tmp_path / 'photos' / sample.name).write_bytes(sample.read_bytes())
     options = {
         'name': NAME,
-        'model_type': 'CLIPLITEnhancerModel',
+        'model_type': 'CLIPLITEvalModel',
         'num_gpu': 0,
         'datasets': {
             'test_1': {

@@ -9,7 +9,7 @@ import torch
 
 from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT, load_checkpoint
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
-from cliplit_basicsr.enhance import main
+from cliplit_basicsr.cli import main
 from cliplit_basicsr.enhancer import CLIPLITEnhancer, DeviceError
 from cliplit_basicsr.image_io import ImageWriteError, read_image, write_png
 
@@ -135,8 +135,11 @@ def test_cli_folder(input_folder, tmp_path, capsys):
     assert 'Traceback' not in err
     assert 'skipping' in err and 'notes.txt' in err
     for bad in ('truncated.jpg', 'garbage.png'):
-        lines = [line for line in err.splitlines() if bad in line]
-        assert len(lines) == 1 and lines[0].startswith('error:'), err
+        lines = [line for line in err.splitlines() if bad in line and line.startswith('error:')]
+        assert len(lines) == 1, err
+    summary = err.splitlines()[-1]
+    assert summary.startswith('cliplit-enhance: 4 of 6 images enhanced, 0.0 MP in ')
+    assert summary.endswith(f'; 2 failed: {input_folder / "garbage.png"}, {input_folder / "truncated.jpg"}')
     assert sorted(p.name for p in out.iterdir()) == ['alpha.png', 'colour.png', 'deep.png', 'gray.png']
     assert read_image(out / 'colour.png').shape == (H, W, 3)
     assert read_image(out / 'gray.png').shape == (H, W, 3)

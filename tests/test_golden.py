@@ -7,7 +7,7 @@ from PIL import Image
 
 from cliplit_basicsr.archs.checkpoint import load_checkpoint
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
-from cliplit_basicsr.enhance import main
+from cliplit_basicsr.cli import main
 from cliplit_basicsr.enhancer import CLIPLITEnhancer
 from cliplit_basicsr.image_io import read_image
 

@@ -1,12 +1,14 @@
-"""CLIP-LIT's enhancement network: a light-map estimator (SPEC A1).
+"""CLIP-LIT's enhancement network: a light-map estimator (``docs/method.md``).
 
 A faithful port of the authors' ``UNet_emb_oneBranch_symmetry`` (test script) and
 ``UNet_emb_oneBranch_symmetry_noreflect`` (training script): parameter names match their checkpoints, so a
 state dict with the ``module.`` prefix removed loads as is. The module stays plain and differentiable
-(training uses it); the fast inference engine lives in :mod:`cliplit_basicsr.inference`.
+(training uses it). :meth:`CLIPLITNet.layout` describes its layers in order, which is what the tiled
+inference engine (:mod:`cliplit_basicsr.engine.tiled`) runs; the reference engine runs ``forward`` itself.
 """
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -14,6 +16,61 @@ from torch import nn
 from torch.nn import functional as F
 
 PPM_BINS = (1, 2, 3, 6)
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A 3x3 convolution ``name`` (stride 1, padding 1) and the activation after it (``'leaky_relu'``,
+    ``'relu'`` or None); ``reflect``: reflect padding, else zeros."""
+
+    name: str
+    in_channels: int
+    out_channels: int
+    reflect: bool
+    activation: Optional[str]
+
+
+@dataclass(frozen=True)
+class Residual:
+    """A :class:`ResidualBlock` ``name``: two bias-free reflect-padded 3x3 convs of ``channels``."""
+
+    name: str
+    channels: int
+
+
+@dataclass(frozen=True)
+class Pyramid:
+    """The pyramid pooling ``name`` over the whole image: per bin count, average pooling, a 1x1 conv to
+    ``branch_channels`` and a PReLU, upsampled back (bilinear, ``align_corners=True``); then a zero-padded
+    3x3 fuse conv of [input, branches] back to ``channels`` and a one-parameter PReLU."""
+
+    name: str
+    channels: int
+    bins: Tuple[int, ...]
+    branch_channels: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The network's layers in order: ``head`` (up to the pyramid pooling), ``pyramid``, ``tail``."""
+
+    head: Tuple[Union[Conv, Residual], ...]
+    pyramid: Pyramid
+    tail: Tuple[Union[Conv, Residual], ...]
+    leaky_slope: float
+
+    @staticmethod
+    def convs(stages: Sequence[Union[Conv, Residual]]) -> int:
+        """How many 3x3 convs ``stages`` run: each widens the pixels an output depends on by one."""
+        return sum(2 if isinstance(stage, Residual) else 1 for stage in stages)
+
+    @property
+    def head_halo(self) -> int:
+        return self.convs(self.head)
+
+    @property
+    def tail_halo(self) -> int:
+        return self.convs(self.tail) + 1  # and the pyramid's fuse conv
 
 
 class ResidualBlock(nn.Module):
@@ -83,6 +140,31 @@ class CLIPLITNet(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, 0.0, 0.02)
+
+    def layout(self) -> Layout:
+        """The layers :meth:`forward` runs, in order, read off the modules."""
+
+        def conv(name: str, activation: Optional[str]) -> Conv:
+            module = getattr(self, name)
+            reflect = module.padding_mode == 'reflect'
+            return Conv(name, module.in_channels, module.out_channels, reflect, activation)
+
+        def residual(name: str) -> Residual:
+            return Residual(name, getattr(self, name).conv1.in_channels)
+
+        ppm = self.PPM1
+        pyramid = Pyramid('PPM1', ppm.fuse[0].out_channels, PPM_BINS, ppm.features[0][1].out_channels)
+        head = (conv('cond1', 'leaky_relu'), residual('ResidualBlock1'), residual('ResidualBlock2'))
+        tail = (
+            conv('condx', None),
+            residual('ResidualBlock3'),
+            residual('ResidualBlock4'),
+            conv('condy', None),
+            residual('ResidualBlock5'),
+            residual('ResidualBlock6'),
+            conv('cond_add1', 'relu'),
+        )
+        return Layout(head, pyramid, tail, self.lrelu.negative_slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.lrelu(self.cond1(x))

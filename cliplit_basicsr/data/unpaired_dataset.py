@@ -10,7 +10,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from cliplit_basicsr.data.augment import AugmentParams, apply_augmentation, draw_augmentation
-from cliplit_basicsr.data.image_io import ImageSource
+from cliplit_basicsr.data.image_source import ImageSource
 from cliplit_basicsr.errors import OptionError
 
 # Keys BasicSR itself adds to or reads from a dataset's options (options.py, data/__init__.py).

@@ -48,7 +48,7 @@ from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.options import check_training_options
 
-from .cliplit_enhancer_model import CLIPLITEnhancerModel
+from .cliplit_eval_model import CLIPLITEvalModel
 from .feature_cache import FeatureCache, exact_variants
 from .kept_networks import KeptNetworks
 from .micro_batch import AUTO, auto_micro_batch, backward_in_micro_batches, batch_share
@@ -88,7 +88,7 @@ def _micro_batch(value, device: torch.device) -> Optional[int]:
 
 
 @MODEL_REGISTRY.register()
-class CLIPLITModel(CLIPLITEnhancerModel):
+class CLIPLITModel(CLIPLITEvalModel):
     """Trains CLIP-LIT's network and prompt pair with the authors' iterative schedule.
 
     Option sections: ``network_g`` (CLIPLITNet, training variant ``padding: zeros``), ``network_prompt``

@@ -24,14 +24,14 @@ from tqdm import tqdm
 from cliplit_basicsr.archs.checkpoint import load_checkpoint, resolve_checkpoint
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
 from cliplit_basicsr.atomic_io import atomic_torch_save
+from cliplit_basicsr.engine import enhance_tensor
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.image_io import write_png
-from cliplit_basicsr.inference import enhance_tensor
 from cliplit_basicsr.metrics import needs_reference
 
 
 @MODEL_REGISTRY.register()
-class CLIPLITEnhancerModel(SRModel):
+class CLIPLITEvalModel(SRModel):
     """Runs CLIP-LIT's light-map network on ``lq`` (optional ``gt``) and evaluates BasicSR metrics.
 
     ``path.pretrain_network_g``: a checkpoint (plain state dict, ``module.``-prefixed, or BasicSR's

@@ -1,9 +1,10 @@
-"""Reading training images from a folder or an LMDB, as RGB float32 resized the authors' way.
+"""Training images from a folder or an LMDB, as RGB float32 resized the authors' way.
 
 The authors open images with PIL and resize them with ``Image.ANTIALIAS`` (Pillow's antialiased
-Lanczos) to a square. Here the bytes come through BasicSR's ``FileClient`` (disk or LMDB) and are
-decoded by OpenCV without EXIF rotation (``IMREAD_UNCHANGED``, like PIL's ``Image.open``, and like
-BasicSR's LMDB writer, so a folder and its LMDB give the same pixels); the resize is Pillow's Lanczos.
+Lanczos) to a square. Here the bytes come through BasicSR's ``FileClient`` (disk or LMDB) and are decoded
+by the package's decoder (:func:`cliplit_basicsr.image_io.decode_image`: JPEGs by Pillow, as theirs, no
+EXIF rotation, as theirs; ``scripts/create_lmdb.py`` stores what it decodes, so a folder and its LMDB give
+the same pixels); the resize is Pillow's Lanczos.
 Conversions the authors' code did not support (it crashed on them) are documented choices:
 grayscale is replicated to RGB, an alpha channel is dropped (as ``PIL.Image.convert('RGB')`` does),
 16-bit images are scaled by 1/65535 and resized in float.
@@ -15,21 +16,11 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 from basicsr.data.data_util import paths_from_lmdb
-from basicsr.utils import FileClient, imfrombytes, scandir
+from basicsr.utils import FileClient, scandir
 from PIL import Image
 
-from cliplit_basicsr.errors import CLIPLITError, OptionError
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
-
-
-class DataError(CLIPLITError, ValueError):
-    """A data root or image that cannot be used; the message names it (entry points print one line)."""
-
-
-class ImageReadError(DataError):
-    """An image that cannot be read or decoded; the message names the file."""
-
+from cliplit_basicsr.errors import DataError, ImageReadError, OptionError
+from cliplit_basicsr.image_io import IMAGE_EXTENSIONS, decode_image
 
 _TO_RGB = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}  # BGRA2RGB drops alpha
 
@@ -61,16 +52,6 @@ def resize_lanczos(img: np.ndarray, size: int) -> np.ndarray:
         for c in range(img.shape[2])
     ]
     return np.clip(np.stack(channels, axis=2) / scale, 0, 1).astype(np.float32)
-
-
-def decode_image(content: Optional[bytes], name: str) -> np.ndarray:
-    """Decode encoded image bytes into an HWC RGB uint8/uint16 array; `ImageReadError` if impossible."""
-    if content is None:
-        raise ImageReadError(f'{name}: not found')
-    img = imfrombytes(content, flag='unchanged') if len(content) else None
-    if img is None:
-        raise ImageReadError(f'{name}: cannot decode image (corrupt or unsupported format)')
-    return to_rgb(img, name)
 
 
 _lmdb_clients: Dict[str, FileClient] = {}
@@ -151,5 +132,5 @@ class ImageSource:
 
     def load(self, index: int, size: int) -> np.ndarray:
         """Image ``index`` as HWC RGB float32 in [0, 1], Lanczos-resized to ``size`` x ``size``."""
-        name = self.names[index]
-        return resize_lanczos(decode_image(self._read(name), self._describe(name)), size)
+        name = self._describe(self.names[index])
+        return resize_lanczos(to_rgb(decode_image(self._read(self.names[index]), name), name), size)

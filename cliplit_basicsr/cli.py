@@ -1,0 +1,226 @@
+"""``cliplit-enhance``: enhance a backlit photo, a folder of them or a tree of folders.
+
+Every photo is enhanced upright, as viewers show it (its EXIF orientation applied), and written upright with
+its EXIF (orientation reset), ICC profile and PNG text carried over where the output format holds them
+(``--strip-metadata`` drops them). Grayscale inputs are enhanced and written as RGB, RGBA keeps its alpha,
+16-bit inputs give 16-bit outputs where the format allows (PNG, TIFF). Files without an image extension
+are skipped with a warning; an image that cannot be read is reported in one line and the others are still
+processed (the exit code is then 1). An output that exists is left alone unless ``--overwrite``.
+"""
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from cliplit_basicsr.engine import DEFAULT_TILES, ENGINES, PRECISIONS
+from cliplit_basicsr.enhancer import CLIPLITEnhancer
+from cliplit_basicsr.errors import CLIPLITError, exit_on_user_error, one_line_message
+from cliplit_basicsr.image_io import OUTPUT_FORMATS, is_image_file, read_photo, write_image
+from cliplit_basicsr.photo_metadata import Metadata
+
+EXTENSION_FORMATS = {'.jpg': 'jpg', '.jpeg': 'jpg', '.png': 'png', '.webp': 'webp', '.tif': 'tif', '.tiff': 'tif'}
+
+
+class UsageError(CLIPLITError, ValueError):
+    """A command-line path or value that cannot be used."""
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='cliplit-enhance', description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add('-i', '--input', required=True, help='an image file or a folder of images')
+    add('-o', '--output', required=True, help='folder for the enhanced images (created if needed)')
+    add('--ckpt', default='official', help="'official' (the authors' model) or a checkpoint path")
+    add('--device', default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    add('--precision', default='fp32', choices=list(PRECISIONS), help='fp32 (exact, default), bf16 or fp16')
+    add(
+        '--tile',
+        type=int,
+        default=None,
+        help='tile size in pixels, exact at any size (default: '
+        f'{", ".join(f"{n} on {d.upper()}" for d, n in DEFAULT_TILES.items())}; 0 = whole image)',
+    )
+    add('--engine', default='tiled', choices=list(ENGINES), help="tiled (default) or reference (the network's forward)")
+    add('--ext', default='png', choices=['auto', *OUTPUT_FORMATS], help="output format; auto keeps the input's")
+    add('--quality', type=int, default=95, help='JPEG and WebP quality, 1-100 (default 95)')
+    add('--suffix', default='', help='appended to each output file stem, e.g. _enhanced')
+    add('--recursive', action='store_true', help='enhance the folders below --input too, mirrored under --output')
+    add('--overwrite', action='store_true', help='replace outputs that exist (default: leave them, and say so)')
+    add('--strip-metadata', action='store_true', help='write no EXIF, ICC profile or PNG text')
+    add('--strength', type=float, default=1.0, help="I / L^s: 1 = the model's (default), 0 = the input, 2 = more")
+    add('--save-light-map', action='store_true', help='also write the light map L beside each output (_light)')
+    add('--compare', type=int, metavar='WIDTH', help='also write an input | output | light map strip this wide')
+    return parser.parse_args(argv)
+
+
+@dataclass
+class Job:
+    """One input photo and the files it becomes."""
+
+    source: Path
+    output: Path
+    fmt: str
+    light_map: Optional[Path] = None
+    compare: Optional[Path] = None
+
+    def targets(self) -> List[Path]:
+        return [p for p in (self.output, self.light_map, self.compare) if p is not None]
+
+
+def collect_inputs(input_path: Path, recursive: bool, output_dir: Path) -> List[Path]:
+    """The image files to enhance: the file itself, or a folder's image files (with ``recursive``, its
+    subfolders' too, except the output folder); other files are skipped with a warning."""
+    if input_path.is_file():
+        return [input_path]
+    if not input_path.is_dir():
+        raise UsageError(f'--input {input_path}: no such file or folder')
+    output_dir = output_dir.resolve()
+    candidates = input_path.rglob('*') if recursive else input_path.iterdir()
+    files = []
+    for path in sorted(candidates):
+        if not path.is_file() or path.name.startswith('.') or output_dir in path.resolve().parents:
+            continue
+        if is_image_file(path):
+            files.append(path)
+        else:
+            print(f'warning: skipping {path}: not an image file', file=sys.stderr)
+    if not files:
+        raise UsageError(f'--input {input_path}: the folder has no image files')
+    return files
+
+
+def plan_jobs(files: List[Path], input_path: Path, args: argparse.Namespace) -> List[Job]:
+    """Output paths: the input's place under ``--output`` (mirrored with ``--recursive``), its stem plus
+    ``--suffix``, the format's extension. Two inputs that would share an output (``a.jpg`` and ``a.png``)
+    both keep their own extension in the stem (``a_jpg.png``, ``a_png.png``), with a warning."""
+    base_dir = input_path if input_path.is_dir() else input_path.parent
+    output_dir = Path(args.output)
+    planned: Dict[Path, List[Path]] = {}
+    for path in files:
+        folder = output_dir / path.parent.relative_to(base_dir)
+        planned.setdefault(folder / path.stem, []).append(path)
+    jobs = []
+    for stem_path, sources in planned.items():
+        if len(sources) > 1:
+            names = ', '.join(str(s) for s in sources)
+            print(
+                f'warning: {names} would share the output name {stem_path.name}: each keeps its extension',
+                file=sys.stderr,
+            )
+        for source in sources:
+            fmt = EXTENSION_FORMATS.get(source.suffix.lower(), 'png') if args.ext == 'auto' else args.ext
+            stem = stem_path.name + (f'_{source.suffix.lower().lstrip(".")}' if len(sources) > 1 else '') + args.suffix
+            folder = stem_path.parent
+            jobs.append(
+                Job(
+                    source,
+                    folder / f'{stem}.{fmt}',
+                    fmt,
+                    folder / f'{stem}_light.{fmt}' if args.save_light_map else None,
+                    folder / f'{stem}_compare.{fmt}' if args.compare else None,
+                )
+            )
+    return jobs
+
+
+def prepare_output(output_dir: Path) -> None:
+    """Create the output folder and check that files can be created in it."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / '.cliplit-enhance-write-test'
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f'--output {output_dir}: not a writable folder ({err.strerror or err})') from None
+
+
+def light_map_image(light: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The light map as a grayscale image of ``dtype`` (values above 1 clipped)."""
+    peak = np.iinfo(dtype).max
+    return np.floor(np.clip(light, 0, 1) * peak + 0.5).astype(dtype)
+
+
+def compare_strip(original: np.ndarray, enhanced: np.ndarray, light: np.ndarray, width: int) -> np.ndarray:
+    """Input | output | light map side by side, 8-bit BGR, ``width`` pixels wide in all."""
+
+    def bgr8(image: np.ndarray) -> np.ndarray:
+        if image.dtype == np.uint16:
+            image = (image // 257).astype(np.uint8)
+        if image.ndim == 2:
+            return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        return image[:, :, :3]
+
+    height, panel = original.shape[0], max(1, width // 3)
+    size = (panel, max(1, round(height * panel / original.shape[1])))
+    panels = [bgr8(image) for image in (original, enhanced, light_map_image(light, np.uint8))]
+    return np.hstack([cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in panels])
+
+
+def enhance_one(job: Job, enhancer: CLIPLITEnhancer, args: argparse.Namespace) -> float:
+    """Enhance and write one job; returns its megapixels. Warnings go to stderr; errors are raised."""
+    pixels, metadata, _, warnings = read_photo(job.source)
+    if args.strip_metadata:
+        metadata = Metadata()
+    image = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR) if pixels.ndim == 2 else pixels
+    enhanced, light = enhancer.enhance(image, strength=args.strength, return_light_map=True)
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    warnings += [f'{job.output}: {note}' for note in write_image(job.output, enhanced, job.fmt, args.quality, metadata)]
+    if job.light_map is not None:
+        notes = write_image(job.light_map, light_map_image(light, enhanced.dtype), job.fmt, args.quality)
+        warnings += [f'{job.light_map}: {note}' for note in notes]
+    if job.compare is not None:
+        write_image(job.compare, compare_strip(pixels, enhanced, light, args.compare), job.fmt, args.quality)
+    for warning in dict.fromkeys(warnings):
+        tqdm.write(f'warning: {warning}', file=sys.stderr)
+    return pixels.shape[0] * pixels.shape[1] / 1e6
+
+
+def check_values(args: argparse.Namespace) -> None:
+    if not 1 <= args.quality <= 100:
+        raise UsageError(f'--quality {args.quality}: expected 1 to 100')
+    if args.compare is not None and args.compare < 3:
+        raise UsageError(f'--compare {args.compare}: expected a width of at least 3 pixels')
+    if not np.isfinite(args.strength) or args.strength < 0:
+        raise UsageError(f'--strength {args.strength}: expected a number >= 0')
+
+
+@exit_on_user_error
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    check_values(args)
+    input_path, output_dir = Path(args.input), Path(args.output)
+    jobs = plan_jobs(collect_inputs(input_path, args.recursive, output_dir), input_path, args)
+    prepare_output(output_dir)
+    enhancer = CLIPLITEnhancer(args.ckpt, args.device, args.precision, args.tile, args.engine)
+    started, megapixels, failed, skipped = time.perf_counter(), 0.0, [], []
+    for job in tqdm(jobs, desc='cliplit-enhance', unit='image'):
+        existing = [p for p in job.targets() if p.exists()]
+        if existing and not args.overwrite:
+            tqdm.write(f'skipping {job.source}: {existing[0]} exists (--overwrite replaces it)', file=sys.stderr)
+            skipped.append(job.source)
+            continue
+        try:
+            megapixels += enhance_one(job, enhancer, args)
+        except (CLIPLITError, ValueError) as err:
+            tqdm.write(f'error: {one_line_message(err)}', file=sys.stderr)
+            failed.append(job.source)
+    done = len(jobs) - len(failed) - len(skipped)
+    summary = f'cliplit-enhance: {done} of {len(jobs)} images enhanced, {megapixels:.1f} MP in '
+    summary += f'{time.perf_counter() - started:.1f} s'
+    if skipped:
+        summary += f'; {len(skipped)} skipped (outputs exist)'
+    if failed:
+        summary += f'; {len(failed)} failed: {", ".join(str(p) for p in failed)}'
+    tqdm.write(summary, file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

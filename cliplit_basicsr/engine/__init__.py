@@ -1,0 +1,99 @@
+"""Inference engines: what turns a CLIP-LIT network and an image into ``clamp(I / L, 0, 1)``.
+
+Two engines share one interface (:class:`Engine`), so the enhancer API, the command line and the BasicSR
+test model can take either:
+
+* ``tiled`` (default): :class:`~.tiled.TiledEngine`, the network's layers run tile by tile, exact (the
+  whole image's pyramid pooling included), in bounded memory and fast;
+* ``reference``: :class:`~.reference.ReferenceEngine`, the network's own ``forward`` on the whole image.
+"""
+
+from typing import Callable, Optional, Protocol, Tuple
+
+import torch
+from torch import nn
+
+from .geometry import Region
+from .maths import PRECISIONS, light_to_output
+from .reference import ReferenceEngine
+from .tiled import DEFAULT_TILES, TiledEngine
+
+ENGINES = {'tiled': TiledEngine, 'reference': ReferenceEngine}
+Reader = Callable[[Region], torch.Tensor]
+Writer = Callable[[Region, torch.Tensor, torch.Tensor], None]
+
+__all__ = [
+    'DEFAULT_TILES',
+    'ENGINES',
+    'PRECISIONS',
+    'Engine',
+    'ReferenceEngine',
+    'Region',
+    'TiledEngine',
+    'build_engine',
+    'enhance_tensor',
+    'light_to_output',
+]
+
+
+class Engine(Protocol):
+    """Enhances an image given by region access (a caller's arrays, tensors or files)."""
+
+    def run(self, read: Reader, write: Writer, batch: int, height: int, width: int, strength: float = 1.0) -> None:
+        """Enhance an image of ``batch`` x 3 x ``height`` x ``width``.
+
+        ``read(region)`` returns the input over ``region`` (``(y0, y1, x0, x1)``) as float32 (B,3,h,w) in
+        [0,1] on the engine's device; ``write(region, enhanced, light)`` receives ``clamp(I / L^strength, 0,
+        1)`` and the light map ``L`` (B,1,h,w), float32, over regions that partition the image, each once.
+        """
+
+
+def build_engine(
+    net: nn.Module, device: torch.device, precision: str = 'fp32', tile: Optional[int] = None, engine: str = 'tiled'
+) -> Engine:
+    """The ``engine`` (``'tiled'`` or ``'reference'``) for ``net`` on ``device`` in ``precision``; ``tile``
+    is the tiled engine's core tile size (``None``: the device's default, 0: one tile)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine '{engine}' is unknown (use {', '.join(ENGINES)})")
+    return ENGINES[engine](net, device, precision, tile)
+
+
+def enhance_tensor(
+    net: nn.Module,
+    img: torch.Tensor,
+    tile: Optional[int] = None,
+    precision: str = 'fp32',
+    engine: str = 'tiled',
+    strength: float = 1.0,
+) -> torch.Tensor:
+    """``clamp(img / net(img)^strength, 0, 1)`` of ``img`` (B,3,H,W) in [0,1], on ``img.device`` with ``net``'s
+    current weights and padding variant (the tiled engine: exact, memory bounded whatever the size). Use it
+    for validation and test of a model being trained."""
+    return enhance_tensor_with_light(net, img, tile, precision, engine, strength)[0]
+
+
+def enhance_tensor_with_light(
+    net: nn.Module,
+    img: torch.Tensor,
+    tile: Optional[int] = None,
+    precision: str = 'fp32',
+    engine: str = 'tiled',
+    strength: float = 1.0,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`enhance_tensor`'s output and the light map (B,1,H,W), both float32."""
+    out = torch.empty(img.shape, dtype=torch.float32, device=img.device)
+    light_map = torch.empty((img.shape[0], 1) + img.shape[2:], dtype=torch.float32, device=img.device)
+
+    def read(region: Region) -> torch.Tensor:
+        y0, y1, x0, x1 = region
+        return img[:, :, y0:y1, x0:x1].float()
+
+    def write(region: Region, enhanced: torch.Tensor, light: torch.Tensor) -> None:
+        y0, y1, x0, x1 = region
+        out[:, :, y0:y1, x0:x1] = enhanced
+        light_map[:, :, y0:y1, x0:x1] = light
+
+    build_engine(net, img.device, precision, tile, engine).run(
+        read, write, img.shape[0], img.shape[2], img.shape[3], strength
+    )
+    return out, light_map

@@ -1,0 +1,29 @@
+"""What every engine shares: its precisions, exact arithmetic, and the output formula."""
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+PRECISIONS = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+@contextlib.contextmanager
+def exact_math(device: torch.device, precision: str) -> Iterator[None]:
+    """Inference mode; on CUDA, fp32 means fp32 (TF32 off)."""
+    cudnn_tf32, matmul_tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    if torch.device(device).type == 'cuda' and precision == 'fp32':
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn_tf32, matmul_tf32
+
+
+def light_to_output(image: torch.Tensor, light: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """``clamp(I / L^strength, 0, 1)``: the authors' ``clamp(I / L, 0, 1)`` (no epsilon) at strength 1,
+    the input itself at 0, less brightening below 1 and more above."""
+    if strength == 1:
+        return torch.clamp(image / light, 0, 1)
+    return torch.clamp(image / light.pow(strength), 0, 1)
