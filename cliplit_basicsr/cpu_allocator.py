@@ -55,6 +55,6 @@ def allocator_note(environ: Mapping[str, str] = os.environ) -> str:
     if environ.get('MALLOC_MMAP_MAX_') == '0':
         return 'CPU training: glibc keeps freed memory (MALLOC_MMAP_MAX_=0): no page faults on reused activations'
     return (
-        'CPU training with glibc returning freed memory: steps can run markedly slower; unset '
-        f'{SWITCH}=0 or set MALLOC_MMAP_MAX_=0 (docs/training.md)'
+        'CPU training with glibc returning freed memory (MALLOC_* set by hand, '
+        f'{SWITCH}=0 or another C library): steps can run markedly slower (docs/training.md)'
     )

@@ -1,4 +1,4 @@
-"""Turn BasicSR test logs into a markdown table beside the CLIP-LIT paper's figures (SPEC A6).
+"""Turn BasicSR test logs into a markdown table beside the CLIP-LIT paper's figures (docs/method.md, Evaluation).
 
     python scripts/benchmark_table.py results/CLIPLIT_BAID/ results/CLIPLIT_Backlit300/
 

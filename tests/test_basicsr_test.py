@@ -112,7 +112,7 @@ def _outputs(work: Path, dataset: str):
 
 
 def _authors_inference(lq_png: Path) -> np.ndarray:
-    """SPEC A6 stated directly: official weights, reflect variant, clamp(I / L, 0, 1), rounded to 8 bits."""
+    """The authors' test script restated: official weights, reflect variant, clamp(I / L, 0, 1), 8 bits."""
     net = load_checkpoint(CLIPLITNet(padding='reflect'), OFFICIAL_CHECKPOINT).eval()
     rgb = cv2.imread(str(lq_png))[:, :, ::-1].astype(np.float32) / 255.0
     image = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]
@@ -184,7 +184,7 @@ def test_benchmark_table_on_the_log(run):
 
 def test_reproduces_the_authors_output_on_a_real_photo(tmp_path, reference_dir):
     """The whole BasicSR path (its dataset's decoding, the model, tensor2img, PNG) against the authors' own
-    output for their sample: within JPEG-decoder noise (SPEC D)."""
+    output for their sample: within JPEG-decoder noise (the reference folder's README)."""
     sample = min(reference_dir.glob('samples/*.jpg'), key=lambda p: p.stat().st_size)
     (tmp_path / 'photos').mkdir()
     (tmp_path / 'photos' / sample.name).write_bytes(sample.read_bytes())

@@ -12,8 +12,8 @@ from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
 from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.losses.cliplit_loss import CLIPLITEnhanceLoss, CLIPLITIdentityLoss
-from cliplit_basicsr.models.cliplit_model import _micro_batch
 from cliplit_basicsr.models.micro_batch import backward_in_micro_batches, batch_share
+from cliplit_basicsr.models.training_setup import micro_batch_option as _micro_batch
 
 INIT_WEIGHTS = Path(__file__).resolve().parents[1] / 'cliplit_basicsr' / 'weights' / 'init_enhancement_model.pth'
 

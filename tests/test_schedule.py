@@ -1,4 +1,4 @@
-"""The training schedule state machine (SPEC A5) against the authors' train.py semantics.
+"""The training schedule state machine against the authors' train.py semantics.
 
 Expected iterations are worked out by hand from the rules (lengths, extensions, 20/30 best tracking with
 a zero-filled window, the two alternating result slots), never taken from this code's own output.

@@ -1,4 +1,4 @@
-"""The unpaired training dataset and the authors' augmentation (SPEC A5 item 6)."""
+"""The unpaired training dataset and the authors' augmentation (docs/method.md, Data)."""
 
 from pathlib import Path
 

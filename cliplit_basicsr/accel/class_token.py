@@ -2,7 +2,7 @@
 
 A ViT that pools its class token reads only that token of its last block's output. The block still needs
 every token as attention keys and values, but only the class token's own attention row, output
-projection and MLP: for ViT-B/32 that is 7% of the image tower's FLOPs saved. The maths is the same up to
+projection and MLP: for ViT-B/32 that saves most of a block's FLOPs. The maths is the same up to
 float rounding, gradients included (the outputs not computed are never read).
 """
 

@@ -1,14 +1,13 @@
 """ViT image features without autograd on CPU in fp32, with oneDNN doing the work between the GEMMs.
 
-Prompt steps encode up to 64 images a step without autograd, and open_clip's ViT forward spends a third
-of that time outside its GEMMs: QuickGELU's three passes over the 4x-wide MLP activations, residual adds,
+Prompt steps encode up to 64 images a step without autograd, and open_clip's ViT forward spends much of
+that time outside its GEMMs: QuickGELU's three passes over the 4x-wide MLP activations, residual adds,
 a dispatch mode per op and the patch-embedding convolution. :func:`fused_vit_tower` is a copy of the
 tower, sharing its weights, whose parts run the same maths through oneDNN's fused epilogues
 (``torch.ops.mkldnn._linear_pointwise``):
 
 * the GEMMs read their weights in oneDNN's blocked layout, packed once (and again when a weight changes
-  in place) instead of reordered at every call: 8% faster, for a packed copy of the tower's weights
-  (350 MB for ViT-B/32);
+  in place) instead of reordered at every call, for a packed copy of the tower's weights;
 * QuickGELU ``x * sigmoid(1.702 x)`` is oneDNN's swish post-op ``z * sigmoid(z)`` on ``z = 1.702 x``: the
   1.702 goes into ``c_fc``'s packed weight and its bias, the 1/1.702 into ``c_proj``'s packed weight;
 * the attention's output projection and ``c_proj`` add the residual as a binary post-op;
@@ -98,10 +97,10 @@ class FusedBlock(nn.Module):
 
     def _class_token_attention(self, normed: torch.Tensor) -> torch.Tensor:
         """The class token's attention (B, D), before the output projection, from the normed tokens (B, L, D),
-        without projecting the keys and values of all L tokens (they were 8 of the last block's 12 ms for 31
-        images; this takes 1). Per head, ``q.(Wk x + bk) = (Wk^T q).x + q.bk``, whose last term is the same
-        for every key and cancels in the softmax, and ``sum_l p_l (Wv x_l + bv) = Wv (sum_l p_l x_l) + bv``
-        because the attention weights ``p`` sum to one."""
+        without projecting the keys and values of all L tokens (most of the last block's time). Per head,
+        ``q.(Wk x + bk) = (Wk^T q).x + q.bk``, whose last term is the same for every key and cancels in the
+        softmax, and ``sum_l p_l (Wv x_l + bv) = Wv (sum_l p_l x_l) + bv`` because the attention weights
+        ``p`` sum to one."""
         attn = self.block.attn
         batch, length, width = normed.shape
         heads, weight, bias = attn.num_heads, attn.in_proj_weight, attn.in_proj_bias

@@ -1,11 +1,9 @@
 """Exact-fp32 GEMMs of frozen CLIP image forwards through oneDNN on CPU: the same maths, faster.
 
 PyTorch sends fp32 matmuls on CPU to MKL's sgemm, and sends them to oneDNN only in reduced precision. On
-some CPUs oneDNN's fp32 matmul is much faster. Measured on a 2-core AMD EPYC with AVX-512, at the shapes of
-ViT-B/32's linear layers: 273-384 GFLOP/s against MKL's 155-183. There, ViT-B/32 image features came out
-1.7-2.1x faster (64 images: 3.2-3.7 s -> 1.9 s; 8 images: 0.45 -> 0.22 s). Prompt steps' ViT features now
-take the further fused route of :mod:`.fused_vit`; this mode serves the other frozen forwards without
-autograd (RN101 maps, towers that route does not compute).
+some CPUs (the AMD EPYC of ``docs/benchmarks.md``) MKL runs a generic code path at about half oneDNN's fp32
+rate. Prompt steps' ViT features take the further fused route of :mod:`.fused_vit`; this mode serves the
+other frozen forwards without autograd (RN101 maps, towers that route does not compute).
 
 A dispatch mode hands the linear layers' GEMMs to ``torch.ops.mkldnn._linear_pointwise``. These are aten
 ``addmm`` and ``mm``, plus ``bmm`` against a weight broadcast over the batch, which is how
@@ -125,8 +123,8 @@ class _OneDNNLinear(torch.autograd.Function):
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``F.linear``, differentiable, on oneDNN for fp32 CPU tensors outside autocast where it is available
-    (2-3x MKL's speed at the text transformer's 36-row shapes on the AMD EPYC, for packed copies of the
-    weights: 300 MB for ViT-B/32's text tower, forward and transposed); ``F.linear`` otherwise."""
+    (:func:`packed_weight` keeps a packed copy of each weight, forward and transposed); ``F.linear``
+    otherwise."""
     if _fp32_cpu(x, weight) and not torch.is_autocast_enabled('cpu') and onednn_gemms_available():
         return _OneDNNLinear.apply(x, weight, bias)
     return torch.nn.functional.linear(x, weight, bias)

@@ -4,10 +4,8 @@
 backward passes) without reordering every activation to and from its blocked layout.
 
 Memory is bounded by micro-batches instead (``train.micro_batch``, :mod:`cliplit_basicsr.models.micro_batch`):
-on a 2-core CPU, forward/backward one 512² image at a time holds 2.7 GiB and runs as fast as any
-other split, while checkpointing the residual blocks (recomputing them in backward) cost a quarter
-more time for the same memory (measured: batch 8 @ 512, 25.3 s and 5.3 GiB checkpointed in halves
-against 20.1 s and 2.7 GiB one image at a time, glibc keeping freed memory).
+checkpointing the residual blocks (recomputing them in backward) costs more time for the same memory
+(``docs/benchmarks.md``).
 
 The module, its parameter names and its state dict stay unchanged, so BasicSR saves and loads it as before.
 Convert before wrapping in DDP: DDP's gradient buckets take the parameters' layout when it is built.

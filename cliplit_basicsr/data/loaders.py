@@ -7,8 +7,8 @@ count is not a multiple of the batch ends before ``train.total_iter``. :func:`tr
 
 Workers start before the model loads CLIP. A data-loader worker is a fork of the training process: its
 RSS counts every page the process held when it forked. Forked once CLIP is loaded, each worker maps the
-ViT-B/32 and RN101 weights (~1.5-2 GiB RSS per worker on a CPU); forked first, ~0.5 GiB. Workers of a
-persistent loader live through the whole run, so starting them first is enough (:func:`start_workers_now`).
+ViT-B/32 and RN101 weights; forked first, it does not (``docs/benchmarks.md``). Workers of a persistent
+loader live through the whole run, so starting them first is enough (:func:`start_workers_now`).
 
 Each loader draws its workers' base seed from its own generator, seeded by ``manual_seed``, not from
 torch's global one: starting workers early (or not) then changes no random stream of the run.

@@ -1,4 +1,4 @@
-"""Unpaired backlit / well-lit training images for CLIP-LIT (SPEC A5, item 6)."""
+"""Unpaired backlit / well-lit training images for CLIP-LIT (docs/method.md, Data)."""
 
 import weakref
 from typing import Sequence

@@ -194,7 +194,7 @@ class CLIPLITPromptRankingLoss(nn.Module):
       ``order: paper`` X = previous, Y = newest (the paper's equation).
 
     Features are (B,D) or (B,1,D) image features aligned by index, precomputed without autograd;
-    ``margins`` maps ``rank2``/``rank3``/``rank4`` to ``[large, small]`` (defaults: SPEC A4).
+    ``margins`` maps ``rank2``/``rank3``/``rank4`` to ``[large, small]`` (defaults: the authors', docs/method.md).
     """
 
     def __init__(

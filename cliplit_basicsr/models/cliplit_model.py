@@ -17,6 +17,13 @@ Each BasicSR iteration is one step of the phase that :class:`~.schedule.Training
 Distributed: both learnable parts are wrapped in DDP (BasicSR's ``model_to_device``); every value the
 schedule decides on is all-reduced (mean over ranks) first, so all ranks take the same branch; only
 rank 0 writes files.
+
+The module is longer than the others (about 390 lines) because BasicSR's model interface (``feed_data``,
+``optimize_parameters``, ``save``, ``resume_training``) and the schedule's events act on one set of state:
+the networks, optimizers, loaders and kept networks. What stands alone is elsewhere: option checks
+(``cliplit_basicsr/options.py``), set-up (:mod:`.training_setup`), the schedule (:mod:`.schedule`), the
+run's end (:mod:`.run_length`), the prompt data (:mod:`.prompt_loaders`), I_t and I_{t-1}
+(:mod:`.kept_networks`), the feature cache (:mod:`.feature_cache`) and micro-batches (:mod:`.micro_batch`).
 """
 
 import contextlib
@@ -29,8 +36,6 @@ import torch
 import torch.distributed as dist
 from basicsr.archs import build_network
 from basicsr.data import build_dataset
-from basicsr.losses import build_loss
-from basicsr.metrics.psnr_ssim import calculate_psnr_pt
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
@@ -43,18 +48,18 @@ from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.atomic_io import atomic_torch_save
 from cliplit_basicsr.cpu_allocator import allocator_note
 from cliplit_basicsr.data.augment import augment_batch
-from cliplit_basicsr.data.prompt_init_pool import BACKLIT
 from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.options import check_training_options
 
 from .cliplit_eval_model import CLIPLITEvalModel
-from .feature_cache import FeatureCache, exact_variants
+from .feature_cache import FeatureCache, prompt_feature_keys
 from .kept_networks import KeptNetworks
-from .micro_batch import AUTO, auto_micro_batch, backward_in_micro_batches, batch_share
+from .micro_batch import AUTO, backward_in_micro_batches, batch_share
 from .prompt_loaders import PromptLoaders
 from .run_length import RunEnd
 from .schedule import Phase, ScheduleOptions, StepOutcome, TrainingSchedule
+from .training_setup import build_adam, build_loss, build_prompt_pair, micro_batch_option, y_psnr
 
 INIT_CHECKPOINT = OFFICIAL_CHECKPOINT.parent / 'init_enhancement_model.pth'  # the network after reconstruction
 TRAIN_EPS = 1e-9  # the authors' training divides by L + 1e-9
@@ -70,21 +75,6 @@ THRESHOLD_OPTION = {
     Phase.PROMPT_INIT: 'train.schedule.prompt_loss_threshold',
     Phase.PROMPT_REFINEMENT: 'train.schedule.prompt_loss_threshold',
 }
-
-
-def y_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean PSNR (dB) over the batch on the BT.601 Y channel, the formula of the authors' pyiqa metric."""
-    return calculate_psnr_pt(output, target, crop_border=0, test_y_channel=True).mean().float()
-
-
-def _micro_batch(value, device: torch.device) -> Optional[int]:
-    """``train.micro_batch``: a positive number of images, ``None`` (the whole batch at once) or ``auto``
-    (:func:`~.micro_batch.auto_micro_batch` for ``device``)."""
-    if value == AUTO:
-        return auto_micro_batch(device)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise OptionError(f'train.micro_batch: expected a positive integer, ~ (whole batch) or {AUTO}, got {value!r}')
-    return value
 
 
 @MODEL_REGISTRY.register()
@@ -105,38 +95,6 @@ class CLIPLITModel(CLIPLITEvalModel):
             opt['path']['pretrain_network_g'] = str(INIT_CHECKPOINT)
         super().__init__(opt)
 
-    # -- set-up --------------------------------------------------------------------------------------
-    def _build_loss(self, key: str):
-        loss_opt = self.opt['train'].get(key)
-        if not isinstance(loss_opt, dict) or 'type' not in loss_opt:
-            raise OptionError(f'train.{key}: missing (a loss section with a type)')
-        try:
-            return build_loss(deepcopy(loss_opt)).to(self.device)
-        except (TypeError, ValueError) as err:
-            raise OptionError(f'train.{key}: {err}') from None
-
-    def _build_optimizer(self, key: str, params) -> torch.optim.Optimizer:
-        optim_opt = dict(self.opt['train'].get(key) or {})
-        optim_type = optim_opt.pop('type', None)
-        if optim_type != 'Adam':
-            raise OptionError(f'train.{key}.type: expected Adam, got {optim_type!r}')
-        try:
-            return self.get_optimizer(optim_type, params, **optim_opt)
-        except TypeError as err:
-            raise OptionError(f'train.{key}: {err}') from None
-
-    def _build_prompt(self) -> None:
-        prompt_opt = deepcopy(self.opt.get('network_prompt') or {'type': 'CLIPLITPromptPair'})
-        try:
-            net = build_network(prompt_opt)
-        except TypeError as err:
-            raise OptionError(f'network_prompt: {err}') from None
-        prompt_file = self.opt['path'].get('pretrain_network_prompt')
-        if prompt_file:
-            get_root_logger().info(f'Loading prompt pair from {prompt_file}')
-            net.load_file(prompt_file)
-        self.net_prompt = self.model_to_device(net)
-
     def build_network_g(self, network_opt: dict) -> nn.Module:
         """The network in its training layout (channels-last; same maths), before DDP."""
         net = super().build_network_g(network_opt)
@@ -154,23 +112,23 @@ class CLIPLITModel(CLIPLITEvalModel):
         prompt_init = learn and not self.opt['path'].get('pretrain_network_prompt')
         # before anything loads CLIP, so that their workers do not map it (cliplit_basicsr.data.loaders)
         self.prompt_loaders = PromptLoaders(self.opt) if learn else None
-        self._build_prompt()
+        self.net_prompt = self.model_to_device(build_prompt_pair(self.opt))
         self.schedule = TrainingSchedule(
             self.schedule_options,
             prompt_init=prompt_init,
             reconstruction=self.opt['path'].get('pretrain_network_g') is None,
         )
 
-        self.micro_batch = _micro_batch(train_opt.get('micro_batch', AUTO), self.device)
-        self.cri_clip = self._build_loss('clip_opt')
-        self.cri_identity = self._build_loss('identity_opt')
-        self.cri_reconstruction = self._build_loss('reconstruction_opt')
+        self.micro_batch = micro_batch_option(train_opt.get('micro_batch', AUTO), self.device)
+        self.cri_clip = build_loss(self.opt, 'clip_opt', self.device)
+        self.cri_identity = build_loss(self.opt, 'identity_opt', self.device)
+        self.cri_reconstruction = build_loss(self.opt, 'reconstruction_opt', self.device)
         if learn:
-            self.cri_prompt_init = self._build_loss('prompt_init_opt')
-            self.cri_ranking = self._build_loss('ranking_opt')
+            self.cri_prompt_init = build_loss(self.opt, 'prompt_init_opt', self.device)
+            self.cri_ranking = build_loss(self.opt, 'ranking_opt', self.device)
 
-        self.optimizer_g = self._build_optimizer('optim_g', self.net_g.parameters())
-        self.optimizer_prompt = self._build_optimizer('optim_prompt', self.net_prompt.parameters())
+        self.optimizer_g = build_adam(self, 'optim_g', self.net_g.parameters())
+        self.optimizer_prompt = build_adam(self, 'optim_prompt', self.net_prompt.parameters())
         self.optimizers = [self.optimizer_g, self.optimizer_prompt]
         if train_opt.get('scheduler'):
             self.setup_schedulers()  # BasicSR gives every optimizer the same schedule
@@ -291,7 +249,9 @@ class CLIPLITModel(CLIPLITEvalModel):
         if self._feature_cache is None:
             features = prompt.encode_images(torch.cat(sets))
         else:
-            features = self._feature_cache.encode(prompt.encode_images, sets, self._feature_keys(phase, batch))
+            features = self._feature_cache.encode(
+                prompt.encode_images, sets, prompt_feature_keys(phase, batch, self.schedule)
+            )
         text = self.net_prompt(None)  # a placeholder argument: see CLIPLITPromptPair.forward
         if phase is Phase.PROMPT_INIT:
             terms = {'l_prompt_init': self.cri_prompt_init(text, features, batch['label'])}
@@ -301,24 +261,6 @@ class CLIPLITModel(CLIPLITEvalModel):
         next(iter(terms.values())).backward()
         self.optimizer_prompt.step()
         return terms
-
-    def _feature_keys(self, phase: Phase, batch: dict) -> list:
-        """:class:`.feature_cache.FeatureCache` keys of a prompt batch's images, in :meth:`_image_sets`' order:
-        (set, round of the network behind an enhanced output or None, index, flip/transpose code)."""
-        if phase is Phase.PROMPT_INIT:
-            names = ['backlit' if label == BACKLIT else 'welllit' for label in batch['label'].tolist()]
-            sources = [(name, None, [index]) for name, index in zip(names, batch['index'].tolist())]
-            variants = [[code] for code in exact_variants(batch['aug'])]
-        else:
-            sources = [('backlit', None, batch['index'].tolist()), ('welllit', None, batch['welllit_index'].tolist())]
-            rounds = [self.schedule.slot_rounds[slot] for slot in self.schedule.ranking_slots()]
-            sources += [('output', round_, batch['index'].tolist()) for round_ in rounds]
-            variants = [exact_variants(batch['aug'])] * len(sources)
-        return [
-            None if code is None else (name, round_, index, code)
-            for (name, round_, indices), codes in zip(sources, variants)
-            for index, code in zip(indices, codes)
-        ]
 
     def optimize_parameters(self, current_iter: int) -> None:
         if self.run_end is not None and self.run_end.ended:

@@ -1,6 +1,6 @@
 """CLIP image features of prompt-phase images, kept for the images that recur pixel for pixel.
 
-A prompt batch holds training images resized to the prompt size and augmented (SPEC A5.6). Flips and the
+A prompt batch holds training images resized to the prompt size and augmented (docs/method.md). Flips and the
 transpose (p = 0.5 each) only move pixels, so an image drawn without zoom and without rotation
 (p = 0.7 x 0.7 = 0.49) is one of 8 exact variants of its resized image, and the frozen ViT gives it the
 same features every time. Those features are kept (one D-vector each); a step sends only the other
@@ -59,3 +59,30 @@ class FeatureCache:
     def forget(self, keep: Callable[[Hashable], bool]) -> None:
         """Drop every entry whose key ``keep`` rejects (e.g. outputs of a network no longer used)."""
         self._features = {key: value for key, value in self._features.items() if keep(key)}
+
+
+def prompt_feature_keys(phase, batch: dict, schedule) -> List[Key]:
+    """The keys of a prompt batch's images, in the order the training model encodes them: (set, round of the
+    network behind an enhanced output or None, index, flip/transpose code); None for zoomed or rotated ones.
+
+    Prompt initialisation: its pooled images (``label`` 0 backlit, 1 well-lit). Prompt refinement: the
+    backlit, then the well-lit images, then the enhanced outputs of each slot ``schedule`` ranks.
+    """
+    from cliplit_basicsr.data.prompt_init_pool import BACKLIT
+
+    from .schedule import Phase
+
+    if phase is Phase.PROMPT_INIT:
+        names = ['backlit' if label == BACKLIT else 'welllit' for label in batch['label'].tolist()]
+        sources = [(name, None, [index]) for name, index in zip(names, batch['index'].tolist())]
+        variants = [[code] for code in exact_variants(batch['aug'])]
+    else:
+        sources = [('backlit', None, batch['index'].tolist()), ('welllit', None, batch['welllit_index'].tolist())]
+        rounds = [schedule.slot_rounds[slot] for slot in schedule.ranking_slots()]
+        sources += [('output', round_, batch['index'].tolist()) for round_ in rounds]
+        variants = [exact_variants(batch['aug'])] * len(sources)
+    return [
+        None if code is None else (name, round_, index, code)
+        for (name, round_, indices), codes in zip(sources, variants)
+        for index, code in zip(indices, codes)
+    ]

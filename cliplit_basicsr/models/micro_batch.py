@@ -20,9 +20,8 @@ TermsFn = Callable[[torch.Tensor, float], Dict[str, torch.Tensor]]
 def auto_micro_batch(device: torch.device) -> Optional[int]:
     """``train.micro_batch: auto``: one image at a time on CPU, the whole batch on accelerators.
 
-    On a 2-core CPU, batch 8 @ 512 one image at a time ran as fast as in halves (20.1 vs 19.6 s for the
-    network's forward/backward) with 2.7 instead of 4.6 GiB; a GPU is best fed whole batches, as the
-    authors train.
+    On a CPU one image at a time runs as fast as larger splits with a fraction of their memory
+    (``docs/benchmarks.md``); a GPU is best fed whole batches, as the authors train.
     """
     return 1 if torch.device(device).type == 'cpu' else None
 

@@ -1,4 +1,4 @@
-"""CLIP-LIT's training schedule (SPEC A5) as a pure-Python state machine.
+"""CLIP-LIT's training schedule (docs/method.md, Training schedule) as a pure-Python state machine.
 
 The authors' ``train.py`` drives its phases with a handful of counters inside nested loops. This module
 keeps the same decisions in one object that is told the (rank-averaged) loss of every step and answers
@@ -30,6 +30,9 @@ prompt-refinement phase flips ``pointer`` first and then ranks with the newest s
 and the previous one (``pointer``). Before any result exists, ranking uses backlit vs well-lit only;
 with one result, the 3-term form. Which of the two is ranked as more backlit (``order: code|paper``) is
 the ranking loss's business; this module only says which slot is newest.
+
+The module holds the options and the state machine together (about 320 lines): every option is read by
+one transition, and both are tested and resumed as one.
 """
 
 import math
