@@ -102,6 +102,7 @@ def test_resume_on_cpu(tmp_path):
         basicsr_compat.load_resume_state(missing)
 
 
+@pytest.mark.slow
 def test_distributed_on_cpu(tmp_path):
     code = textwrap.dedent("""
         import types

@@ -15,6 +15,7 @@ import torch
 from support import REPO_ROOT, run_python, tiny_sr_options, write_options, write_sr_pairs
 
 
+@pytest.mark.slow
 def test_registered_names_leave_common_names_free(tmp_path):
     """Another plugin registering BasicSR-wide names (as many BasicSR-based repositories do) imports beside
     this one; every name this package registers carries its own prefix."""
@@ -88,6 +89,7 @@ def test_another_model_trains_to_the_same_weights_with_and_without_the_plugin(tm
     assert [env for _, env in plugin['starts']] == [{}], 'the plugin restarted or changed the environment'
 
 
+@pytest.mark.slow
 def test_only_the_package_is_importable_from_the_repository(tmp_path):
     names = sorted(p.stem for p in REPO_ROOT.iterdir() if not p.name.startswith(('.', '_')) and p.name != 'build')
     code = textwrap.dedent(f"""
@@ -109,6 +111,7 @@ def test_only_the_package_is_importable_from_the_repository(tmp_path):
     assert from_repo == {'cliplit_basicsr'}
 
 
+@pytest.mark.slow
 def test_opencv_keeps_its_gui(tmp_path):
     """pyiqa pulls opencv-python-headless, whose cv2 would replace BasicSR's opencv-python (no GUI for any
     project of the environment); the README's install leaves one OpenCV with a GUI backend."""

@@ -58,6 +58,7 @@ def cliplit_options(tmp_path):
     return write_options(tmp_path / 'train.yml', opt)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not GLIBC, reason='glibc malloc variables: this C library is not glibc')
 def test_cliplit_training_on_cpu_restarts_once_keeping_freed_memory(tmp_path, cliplit_options):
     starts = _starts(tmp_path, ['-m', 'basicsr.train', '-opt', str(cliplit_options)])
@@ -65,12 +66,14 @@ def test_cliplit_training_on_cpu_restarts_once_keeping_freed_memory(tmp_path, cl
     assert starts[0][1] == {} and starts[1][1] == cpu_allocator.KEEP_FREED_MEMORY
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('env', [{'CLIPLIT_KEEP_FREED_MEMORY': '0'}, {'CLIPLIT_BASICSR_NO_HOOK': '1'}])
 def test_cliplit_training_is_not_restarted_when_switched_off(tmp_path, cliplit_options, env):
     starts = _starts(tmp_path, ['-m', 'cliplit_basicsr.train', '-opt', str(cliplit_options)], **env)
     assert [malloc for _, malloc in starts] == [{}]
 
 
+@pytest.mark.slow
 def test_cliplit_testing_is_not_restarted(tmp_path):
     opt = yaml.safe_load((REPO_ROOT / 'options' / 'test_cliplit_baid.yml').read_text())
     opt['num_gpu'] = 0

@@ -13,6 +13,7 @@ from support import run_python
 import _cliplit_basicsr_hook as hook
 
 
+@pytest.mark.slow
 def test_importing_basicsr_first_registers_the_plugin(tmp_path):
     code = textwrap.dedent("""
         import sys
@@ -27,6 +28,7 @@ def test_importing_basicsr_first_registers_the_plugin(tmp_path):
     assert 'plugin registered' in result.stdout
 
 
+@pytest.mark.slow
 def test_interpreter_start_runs_the_hook_without_importing_torch(tmp_path):
     result = run_python(['-X', 'importtime', '-c', 'pass'], cwd=tmp_path)
     imported = {line.rsplit('|', 1)[-1].strip() for line in result.stderr.splitlines() if '|' in line}
@@ -35,6 +37,7 @@ def test_interpreter_start_runs_the_hook_without_importing_torch(tmp_path):
     assert not heavy, f'interpreter start imports {sorted(heavy)}'
 
 
+@pytest.mark.slow
 def test_disabled_hook_runs_nothing_at_start_up(tmp_path):
     code = textwrap.dedent("""
         import sys
@@ -48,6 +51,7 @@ def test_disabled_hook_runs_nothing_at_start_up(tmp_path):
     assert result.stdout.splitlines() == ['False []', "['_ShimFinder']"]
 
 
+@pytest.mark.slow
 def test_disabled_hook_leaves_basicsr_commands_to_basicsr(tmp_path):
     result = run_python(
         ['-m', 'basicsr.train', '-opt', 'x.yml'], cwd=tmp_path, env_update={'CLIPLIT_BASICSR_NO_HOOK': '1'}
@@ -89,6 +93,7 @@ def test_the_disable_variable(value, expected):
     assert hook.enabled({} if value is None else {hook.DISABLE_VARIABLE: value}) is expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('module', ['basicsr.train', 'basicsr.test'])  # handed over to cliplit_basicsr's
 def test_basicsr_commands_are_handed_over_and_report_a_missing_option_file_in_one_line(tmp_path, module):
     result = run_python(['-m', module, '-opt', 'missing.yml'], cwd=tmp_path)

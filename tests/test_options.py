@@ -15,6 +15,7 @@ def _shipped(name: str) -> dict:
     return yaml.safe_load((REPO_ROOT / 'options' / name).read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     'module, option_file, key',
     [

@@ -2,6 +2,7 @@
 
 import textwrap
 
+import pytest
 from support import run_python
 
 import cliplit_basicsr  # noqa: F401  (registers the plugin)
@@ -15,6 +16,7 @@ def test_import_registers_into_every_basicsr_registry():
         assert any(m.startswith('cliplit_basicsr.') for m in modules), f'nothing registered in {registry._name}'
 
 
+@pytest.mark.slow
 def test_enhancement_does_not_import_open_clip(tmp_path):
     """open_clip and timm cost ~85 MB of resident memory and seconds of start-up; only CLIP users load them."""
     code = textwrap.dedent("""

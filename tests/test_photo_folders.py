@@ -91,9 +91,11 @@ def test_a_phone_jpeg_with_an_orientation_tag(tmp_path, upright):
         assert exif[ORIENTATION_TAG] == 1 and exif[0x010F] == 'PhoneMaker' and exif[0x0132] == '2026:12:03 10:11:12'
 
 
-def test_photos_without_a_tag_keep_the_plain_path(tmp_path, enhancer):
-    out = _enhance(tmp_path, SAMPLE) / f'{SAMPLE.stem}.png'
-    np.testing.assert_array_equal(read_image(out), enhancer.enhance(read_image(SAMPLE)))
+def test_photos_without_a_tag_keep_the_plain_path(tmp_path, upright, enhancer):
+    source = tmp_path / 'plain.jpg'
+    upright.save(source, quality=90)  # no EXIF at all
+    out = _enhance(tmp_path, source) / 'plain.png'
+    np.testing.assert_array_equal(read_image(out), enhancer.enhance(read_image(source)))
 
 
 def _icc_profile() -> bytes:
@@ -216,6 +218,7 @@ def test_a_corrupt_exif_block_drops_the_metadata_with_a_warning(tmp_path, uprigh
     np.testing.assert_array_equal(read_image(out), enhancer.enhance(read_image(source)))
 
 
+@pytest.mark.slow
 def test_file_sizes_of_one_sample_in_each_format(tmp_path, capsys):
     """Every format writes a valid image of the sample (the note quotes these sizes)."""
     sizes = {}

@@ -39,6 +39,7 @@ def images(tmp_path_factory):
     return arrays, paths
 
 
+@pytest.mark.slow
 def test_import_does_not_load_pyiqa():
     code = 'import sys, cliplit_basicsr; print("pyiqa" in sys.modules)'
     out = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
