@@ -13,15 +13,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from cliplit_basicsr.engine import DEFAULT_TILES, ENGINES, PRECISIONS
-from cliplit_basicsr.enhancer import CLIPLITEnhancer
-from cliplit_basicsr.errors import CLIPLITError, exit_on_user_error, one_line_message
+from cliplit_basicsr.enhancer import CLIPLITEnhancer, quantise
+from cliplit_basicsr.errors import CLIPLITError, ImageWriteError, exit_on_user_error, one_line_message
 from cliplit_basicsr.image_io import OUTPUT_FORMATS, is_image_file, read_photo, write_image
 from cliplit_basicsr.photo_metadata import Metadata
 
@@ -76,16 +77,19 @@ class Job:
 
 def collect_inputs(input_path: Path, recursive: bool, output_dir: Path) -> List[Path]:
     """The image files to enhance: the file itself, or a folder's image files (with ``recursive``, its
-    subfolders' too, except the output folder); other files are skipped with a warning."""
+    subfolders' too, except an output folder inside it); other files are skipped with a warning."""
     if input_path.is_file():
         return [input_path]
     if not input_path.is_dir():
         raise UsageError(f'--input {input_path}: no such file or folder')
     output_dir = output_dir.resolve()
+    nested_output = recursive and output_dir != input_path.resolve()
     candidates = input_path.rglob('*') if recursive else input_path.iterdir()
     files = []
     for path in sorted(candidates):
-        if not path.is_file() or path.name.startswith('.') or output_dir in path.resolve().parents:
+        if not path.is_file() or path.name.startswith('.'):
+            continue
+        if nested_output and output_dir in path.resolve().parents:
             continue
         if is_image_file(path):
             files.append(path)
@@ -98,35 +102,36 @@ def collect_inputs(input_path: Path, recursive: bool, output_dir: Path) -> List[
 
 def plan_jobs(files: List[Path], input_path: Path, args: argparse.Namespace) -> List[Job]:
     """Output paths: the input's place under ``--output`` (mirrored with ``--recursive``), its stem plus
-    ``--suffix``, the format's extension. Two inputs that would share an output (``a.jpg`` and ``a.png``)
-    both keep their own extension in the stem (``a_jpg.png``, ``a_png.png``), with a warning."""
+    ``--suffix``, the format's extension. Inputs that would share an output (``a.jpg`` and ``a.png`` into
+    PNGs) each keep their own extension in the stem (``a_jpg.png``, ``a_png.png``), with a warning; an output
+    that would replace its own input is a one-line error."""
     base_dir = input_path if input_path.is_dir() else input_path.parent
     output_dir = Path(args.output)
-    planned: Dict[Path, List[Path]] = {}
+    planned: Dict[Tuple[Path, str], List[Path]] = {}
     for path in files:
-        folder = output_dir / path.parent.relative_to(base_dir)
-        planned.setdefault(folder / path.stem, []).append(path)
+        fmt = EXTENSION_FORMATS.get(path.suffix.lower(), 'png') if args.ext == 'auto' else args.ext
+        planned.setdefault((output_dir / path.parent.relative_to(base_dir) / path.stem, fmt), []).append(path)
     jobs = []
-    for stem_path, sources in planned.items():
+    for (stem_path, fmt), sources in planned.items():
         if len(sources) > 1:
             names = ', '.join(str(s) for s in sources)
             print(
-                f'warning: {names} would share the output name {stem_path.name}: each keeps its extension',
+                f'warning: {names} would share the output {stem_path.name}.{fmt}: each keeps its extension',
                 file=sys.stderr,
             )
         for source in sources:
-            fmt = EXTENSION_FORMATS.get(source.suffix.lower(), 'png') if args.ext == 'auto' else args.ext
             stem = stem_path.name + (f'_{source.suffix.lower().lstrip(".")}' if len(sources) > 1 else '') + args.suffix
             folder = stem_path.parent
-            jobs.append(
-                Job(
-                    source,
-                    folder / f'{stem}.{fmt}',
-                    fmt,
-                    folder / f'{stem}_light.{fmt}' if args.save_light_map else None,
-                    folder / f'{stem}_compare.{fmt}' if args.compare else None,
-                )
+            job = Job(
+                source,
+                folder / f'{stem}.{fmt}',
+                fmt,
+                folder / f'{stem}_light.{fmt}' if args.save_light_map else None,
+                folder / f'{stem}_compare.{fmt}' if args.compare else None,
             )
+            if any(target.resolve() == source.resolve() for target in job.targets()):
+                raise UsageError(f'{source}: its output would replace it; choose another --output, --suffix or --ext')
+            jobs.append(job)
     return jobs
 
 
@@ -142,9 +147,8 @@ def prepare_output(output_dir: Path) -> None:
 
 
 def light_map_image(light: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """The light map as a grayscale image of ``dtype`` (values above 1 clipped)."""
-    peak = np.iinfo(dtype).max
-    return np.floor(np.clip(light, 0, 1) * peak + 0.5).astype(dtype)
+    """The light map as a grayscale image of ``dtype`` (values above 1 clipped), rounded as the outputs."""
+    return quantise(torch.from_numpy(light), float(np.iinfo(dtype).max)).numpy().astype(dtype)
 
 
 def compare_strip(original: np.ndarray, enhanced: np.ndarray, light: np.ndarray, width: int) -> np.ndarray:
@@ -157,20 +161,23 @@ def compare_strip(original: np.ndarray, enhanced: np.ndarray, light: np.ndarray,
             return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         return image[:, :, :3]
 
-    height, panel = original.shape[0], max(1, width // 3)
-    size = (panel, max(1, round(height * panel / original.shape[1])))
+    panel = width // 3
+    widths = (panel, panel, width - 2 * panel)  # the last panel takes the remainder: exactly ``width``
+    height = max(1, round(original.shape[0] * panel / original.shape[1]))
     panels = [bgr8(image) for image in (original, enhanced, light_map_image(light, np.uint8))]
-    return np.hstack([cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in panels])
+    return np.hstack([cv2.resize(image, (w, height), interpolation=cv2.INTER_AREA) for image, w in zip(panels, widths)])
 
 
 def enhance_one(job: Job, enhancer: CLIPLITEnhancer, args: argparse.Namespace) -> float:
     """Enhance and write one job; returns its megapixels. Warnings go to stderr; errors are raised."""
-    pixels, metadata, _, warnings = read_photo(job.source)
+    pixels, metadata, warnings = read_photo(job.source)
     if args.strip_metadata:
         metadata = Metadata()
-    image = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR) if pixels.ndim == 2 else pixels
-    enhanced, light = enhancer.enhance(image, strength=args.strength, return_light_map=True)
-    job.output.parent.mkdir(parents=True, exist_ok=True)
+    enhanced, light = enhancer.enhance(pixels, strength=args.strength, return_light_map=True)
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ImageWriteError(f'{job.output.parent}: cannot create the folder ({err.strerror or err})') from None
     warnings += [f'{job.output}: {note}' for note in write_image(job.output, enhanced, job.fmt, args.quality, metadata)]
     if job.light_map is not None:
         notes = write_image(job.light_map, light_map_image(light, enhanced.dtype), job.fmt, args.quality)

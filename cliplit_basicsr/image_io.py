@@ -19,7 +19,14 @@ from PIL import Image
 
 from cliplit_basicsr.atomic_io import atomic_write_path
 from cliplit_basicsr.errors import ImageReadError, ImageWriteError
-from cliplit_basicsr.photo_metadata import Metadata, orient, pillow_save_options, png_with_metadata, read_metadata
+from cliplit_basicsr.photo_metadata import (
+    Metadata,
+    icc_colour_space,
+    orient,
+    pillow_save_options,
+    png_with_metadata,
+    read_metadata,
+)
 
 PathLike = Union[str, os.PathLike]
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
@@ -27,7 +34,6 @@ OUTPUT_FORMATS = ('png', 'jpg', 'webp', 'tif')
 SIXTEEN_BIT_FORMATS = ('png', 'tif')  # the others hold 8 bits a channel
 ALPHA_FORMATS = ('png', 'webp', 'tif')
 _JPEG_MAGIC = b'\xff\xd8\xff'
-_FORMAT_OF_PILLOW = {'JPEG': 'jpg', 'PNG': 'png', 'WEBP': 'webp', 'TIFF': 'tif', 'MPO': 'jpg'}
 
 
 def is_image_file(path: PathLike) -> bool:
@@ -41,7 +47,7 @@ def _decode_jpeg(data: bytes, name: str) -> np.ndarray:
             image.load()
             if image.mode not in ('L', 'RGB'):
                 image = image.convert('RGB')
-            pixels = np.asarray(image)
+            pixels = np.array(image)  # writable, as OpenCV returns images
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f'{name}: cannot decode JPEG ({err})') from None
     return pixels if pixels.ndim == 2 else np.ascontiguousarray(pixels[:, :, ::-1])
@@ -77,20 +83,23 @@ def read_image(path: PathLike) -> np.ndarray:
     return decode_image(_read_bytes(path), os.fspath(path))
 
 
-def read_photo(path: PathLike) -> Tuple[np.ndarray, Metadata, Optional[str], List[str]]:
-    """A photo as viewers show it: (pixels with its EXIF orientation applied, its metadata, its format
-    among ``OUTPUT_FORMATS`` or None, warnings). Metadata that cannot be parsed is dropped with a warning;
-    the pixels are still read."""
+def read_photo(path: PathLike) -> Tuple[np.ndarray, Metadata, List[str]]:
+    """A photo as viewers show it: (pixels with its EXIF orientation applied, its metadata, warnings).
+    Metadata that cannot be parsed is dropped with a warning; the pixels are still read."""
     data = _read_bytes(path)
     pixels = decode_image(data, os.fspath(path))
     try:
         orientation, metadata = read_metadata(data)
-        with Image.open(io.BytesIO(data)) as image:
-            kind = _FORMAT_OF_PILLOW.get(image.format)
     except Exception as err:  # Pillow raises many types for malformed EXIF, ICC or headers
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return pixels, Metadata(), None, [f'{path}: metadata dropped (cannot be read: {reason})']
-    return orient(pixels, orientation), metadata, kind, []
+        return pixels, Metadata(), [f'{path}: metadata dropped (cannot be read: {reason})']
+    warnings = []
+    if metadata.icc_profile and icc_colour_space(metadata.icc_profile) != 'RGB':
+        # the outputs are RGB (gray and CMYK photos too): another space's profile would misdescribe them
+        space = icc_colour_space(metadata.icc_profile)
+        warnings.append(f'{path}: ICC profile dropped (a {space} profile cannot describe the RGB output)')
+        metadata.icc_profile = None
+    return orient(pixels, orientation), metadata, warnings
 
 
 def _to_8_bit(pixels: np.ndarray) -> np.ndarray:
@@ -138,7 +147,7 @@ def write_image(
     :func:`encode_image`. ``ImageWriteError`` (one line, naming the file) if it cannot."""
     try:
         data, notes = encode_image(pixels, fmt, quality, metadata)
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # Pillow's encoders raise OSError for what they cannot write
         raise ImageWriteError(f'{path}: {err}') from None
     try:
         with atomic_write_path(path) as temporary:

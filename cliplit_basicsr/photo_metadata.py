@@ -21,6 +21,9 @@ ORIENTATION_TAG = 0x0112
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _PNG_TEXT_CHUNKS = (b'tEXt', b'zTXt', b'iTXt')
 _EXIF_HEADER = b'Exif\x00\x00'
+# PNG text chunks that can hold a second copy of the orientation (XMP's tiff:Orientation, ImageMagick's raw
+# EXIF): kept only for photos stored upright, so that no viewer turns the upright output again.
+_ORIENTATION_TEXT_KEYWORDS = (b'XML:com.adobe.xmp', b'Raw profile type exif', b'Raw profile type APP1')
 
 # The transform that shows stored pixels (H, W, ...) as a viewer does, per EXIF orientation (as Pillow's
 # ImageOps.exif_transpose, on any dtype and channel count).
@@ -80,8 +83,17 @@ def read_metadata(data: bytes) -> Tuple[int, Metadata]:
             exif[ORIENTATION_TAG] = 1
             metadata.exif = exif.tobytes()
     if data.startswith(PNG_SIGNATURE):
-        metadata.png_text = [(kind, body) for kind, body in _png_chunks(data) if kind in _PNG_TEXT_CHUNKS]
+        metadata.png_text = [
+            (kind, body)
+            for kind, body in _png_chunks(data)
+            if kind in _PNG_TEXT_CHUNKS and (orientation == 1 or body.split(b'\0')[0] not in _ORIENTATION_TEXT_KEYWORDS)
+        ]
     return orientation, metadata
+
+
+def icc_colour_space(profile: bytes) -> str:
+    """An ICC profile's data colour space ('RGB', 'GRAY', 'CMYK', ...), from its header."""
+    return profile[16:20].decode('ascii', 'replace').strip()
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

@@ -42,14 +42,14 @@ def enhancer():
     return CLIPLITEnhancer('official', 'cpu')
 
 
-def _exif(orientation: int, **tags) -> Image.Exif:
+def _exif(orientation: int, gps: bool = False) -> Image.Exif:
     exif = Image.Exif()
     exif[ORIENTATION_TAG] = orientation
     exif[0x010F] = 'PhoneMaker'  # Make
     exif[0x0110] = 'Phone 12'  # Model
     exif[0x0132] = '2026:12:03 10:11:12'  # DateTime
-    for tag, value in tags.items():
-        exif[int(tag)] = value
+    if gps:
+        exif.get_ifd(0x8825).update({1: 'N', 2: (52.0, 31.0, 12.0)})  # GPSLatitudeRef, GPSLatitude
     return exif
 
 
@@ -81,7 +81,7 @@ def test_a_phone_jpeg_with_an_orientation_tag(tmp_path, upright):
     """What phones write: a JPEG stored sideways (orientation 6). It comes out upright (portrait), with its
     EXIF fields, as viewers show the input."""
     source = tmp_path / 'IMG_0001.jpg'
-    _stored(upright, 6).save(source, quality=95, exif=_exif(6, **{'34853': {2: (1.0, 2.0, 3.0)}}).tobytes())
+    _stored(upright, 6).save(source, quality=95, exif=_exif(6, gps=True).tobytes())
     with Image.open(source) as stored:
         assert stored.size == (72, 96)  # stored landscape-sideways
     out = _enhance(tmp_path, source, '--ext', 'auto') / 'IMG_0001.jpg'
@@ -89,6 +89,7 @@ def test_a_phone_jpeg_with_an_orientation_tag(tmp_path, upright):
         assert written.format == 'JPEG' and written.size == (96, 72)  # upright, as a viewer shows the input
         exif = written.getexif()
         assert exif[ORIENTATION_TAG] == 1 and exif[0x010F] == 'PhoneMaker' and exif[0x0132] == '2026:12:03 10:11:12'
+        assert exif.get_ifd(0x8825)[1] == 'N'  # the GPS block
 
 
 def test_photos_without_a_tag_keep_the_plain_path(tmp_path, upright, enhancer):
@@ -98,22 +99,44 @@ def test_photos_without_a_tag_keep_the_plain_path(tmp_path, upright, enhancer):
     np.testing.assert_array_equal(read_image(out), enhancer.enhance(read_image(source)))
 
 
-def _icc_profile() -> bytes:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile('LAB')).tobytes()
+def _icc_profile(space: str = 'sRGB') -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile(space)).tobytes()
 
 
 @pytest.mark.parametrize('ext', ['png', 'jpg', 'webp', 'tif'])
 def test_icc_profile_and_exif_are_kept(tmp_path, upright, ext):
     profile = _icc_profile()
-    source = tmp_path / 'wide_gamut.jpg'
+    source = tmp_path / 'profiled.jpg'
     upright.save(source, quality=95, icc_profile=profile, exif=_exif(1).tobytes())
-    out = _enhance(tmp_path, source, '--ext', ext) / f'wide_gamut.{ext}'
+    out = _enhance(tmp_path, source, '--ext', ext) / f'profiled.{ext}'
     with Image.open(out) as written:
         assert written.info.get('icc_profile') == profile  # byte for byte
         assert written.getexif()[0x0110] == 'Phone 12'
-    stripped = _enhance(tmp_path, source, '--ext', ext, '--strip-metadata', name='stripped') / f'wide_gamut.{ext}'
+    stripped = _enhance(tmp_path, source, '--ext', ext, '--strip-metadata', name='stripped') / f'profiled.{ext}'
     with Image.open(stripped) as written:
         assert 'icc_profile' not in written.info and 0x0110 not in written.getexif()
+
+
+def test_a_profile_that_is_not_rgb_is_dropped_with_a_warning(tmp_path, upright, capsys):
+    """A gray photo's gray profile cannot describe the RGB output it becomes; it is not carried."""
+    source = tmp_path / 'gray.jpg'
+    upright.convert('L').save(source, quality=95, icc_profile=_icc_profile('LAB'))
+    with Image.open(_enhance(tmp_path, source) / 'gray.png') as written:
+        assert written.mode == 'RGB' and 'icc_profile' not in written.info
+    assert 'ICC profile dropped (a Lab profile cannot describe the RGB output)' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('orientation', [1, 6])
+def test_xmp_is_kept_only_where_it_cannot_turn_the_upright_output(tmp_path, upright, orientation):
+    """XMP can repeat the orientation (tiff:Orientation): carried for upright photos, dropped for turned ones."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt('XML:com.adobe.xmp', f'<x:xmpmeta><tiff:Orientation>{orientation}</tiff:Orientation></x:xmpmeta>')
+    source = tmp_path / 'xmp.png'
+    _stored(upright, orientation).save(source, pnginfo=info, exif=_exif(orientation).tobytes())
+    with Image.open(_enhance(tmp_path, source) / 'xmp.png') as written:
+        assert ('XML:com.adobe.xmp' in written.text) == (orientation == 1)
 
 
 def test_png_text_chunks_are_kept(tmp_path, upright):
@@ -148,14 +171,16 @@ def test_recursive_tree_is_mirrored_and_name_clashes_are_kept_apart(tmp_path, up
         (tree / folder).mkdir(parents=True)
     upright.save(tree / 'cover.jpg')
     upright.save(tree / 'day1' / 'pier.jpg')
-    upright.save(tree / 'day1' / 'pier.png')  # the same stem: a clash in the output folder
+    upright.save(tree / 'day1' / 'pier.jpeg')  # the same stem and format: a clash in the output folder
+    upright.save(tree / 'day1' / 'pier.png')  # the same stem, another format: no clash
     upright.save(tree / 'day2' / 'evening' / 'sunset.webp')
     out = _enhance(tmp_path, tree, '--recursive', '--suffix', '_lit', '--ext', 'auto')
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob('*') if p.is_file())
     assert written == [
         'cover_lit.jpg',
+        'day1/pier_jpeg_lit.jpg',
         'day1/pier_jpg_lit.jpg',
-        'day1/pier_png_lit.png',
+        'day1/pier_lit.png',
         'day2/evening/sunset_lit.webp',
     ]
 
@@ -184,6 +209,10 @@ def test_strength(tmp_path, upright, enhancer, strength):
         np.testing.assert_array_equal(out, stored)  # the input back
     elif strength == 1:
         np.testing.assert_array_equal(out, enhancer.enhance(read_image(source)))  # exactly today's output
+    else:  # I / L^2 from the light map, rounded as the outputs are: within a level (float rounding)
+        _, light = enhancer.enhance(read_image(source), return_light_map=True)
+        expected = np.floor(np.clip(stored / 255.0 / light[:, :, None] ** strength, 0, 1) * 255 + 0.5)
+        assert np.abs(out - expected).max() <= 1
 
 
 def test_brightness_rises_monotonically_with_strength(upright, enhancer):
