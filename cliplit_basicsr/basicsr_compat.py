@@ -51,7 +51,7 @@ _basicsr_model_to_device = base_model.BaseModel.model_to_device
 _basicsr_create_train_val_dataloader = basicsr.train.create_train_val_dataloader
 
 
-def _option_file_from_argv() -> Optional[str]:
+def option_file_from_argv() -> Optional[str]:
     """The ``-opt`` argument as BasicSR's parser will read it from ``sys.argv`` (None if absent)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt')
@@ -85,15 +85,10 @@ def experiments_under_cwd(root_path: str) -> str:
 
 def parse_options(root_path: str, is_train: bool = True):
     """BasicSR's ``parse_options``, rooted by :func:`experiments_under_cwd`, with one-line errors; CLIP-LIT
-    option files also pass through :mod:`cliplit_basicsr.options` before and after."""
+    option files are then checked and completed by :func:`cliplit_basicsr.options.prepare`."""
     root_path = experiments_under_cwd(root_path)
-    option_file = _option_file_from_argv()
-    cliplit = False
-    if option_file is not None:
-        raw = read_option_file(option_file)
-        cliplit = cliplit_options.is_cliplit(raw)
-        if cliplit:
-            cliplit_options.before_parsing(raw, is_train)
+    option_file = option_file_from_argv()
+    cliplit = option_file is not None and cliplit_options.is_cliplit(read_option_file(option_file))
     try:
         opt, args = _basicsr_parse_options(root_path, is_train)
     except KeyError as error:

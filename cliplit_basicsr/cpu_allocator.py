@@ -5,7 +5,7 @@ with a fresh ``mmap`` and hands it back on free, so the kernel faults in and zer
 every step: the enhancement step runs markedly slower on a CPU (``docs/benchmarks.md``). glibc reads its
 malloc variables only when a process starts (``mallopt`` later does not stop the faults), so a CLIP-LIT
 training process on a CPU re-executes itself once with them set, before BasicSR has set anything up
-(:func:`restart_keeping_freed_memory`, called from :mod:`cliplit_basicsr.options`). Nothing else is
+(:func:`restart_keeping_freed_memory`, called from :mod:`cliplit_basicsr.train`). Nothing else is
 restarted: other models, GPU runs and data workers of other processes keep glibc's defaults.
 """
 

@@ -2,13 +2,10 @@
 
 :func:`cliplit_basicsr.basicsr_compat.parse_options` calls these for option files whose ``model_type`` is
 one of this package's models, so a bad option ends the command with one line and no ``experiments/`` or
-``results/`` folder left behind:
-
-* :func:`before_parsing` (the raw YAML, before BasicSR sets up distributed training): a CPU training run
-  re-executes itself once with glibc keeping freed memory (:mod:`cliplit_basicsr.cpu_allocator`);
-* :func:`prepare` (BasicSR's parsed options): names this package renamed are mapped to the new ones with a
-  warning, every dataset root (``datasets.*``, ``prompt_dataset``) must exist and hold images, and
-  ``train.total_iter: auto`` becomes the authors' run length (:mod:`cliplit_basicsr.models.run_length`).
+``results/`` folder left behind. :func:`prepare` takes BasicSR's parsed options: names this package renamed
+are mapped to the new ones with a warning, every dataset root (``datasets.*``, ``prompt_dataset``) must
+exist and hold images, and ``train.total_iter: auto`` becomes the authors' run length
+(:mod:`cliplit_basicsr.models.run_length`).
 """
 
 import sys
@@ -115,24 +112,6 @@ def check_training_options(opt: dict) -> None:
 def is_cliplit(opt: dict) -> bool:
     """Whether an option mapping is for one of this package's models."""
     return isinstance(opt, dict) and opt.get('model_type') in MODEL_TYPES
-
-
-def _trains_on_cpu(raw: dict) -> bool:
-    if raw.get('num_gpu') == 0:
-        return True
-    import torch
-
-    return not torch.cuda.is_available()
-
-
-def before_parsing(raw: dict, is_train: bool) -> None:
-    """A CPU training run restarts itself keeping freed memory (never with the start-up hook disabled)."""
-    import _cliplit_basicsr_hook
-
-    from .cpu_allocator import restart_keeping_freed_memory
-
-    if is_train and _cliplit_basicsr_hook.enabled() and _trains_on_cpu(raw):
-        restart_keeping_freed_memory()
 
 
 def _types(node: Any, where: str = '') -> Iterator[Tuple[dict, str, str]]:
