@@ -214,6 +214,12 @@ def resolve_total_iter(opt: dict, counts: Dict[str, int]):
         if isinstance(total, bool) or not isinstance(total, (int, float)) or total < 1 or int(total) != total:
             raise OptionError(f'train.total_iter: expected a positive number of iterations or auto, got {total!r}')
         return None
+    prefetch = ((opt.get('datasets') or {}).get('train') or {}).get('prefetch_mode')
+    if prefetch is not None:
+        raise OptionError(
+            f'datasets.train.prefetch_mode: {prefetch} loads batches ahead, so a train.total_iter: auto run could '
+            "not end where the authors' loop does; use ~ (or a number for train.total_iter)"
+        )
     end = run_end(opt, counts)
     train['total_iter'] = end.nominal.total_iter
     return end

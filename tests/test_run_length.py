@@ -6,7 +6,6 @@ the extensions and the round switches, with the losses given by a function inste
 package's run length and schedule must end where that loop ends.
 """
 
-import math
 from pathlib import Path
 
 import cv2
@@ -23,12 +22,14 @@ from cliplit_basicsr.models.schedule import Phase, ScheduleOptions, TrainingSche
 NETWORK, REFINE, INIT = 'network', 'refinement', 'init'
 
 
-def authors_loop(num_epochs, batches, clip_iters, recon_iters, loss_of=lambda phase, total: 0.0):
+def authors_loop(
+    num_epochs, batches, clip_iters, recon_iters, loss_of=lambda phase, total: 0.0, train=2100, round_total=3100
+):
     """Where the authors' loop stops: (total iterations, completed refinements, phase, iterations into it).
 
     ``batches``: loader lengths {network, refinement, init}; ``loss_of(phase, total_iteration)`` the loss of
-    a step (0 by default: nothing is extended). Phases are reported as 'init', 'reconstruction',
-    'enhancement', 'refinement'.
+    a step (0 by default: nothing is extended); ``train`` / ``round_total``: their hard-coded 2100 / 3100.
+    Phases are reported as 'init', 'reconstruction', 'enhancement', 'refinement'.
     """
     total_iteration = cur_iteration = 0
     train_thre = total_thre = 0
@@ -39,7 +40,7 @@ def authors_loop(num_epochs, batches, clip_iters, recon_iters, loss_of=lambda ph
         elif total_iteration < recon_iters + clip_iters:
             train_thre = total_thre = recon_iters
         elif cur_iteration == 0:
-            train_thre, total_thre = 2100, 3100
+            train_thre, total_thre = train, round_total
         if cur_iteration + 1 <= train_thre:
             phase = 'enhancement' if total_iteration >= recon_iters + clip_iters else 'reconstruction'
             for _ in range(batches[NETWORK]):
@@ -240,8 +241,18 @@ def test_bad_run_length_options(authors_data, train, message):
         cliplit_options.prepare(opt)
 
 
+@pytest.mark.parametrize('mode', ['cpu', 'cuda'])
+def test_a_prefetching_loader_cannot_end_an_auto_run(authors_data, mode):
+    """BasicSR's prefetchers load batches ahead: the run could not stop where the authors' loop does."""
+    opt = _shipped_options(*authors_data)
+    opt['datasets']['train']['prefetch_mode'] = mode
+    with pytest.raises(OptionError, match=f'datasets.train.prefetch_mode: {mode} loads batches ahead'):
+        cliplit_options.prepare(opt)
+    opt['train']['total_iter'] = 1000  # a fixed length: BasicSR's loop counts the iterations itself
+    cliplit_options.prepare(opt)
+
+
 def test_distributed_pass_lengths():
     """On 2 processes each takes half of a pass: the pass length follows the per-process batch."""
     assert PassLengths.of(380, 4, 380, 384, 8, world_size=2) == PassLengths(48, 24, 48)
     assert PassLengths.of(380, 8, 380, 384, 16, world_size=2) == PassLengths(24, 12, 24)
-    assert math.ceil(380 / 8) == 48

@@ -156,6 +156,45 @@ def test_auto_run_length_ends_after_whole_rounds(tmp_path, data_dir, parity_dir)
     assert state['params']
 
 
+@pytest.mark.slow
+def test_auto_run_length_ends_where_the_authors_loop_ends(tmp_path, data_dir, parity_dir):
+    """``total_iter: auto`` with the authors' pass budget, through BasicSR's own loop: the run's last
+    iteration is the authors' ``train.py`` loop's (``test_run_length.authors_loop``) for these loaders: 5
+    backlit images at batch 2 (3 a pass), 5 ranking pairs at batch 2 (3), a pool of 10 at batch 2 (5)."""
+    from test_run_length import INIT, NETWORK, REFINE, authors_loop
+
+    schedule = {'authors_num_epochs': 15, 'restart_psnr': 0.0, 'prompt_loss_threshold': 1e9}
+    option_file = write_options(tmp_path, data_dir, parity_dir, **schedule)
+    opt = yaml.safe_load(option_file.read_text())
+    opt['train']['total_iter'] = 'auto'
+    option_file.write_text(yaml.safe_dump(opt, sort_keys=False))
+    batches = {NETWORK: 3, REFINE: 3, INIT: 5}
+    total, refinements, _, _ = authors_loop(15, batches, clip_iters=2, recon_iters=4, train=2, round_total=4)
+    run_train(tmp_path, option_file)
+    log = log_text(tmp_path)
+    assert f'Run complete at iter {total} (' in log and f'{refinements} rounds' in log
+    assert re.search(rf'iter:\s+{total},', log) and not re.search(rf'iter:\s+{total + 1},', log)
+
+
+@pytest.mark.slow
+def test_a_fixed_length_run_cannot_resume_as_an_auto_run(tmp_path, data_dir, parity_dir):
+    """A state trained with a number for ``train.total_iter`` holds no pass count: resuming it with ``auto``
+    is refused in one line instead of counting the authors' passes from the middle of the run."""
+    option_file = write_options(tmp_path, data_dir, parity_dir)
+    run_train(tmp_path, option_file, '--force_yml', 'train:total_iter=4')
+    result = subprocess.run(
+        train_command(option_file, '--auto_resume', '--force_yml', 'train:total_iter=auto'),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith('error: path.resume_state: ')
+    assert 'was trained with a number for train.total_iter' in result.stderr
+
+
 def train_command(option_file: Path, *extra: str):
     return [sys.executable, '-m', 'basicsr.train', '-opt', str(option_file), *extra]
 
@@ -482,3 +521,37 @@ def test_a_phase_extended_ten_times_in_a_row_is_warned_about(tmp_path, data_dir,
         '[round 0] prompt_init extended 10 times in a row: its loss stays above '
         'train.schedule.prompt_loss_threshold; the run ends at train.total_iter'
     ]
+
+
+def test_each_refinement_phase_and_its_resume_rank_the_rounds_pairs(tmp_path, data_dir, parity_dir):
+    """The model pairs the ranking lists anew when a refinement phase starts, from the seed and the round;
+    a model resumed inside that phase ranks the same pairs."""
+    from cliplit_basicsr.models.schedule import Phase
+
+    option_file = write_options(tmp_path, data_dir, parity_dir, restart_psnr=0.0)
+    model = restored_model_fresh(tmp_path, option_file)
+    pairings, iteration = {}, 0
+    while len(pairings) < 2:
+        iteration += 1
+        if model.schedule.phase.trains_network:
+            model.feed_data({'backlit': torch.rand(2, 3, 32, 32)})
+        model.optimize_parameters(iteration)
+        if model.schedule.phase is Phase.PROMPT_REFINEMENT:
+            pairings.setdefault(model.schedule.round, model.prompt_loaders.pairs.pairing.clone())
+    expected = build_dataset_copy(option_file)
+    for round_, pairing in pairings.items():
+        expected.redraw_pairing((5, round_))  # manual_seed 5 in write_options
+        assert torch.equal(pairing, expected.pairing), round_
+    assert not torch.equal(pairings[1], pairings[2])
+    model.save(0, iteration)
+    state = experiment(tmp_path) / 'training_states' / f'{iteration}.state'
+    assert model.schedule.phase is Phase.PROMPT_REFINEMENT
+    restored = restored_model(tmp_path, option_file, state)
+    assert torch.equal(restored.prompt_loaders.pairs.pairing, pairings[2])
+
+
+def build_dataset_copy(option_file: Path):
+    from basicsr.data import build_dataset
+
+    opt = yaml.safe_load(option_file.read_text())
+    return build_dataset(dict(opt['prompt_dataset'], phase='train'))

@@ -21,8 +21,6 @@ from basicsr.data import build_dataloader
 from basicsr.data.data_sampler import EnlargedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cliplit_basicsr.errors import OptionError
-
 # DataLoader arguments carried over when a loader is rebuilt (everything but the ones set here).
 _CARRIED = (
     'dataset',
@@ -51,9 +49,7 @@ def training_loader(
         arguments.pop('prefetch_factor')  # DataLoader refuses one without workers
     extra = {'num_prefetch_queue': loader.num_prefetch_queue} if hasattr(loader, 'num_prefetch_queue') else {}
     generator = torch.Generator().manual_seed(int(opt['manual_seed']))
-    if stop is not None:
-        if extra:
-            raise OptionError('datasets.train.prefetch_mode: cpu is not supported for CLIP-LIT; use ~')
+    if stop is not None:  # never with prefetch_mode (cliplit_basicsr.options refuses it)
         rebuilt = StoppingLoader(drop_last=False, generator=generator, stop=stop, **arguments)
     else:
         rebuilt = type(loader)(drop_last=False, generator=generator, **arguments, **extra)

@@ -263,8 +263,6 @@ class CLIPLITModel(CLIPLITEvalModel):
         return terms
 
     def optimize_parameters(self, current_iter: int) -> None:
-        if self.run_end is not None and self.run_end.ended:
-            return  # a batch BasicSR's CUDA prefetcher had loaded before the run ended
         phase, round_ = self.schedule.phase, self.schedule.round
         terms = self._network_step(phase) if phase.trains_network else self._prompt_step(phase)
         reduced = self._all_reduce_mean(terms)
@@ -387,7 +385,12 @@ class CLIPLITModel(CLIPLITEvalModel):
         extra = resume_state['cliplit']
         self.schedule.load_state_dict(extra['schedule'])
         self.kept.load_state_dict(extra['kept_networks'])
-        if self.run_end is not None and extra.get('run_end') is not None:
+        if self.run_end is not None:
+            if extra.get('run_end') is None:
+                raise OptionError(
+                    f'path.resume_state: {self.opt["path"].get("resume_state")} was trained with a number for '
+                    'train.total_iter, which has no pass count for train.total_iter: auto; resume with that number'
+                )
             self.run_end.load_state_dict(extra['run_end'])
         if self.prompt_loaders is not None:
             self.prompt_loaders.load_state_dict(extra.get('prompt_loader_epochs', {}))
