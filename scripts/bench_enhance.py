@@ -5,6 +5,7 @@ Workloads: the public sample photos (``cliplit_basicsr/samples``) and a syntheti
 interpreter, torch and the image arrays included) is its own. Timing covers ``enhance()`` only, after a
 small warm-up; images are read beforehand. The bf16 error against the fp32 path is measured on the 8-bit
 outputs of the samples (max and mean, in 1/255 units). Example: ``python scripts/bench_enhance.py``.
+``--device cuda`` times the GPU path (synchronised; peak GPU memory in the last column).
 
 The speed of a shared CPU drifts by 2x within minutes, so the measurements run in ``--rounds`` rounds,
 each of which measures every (precision, workload) once; the table gives medians over rounds, and the
@@ -67,13 +68,15 @@ class AuthorsBaseline:
         return (out * 255 + 0.5).astype(np.uint8)
 
 
-def run_child(precision: str, workload: str, tile: int, out_dir: str) -> dict:
-    """Enhance the workload in this process; report time, megapixels and peak RSS."""
+def run_child(precision: str, workload: str, tile: int, out_dir: str, device: str = 'cpu') -> dict:
+    """Enhance the workload in this process; report time, megapixels and peak RSS (peak GPU memory on CUDA)."""
     sys.path.insert(0, str(REPO_ROOT))
+    import torch
+
     from cliplit_basicsr.enhancer import CLIPLITEnhancer
     from cliplit_basicsr.image_io import read_image, write_png
 
-    enhancer = AuthorsBaseline() if precision == BASELINE else CLIPLITEnhancer('official', 'cpu', precision, tile)
+    enhancer = AuthorsBaseline() if precision == BASELINE else CLIPLITEnhancer('official', device, precision, tile)
     if workload == 'samples':
         images = {path.stem: read_image(path) for path in sorted(SAMPLES.glob('*.jpg'))}
     else:
@@ -82,17 +85,20 @@ def run_child(precision: str, workload: str, tile: int, out_dir: str) -> dict:
     seconds, megapixels = 0.0, 0.0
     for stem, image in images.items():
         start = time.perf_counter()
-        enhanced = enhancer.enhance(image)
+        enhanced = enhancer.enhance(image)  # returns a host array: the GPU work is done
         seconds += time.perf_counter() - start
         megapixels += image.shape[0] * image.shape[1] / 1e6
         if workload == 'samples':
             write_png(Path(out_dir) / f'{stem}.png', enhanced)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    if device.startswith('cuda'):
+        peak_gb = torch.cuda.max_memory_allocated() / 1e9
     return {'seconds': seconds, 'megapixels': megapixels, 'peak_gb': peak_gb}
 
 
-def measure(precision: str, workload: str, tile: int, out_dir: Path) -> dict:
+def measure(precision: str, workload: str, tile: int, out_dir: Path, device: str) -> dict:
     command = [sys.executable, __file__, '--child', precision, workload, '--tile', str(tile), '--out', str(out_dir)]
+    command += ['--device', device]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode:
         sys.exit(f'error: {precision} {workload} failed:\n{result.stderr}')
@@ -121,6 +127,7 @@ def main() -> None:
     parser.add_argument('--workloads', nargs='+', default=['samples', 'synthetic24mp'])
     parser.add_argument('--tile', type=int, default=None, help='tile size (default: the enhancer default)')
     parser.add_argument('--rounds', type=int, default=3, help='rounds of measurements (medians are printed)')
+    parser.add_argument('--device', default='cpu', help='cpu (default) or cuda')
     parser.add_argument('--child', nargs=2, metavar=('PRECISION', 'WORKLOAD'), help=argparse.SUPPRESS)
     parser.add_argument('--out', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -128,13 +135,14 @@ def main() -> None:
         sys.path.insert(0, str(REPO_ROOT))
         from cliplit_basicsr.engine import DEFAULT_TILES
 
-        args.tile = DEFAULT_TILES['cpu']
+        args.tile = DEFAULT_TILES[args.device.split(':')[0]]
     if args.child:
-        print(json.dumps(run_child(*args.child, args.tile, args.out)))
+        print(json.dumps(run_child(*args.child, args.tile, args.out, args.device)))
         return
 
+    memory = 'peak GPU GB' if args.device.startswith('cuda') else 'peak RSS GB'
     print(
-        f'CLIPLITEnhancer on CPU, tile {args.tile}, median of {args.rounds} rounds; '
+        f'CLIPLITEnhancer on {args.device.upper()}, tile {args.tile}, median of {args.rounds} rounds; '
         f'authors: {AUTHORS["s/MP"]} s/MP, {AUTHORS["peak GiB"]} GiB peak'
     )
     print(
@@ -142,8 +150,7 @@ def main() -> None:
         f'peak RSS <= {TARGET_RSS_GB} GB\n'
     )
     header = (
-        f'{"precision":<10}{"workload":<16}{"MP":>7}{"s/MP":>8}{"MP/s":>8}{"x 6.7s/MP":>11}{"x in-run":>12}'
-        f'{"peak RSS GB":>13}'
+        f'{"precision":<10}{"workload":<16}{"MP":>7}{"s/MP":>8}{"MP/s":>8}{"x 6.7s/MP":>11}{"x in-run":>12}{memory:>13}'
     )
     print(header)
     print('-' * len(header))
@@ -159,7 +166,7 @@ def main() -> None:
             for precision, workload in cases:
                 out_dir = Path(tmp) / precision
                 out_dir.mkdir(exist_ok=True)
-                r = measure(precision, workload, args.tile, out_dir)
+                r = measure(precision, workload, args.tile, out_dir, args.device)
                 runs[precision, workload].append((r['seconds'] / r['megapixels'], r['megapixels'], r['peak_gb']))
         baseline = runs.get((BASELINE, 'samples'))
         for precision, workload in cases:

@@ -314,23 +314,54 @@ def main():
         f'{"phase":<23}{"iters":>6}{"s/iter":>9}{"iter/s":>9}{"data wait":>11}{"I_t pass (s)":>14}'
         f'{"step s/iter":>13}{"loss-only s/iter":>18}{"overhead":>10}{"CLIP-core bench":>17}'
     )
+    seconds_per_iter = {}
     for phase, rows in records.items():
         outputs = sum(r[2] for r in rows)
         timed = [r for r in rows[warmup[phase] :] if r[2] == 0.0]  # skip warm-up and the I_t pass
         if not timed:
             continue
         total, wait, step, loss_only = (sum(r[k] for r in timed) / len(timed) for k in (0, 1, 3, 4))
+        seconds_per_iter[phase] = total
         compared = '' if args.no_loss_only else f'{loss_only:>18.2f}{100 * (total / loss_only - 1):>+9.1f}%'
         reference = fresh.get(LOSS_ONLY_STEPS.get(phase))
         print(
             f'{phase:<23}{len(timed):>6}{total:>9.2f}{1 / total:>9.3f}{100 * wait / total:>10.1f}%'
             f'{outputs:>14.1f}{step:>13.2f}{compared}{f"{reference:>17.2f}" if reference else ""}'
         )
+    if torch.cuda.is_available():
+        print(f'peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB')
+    print(projected_default_run(seconds_per_iter))
     by_process = ' + '.join(f'{gib:.2f}' for gib in memory['rss_by_process'])
     print(
         f'peak RSS of the process tree: {memory["rss"]:.2f} GiB (this process first, then its children: '
         f'{by_process}), sampled every 0.5 s; peak PSS: {memory["pss"]:.2f} GiB, sampled every 5 s'
     )
+
+
+def projected_default_run(seconds_per_iter: dict) -> str:
+    """The shipped option file's run (the authors' data, no phase extended) priced at this bench's s/iter:
+    each stage's iterations times its phase's measured s/iter (a round's refinement at round 2's, which ranks
+    both I_t and I_{t-1}, except round 1's)."""
+    from cliplit_basicsr.models.run_length import PassLengths, authors_run
+    from cliplit_basicsr.models.schedule import ScheduleOptions
+
+    length = authors_run(
+        ScheduleOptions(), PassLengths.of(380, 8, 380, 384, 16), prompt_init=True, reconstruction=False
+    )
+    total, missing = 0.0, set()
+    for name, iterations in length.stages:
+        if name == 'prompt initialisation':
+            phase = 'prompt_init'
+        elif name.endswith('enhancement'):
+            phase = 'enhancement'
+        else:
+            phase = 'prompt_refinement r1' if name.startswith('round 1 ') else 'prompt_refinement r2'
+        if phase in seconds_per_iter:
+            total += iterations * seconds_per_iter[phase]
+        else:
+            missing.add(phase)
+    note = f' (not measured: {", ".join(sorted(missing))})' if missing else ''
+    return f'projected default run ({length.describe()}): {total / 3600:.2f} h{note}'
 
 
 def warmup_iterations(args) -> dict:

@@ -1,6 +1,7 @@
 """Shared test fixtures: where the authors' reference material lives, and how its absence is handled.
 
-The reference folder (``../shared/reference`` beside the repository) is not part of the repository.
+The reference folder (``../shared/reference`` beside the repository, or ``CLIPLIT_REFERENCE_DIR``) is not part
+of the repository.
 Where it is absent (a user's clone) the tests that need it skip with a one-line reason; CI sets
 ``CLIPLIT_REQUIRE_REFERENCE=1`` so that a missing folder fails instead of skipping.
 """
@@ -13,7 +14,7 @@ import pytest
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = REPO_ROOT.parent / 'shared' / 'reference'
+REFERENCE_DIR = Path(os.environ.get('CLIPLIT_REFERENCE_DIR', REPO_ROOT.parent / 'shared' / 'reference'))
 
 
 def _require(path: Path, what: str) -> Path:

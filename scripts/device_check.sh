@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The GPU check, in one command, on a bare GPU machine (its own PyTorch, no network), in under 8 minutes:
+# installs the wheels of scripts/build_device_wheels.sh, runs the tests marked cuda, then the GPU benches,
+# and prints one table. Writes its logs to $OUT (or ./device_check) when that is set.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out="${OUT:-device_check}"
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 CLIPLIT_REQUIRE_REFERENCE=1 CLIPLIT_REFERENCE_DIR="$PWD/.device/reference" PYTHONUNBUFFERED=1
+# into site-packages (or the user's, where it is not writable): the start-up hook is a .pth file, which
+# PYTHONPATH folders do not run
+wheels=(.device/wheels/*.whl)
+python3 -m pip install -q --no-index --no-deps --no-compile "${wheels[@]}" \
+    || python3 -m pip install -q --user --no-index --no-deps --no-compile "${wheels[@]}" || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+python3 -c 'import torch, cliplit_basicsr; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+
+status=()
+step() {  # name, timeout in seconds, command...
+    local name=$1 limit=$2; shift 2
+    local start=$SECONDS
+    timeout "$limit" "$@" > "$out/$name.log" 2>&1
+    local rc=$?
+    status+=("$(printf '%-34s %-6s %5ss' "$name" "$([ $rc -eq 0 ] && echo ok || echo "rc=$rc")" $((SECONDS - start)))")
+    tail -25 "$out/$name.log"
+}
+step tests_cuda 300 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py
+step bench_enhance_cuda 90 python3 scripts/bench_enhance.py --device cuda --precisions fp32 fp16 bf16 \
+    --workloads synthetic24mp --rounds 3
+step bench_train_cuda 150 python3 scripts/bench_train.py --images 32 --warmup-epochs 1 --no-loss-only
+
+echo; echo "device check on $(cat "$out/gpu.txt")"
+printf '%s\n' "${status[@]}" | tee "$out/summary.txt"
+grep -h -A12 '^precision \|^phase ' "$out"/bench_*.log | tee -a "$out/summary.txt"

@@ -1,0 +1,140 @@
+"""The GPU path, end to end: training through every phase, torchrun with NCCL, kill and resume, enhancement
+in each precision against the authors' outputs, and the parity fixtures, all on CUDA.
+
+These tests need a GPU; elsewhere they skip with that reason (CI has none). ``scripts/device_check.sh``
+runs them on a bare GPU machine.
+"""
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from test_train_e2e import (
+    EXPECTED_EVENTS,
+    TOTAL_ITER,
+    _env,
+    _latest_state,
+    assert_every_phase,
+    assert_outputs,
+    log_text,
+    make_image_sets,
+    run_train,
+    train_command,
+    write_options,
+)
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.slow,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU'),
+]
+
+# Errors against the authors' outputs, per path: (max, mean) in 1/255, the README's measured maxima.
+CUDA_TOLERANCES = {'fp32': (1, 0.05), 'fp16': (1, 0.05), 'bf16': (2, 0.5)}
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    return make_image_sets(tmp_path_factory.mktemp('data'), backlit_count=5, height_step=4)
+
+
+def _gpu_options(tmp_path, data_dir, parity_dir):
+    option_file = write_options(tmp_path, data_dir, parity_dir)
+    opt = yaml.safe_load(option_file.read_text())
+    opt['num_gpu'] = 1
+    option_file.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return option_file
+
+
+def test_training_passes_every_phase_on_cuda(tmp_path, data_dir, parity_dir):
+    run_train(tmp_path, _gpu_options(tmp_path, data_dir, parity_dir))
+    log = log_text(tmp_path)
+    assert_every_phase(log)
+    assert 'CPU training' not in log  # the CPU allocator note and restart are for CPU runs only
+    assert_outputs(tmp_path)
+
+
+def test_torchrun_with_nccl_on_one_gpu(tmp_path, data_dir, parity_dir):
+    option_file = _gpu_options(tmp_path, data_dir, parity_dir)
+    command = [
+        sys.executable,
+        '-m',
+        'torch.distributed.run',
+        '--standalone',
+        '--nproc_per_node=1',
+        '-m',
+        'cliplit_basicsr.train',
+        '-opt',
+        str(option_file),
+        '--launcher',
+        'pytorch',
+    ]
+    result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert_every_phase(log_text(tmp_path))
+
+
+def test_killed_and_auto_resumed_on_cuda(tmp_path, data_dir, parity_dir):
+    option_file = _gpu_options(tmp_path, data_dir, parity_dir)
+    process = subprocess.Popen(
+        train_command(option_file), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    try:
+        while (_latest_state(tmp_path) is None or int(_latest_state(tmp_path).stem) < 12) and time.time() < deadline:
+            assert process.poll() is None, 'training ended before it could be killed'
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    output = run_train(tmp_path, option_file, '--auto_resume')
+    assert 'Resuming training from epoch' in output
+    assert [event in output for event in EXPECTED_EVENTS][-2:] == [True, True]
+    assert (tmp_path / 'experiments' / 'tiny' / 'training_states' / f'{TOTAL_ITER}.state').is_file()
+
+
+@pytest.mark.parametrize('precision', list(CUDA_TOLERANCES))
+def test_enhance_on_cuda_reproduces_the_authors_outputs(reference_dir, tmp_path, precision):
+    from cliplit_basicsr.cli import main
+
+    argv = ['-i', str(reference_dir / 'samples'), '-o', str(tmp_path), '--device', 'cuda', '--precision', precision]
+    assert main(argv) == 0
+    worst, mean_of = CUDA_TOLERANCES[precision]
+    for expected_path in sorted((reference_dir / 'expected').glob('*.png')):
+        expected = np.asarray(Image.open(expected_path)).astype(np.int16)
+        ours = np.asarray(Image.open(tmp_path / expected_path.name)).astype(np.int16)
+        diff = np.abs(ours - expected)
+        assert diff.max() <= worst and diff.mean() < mean_of, f'{expected_path.name}: {diff.max()}, {diff.mean()}'
+
+
+def test_parity_fixtures_on_cuda(parity_dir, parity_fixtures):
+    """The four losses and the network on CUDA (TF32 off) within the fixtures' tolerance."""
+    from cliplit_basicsr.losses.cliplit_loss import CLIPLITEnhanceLoss, CLIPLITIdentityLoss
+
+    f, device = parity_fixtures, torch.device('cuda')
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        vit, rn = str(parity_dir / 'tiny_vit_openai.pt'), str(parity_dir / 'tiny_rn_openai.pt')
+        enhanced = f['enhanced'].to(device).requires_grad_(True)
+        clip = CLIPLITEnhanceLoss(clip_pretrained=vit)(enhanced, f['text_features'].to(device))
+        clip.backward()
+        assert clip.item() == pytest.approx(f['clip_loss'], rel=1e-4)
+        grad = f['clip_loss_grad_enhanced']
+        torch.testing.assert_close(enhanced.grad.cpu(), grad, rtol=1e-4, atol=5e-5 * grad.abs().max().item())
+        identity = CLIPLITIdentityLoss(clip_pretrained=rn, precision='fp32')(
+            f['enhanced'].to(device), f['input'].to(device)
+        )
+        assert identity.item() == pytest.approx(f['identity_loss_default'], rel=1e-4)
+        fp16 = CLIPLITIdentityLoss(clip_pretrained=rn)  # auto: the authors' fp16 on CUDA
+        assert fp16(f['enhanced'].to(device), f['input'].to(device)).item() == pytest.approx(
+            f['identity_loss_default'], rel=1e-3
+        )
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
