@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cliplit_basicsr.engine import DEFAULT_TILES, ENGINES, PRECISIONS
-from cliplit_basicsr.enhancer import CLIPLITEnhancer, quantise
+from cliplit_basicsr.engine import DEFAULT_TILES, ENGINES, PRECISIONS, quantise
+from cliplit_basicsr.enhancer import CLIPLITEnhancer
 from cliplit_basicsr.errors import CLIPLITError, ImageWriteError, exit_on_user_error, one_line_message
 from cliplit_basicsr.image_io import OUTPUT_FORMATS, is_image_file, read_photo, write_image
 from cliplit_basicsr.photo_metadata import Metadata

@@ -13,7 +13,7 @@ import torch
 
 from cliplit_basicsr.archs.checkpoint import load_checkpoint, resolve_checkpoint
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
-from cliplit_basicsr.engine import ENGINES, PRECISIONS, Region, build_engine
+from cliplit_basicsr.engine import ENGINES, PRECISIONS, Region, build_engine, quantise, run_on_tensor
 from cliplit_basicsr.errors import CLIPLITError
 
 Image = Union[np.ndarray, torch.Tensor]
@@ -32,11 +32,6 @@ def resolve_device(device: str = 'auto') -> torch.device:
     if device.startswith('cuda') and not torch.cuda.is_available():
         raise DeviceError(f"device '{device}': CUDA is not available on this machine")
     return torch.device(device)
-
-
-def quantise(values: torch.Tensor, peak: float) -> torch.Tensor:
-    """[0, 1] floats to integers of ``peak`` as ``torchvision.utils.save_image`` rounds (int32)."""
-    return values.mul(peak).add_(0.5).clamp_(0, peak).to(torch.int32)
 
 
 class CLIPLITEnhancer:
@@ -97,19 +92,7 @@ class CLIPLITEnhancer:
             raise ValueError(
                 f'expected an RGB float tensor (3,H,W) or (B,3,H,W), got {image.dtype} {tuple(image.shape)}'
             )
-        batch = image if image.dim() == 4 else image[None]
-        out = torch.empty(batch.shape, dtype=torch.float32, device=image.device)
-        light_map = torch.empty((batch.shape[0], 1) + batch.shape[2:], dtype=torch.float32, device=image.device)
-
-        def read(region: Region) -> torch.Tensor:
-            y0, y1, x0, x1 = region
-            return batch[:, :, y0:y1, x0:x1].to(self.device, torch.float32)
-
-        def write(region: Region, enhanced: torch.Tensor, light: torch.Tensor) -> None:
-            y0, y1, x0, x1 = region
-            out[:, :, y0:y1, x0:x1], light_map[:, :, y0:y1, x0:x1] = enhanced, light
-
-        self.engine.run(read, write, batch.shape[0], batch.shape[2], batch.shape[3], strength)
+        out, light_map = run_on_tensor(self.engine, image if image.dim() == 4 else image[None], strength)
         return (out, light_map) if image.dim() == 4 else (out[0], light_map[0])
 
     def _enhance_array(self, image: np.ndarray, strength: float) -> Tuple[np.ndarray, np.ndarray]:

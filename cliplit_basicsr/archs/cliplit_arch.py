@@ -153,7 +153,8 @@ class CLIPLITNet(nn.Module):
             return Residual(name, getattr(self, name).conv1.in_channels)
 
         ppm = self.PPM1
-        pyramid = Pyramid('PPM1', ppm.fuse[0].out_channels, PPM_BINS, ppm.features[0][1].out_channels)
+        bins = tuple(branch[0].output_size for branch in ppm.features)
+        pyramid = Pyramid('PPM1', ppm.fuse[0].out_channels, bins, ppm.features[0][1].out_channels)
         head = (conv('cond1', 'leaky_relu'), residual('ResidualBlock1'), residual('ResidualBlock2'))
         tail = (
             conv('condx', None),

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .geometry import Region
-from .maths import PRECISIONS, light_to_output
+from .maths import PRECISIONS, light_to_output, quantise
 from .reference import ReferenceEngine
 from .tiled import DEFAULT_TILES, TiledEngine
 
@@ -33,11 +33,15 @@ __all__ = [
     'build_engine',
     'enhance_tensor',
     'light_to_output',
+    'quantise',
+    'run_on_tensor',
 ]
 
 
 class Engine(Protocol):
-    """Enhances an image given by region access (a caller's arrays, tensors or files)."""
+    """Enhances an image given by region access (a caller's arrays, tensors or files) on ``device``."""
+
+    device: torch.device
 
     def run(self, read: Reader, write: Writer, batch: int, height: int, width: int, strength: float = 1.0) -> None:
         """Enhance an image of ``batch`` x 3 x ``height`` x ``width``.
@@ -58,6 +62,25 @@ def build_engine(
     return ENGINES[engine](net, device, precision, tile)
 
 
+def run_on_tensor(engine: Engine, img: torch.Tensor, strength: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``engine`` on ``img`` (B,3,H,W) in [0,1] on any device: the output and the light map (B,1,H,W), float32,
+    on ``img.device``. Regions travel to the engine's device as it reads them, so a CPU image on a GPU
+    engine is never copied whole."""
+    out = torch.empty(img.shape, dtype=torch.float32, device=img.device)
+    light_map = torch.empty((img.shape[0], 1) + img.shape[2:], dtype=torch.float32, device=img.device)
+
+    def read(region: Region) -> torch.Tensor:
+        y0, y1, x0, x1 = region
+        return img[:, :, y0:y1, x0:x1].to(engine.device, torch.float32)
+
+    def write(region: Region, enhanced: torch.Tensor, light: torch.Tensor) -> None:
+        y0, y1, x0, x1 = region
+        out[:, :, y0:y1, x0:x1], light_map[:, :, y0:y1, x0:x1] = enhanced, light
+
+    engine.run(read, write, img.shape[0], img.shape[2], img.shape[3], strength)
+    return out, light_map
+
+
 def enhance_tensor(
     net: nn.Module,
     img: torch.Tensor,
@@ -69,31 +92,4 @@ def enhance_tensor(
     """``clamp(img / net(img)^strength, 0, 1)`` of ``img`` (B,3,H,W) in [0,1], on ``img.device`` with ``net``'s
     current weights and padding variant (the tiled engine: exact, memory bounded whatever the size). Use it
     for validation and test of a model being trained."""
-    return enhance_tensor_with_light(net, img, tile, precision, engine, strength)[0]
-
-
-def enhance_tensor_with_light(
-    net: nn.Module,
-    img: torch.Tensor,
-    tile: Optional[int] = None,
-    precision: str = 'fp32',
-    engine: str = 'tiled',
-    strength: float = 1.0,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """:func:`enhance_tensor`'s output and the light map (B,1,H,W), both float32."""
-    out = torch.empty(img.shape, dtype=torch.float32, device=img.device)
-    light_map = torch.empty((img.shape[0], 1) + img.shape[2:], dtype=torch.float32, device=img.device)
-
-    def read(region: Region) -> torch.Tensor:
-        y0, y1, x0, x1 = region
-        return img[:, :, y0:y1, x0:x1].float()
-
-    def write(region: Region, enhanced: torch.Tensor, light: torch.Tensor) -> None:
-        y0, y1, x0, x1 = region
-        out[:, :, y0:y1, x0:x1] = enhanced
-        light_map[:, :, y0:y1, x0:x1] = light
-
-    build_engine(net, img.device, precision, tile, engine).run(
-        read, write, img.shape[0], img.shape[2], img.shape[3], strength
-    )
-    return out, light_map
+    return run_on_tensor(build_engine(net, img.device, precision, tile, engine), img, strength)[0]

@@ -1,4 +1,4 @@
-"""What every engine shares: its precisions, exact arithmetic, and the output formula."""
+"""What every engine shares: its precisions, exact arithmetic, the output formula and its rounding."""
 
 import contextlib
 from typing import Iterator
@@ -27,3 +27,9 @@ def light_to_output(image: torch.Tensor, light: torch.Tensor, strength: float = 
     if strength == 1:
         return torch.clamp(image / light, 0, 1)
     return torch.clamp(image / light.pow(strength), 0, 1)
+
+
+def quantise(values: torch.Tensor, peak: float) -> torch.Tensor:
+    """[0, 1] floats to integers of ``peak`` (255, 65535) as ``torchvision.utils.save_image`` rounds, which
+    is how the authors' code writes every image: ``x * peak + 0.5``, clamped, truncated (int32)."""
+    return values.mul(peak).add_(0.5).clamp_(0, peak).to(torch.int32)

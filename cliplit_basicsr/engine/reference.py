@@ -4,6 +4,8 @@ Plain PyTorch, no tiling: memory grows with the image (about 1 GB per megapixel 
 tiled engine is tested against, and a way to run any network with the same interface.
 """
 
+import copy
+
 import torch
 from torch import nn
 
@@ -11,7 +13,7 @@ from .maths import PRECISIONS, exact_math, light_to_output
 
 
 class ReferenceEngine:
-    """``net`` (either padding variant; its weights are used, not copied) on ``device`` in ``precision``.
+    """A copy of ``net`` (either padding variant) on ``device`` in ``precision``; ``net`` is left as it is.
 
     ``'fp32'`` runs the network as it is; ``'bf16'`` / ``'fp16'`` under autocast, the division in fp32.
     """
@@ -20,7 +22,7 @@ class ReferenceEngine:
         if precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
         self.device, self.precision = torch.device(device), precision
-        self.net = net.to(self.device).eval()
+        self.net = copy.deepcopy(net).to(self.device).eval()
 
     def run(self, read, write, batch: int, height: int, width: int, strength: float = 1.0) -> None:
         """Enhance the whole image at once (:class:`cliplit_basicsr.engine.Engine`)."""

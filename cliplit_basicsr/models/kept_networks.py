@@ -19,14 +19,15 @@ from basicsr.data import build_dataset
 from basicsr.utils import get_root_logger
 
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+from cliplit_basicsr.engine import quantise
 
 State = Dict[str, torch.Tensor]
 INFERENCE_BATCH = 8  # images per forward when enhancing the training set
 
 
-def quantise(images: torch.Tensor) -> torch.Tensor:
-    """[0,1] floats to uint8 as ``torchvision.utils.save_image`` rounds (the authors' PNG round trip)."""
-    return images.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+def to_png_levels(images: torch.Tensor) -> torch.Tensor:
+    """[0,1] floats to uint8 as the authors' PNG round trip stores them (:func:`~cliplit_basicsr.engine.quantise`)."""
+    return quantise(images, 255).to(torch.uint8)
 
 
 class KeptNetworks:
@@ -58,7 +59,7 @@ class KeptNetworks:
         """
         if self._backlit is None:
             dataset = build_dataset(dict(self.prompt_dataset_opt, phase='train'))
-            images = [quantise(torch.from_numpy(dataset.load_backlit(i))) for i in range(dataset.num_backlit)]
+            images = [to_png_levels(torch.from_numpy(dataset.load_backlit(i))) for i in range(dataset.num_backlit)]
             self._backlit = torch.stack(images).permute(0, 3, 1, 2)
         return self._backlit
 
@@ -74,7 +75,7 @@ class KeptNetworks:
         enhanced = []
         for chunk in self.backlit_at_prompt_size().split(INFERENCE_BATCH):
             x = chunk.to(self.device).float() / 255
-            enhanced.append(quantise(torch.clamp(x / net(x), 0, 1)).cpu())  # the authors' inference: no eps
+            enhanced.append(to_png_levels(torch.clamp(x / net(x), 0, 1)).cpu())  # the authors' inference: no eps
         self._outputs[slot] = (round_, torch.cat(enhanced))
         get_root_logger().info(
             f'Enhanced {len(self._outputs[slot][1])} backlit images with the best network of round {round_} '
