@@ -161,7 +161,9 @@ def image_counts(opt: dict) -> Dict[str, int]:
     return counts
 
 
-def _schedule_options(opt: dict):
+def schedule_options(opt: dict):
+    """The run's :class:`~cliplit_basicsr.models.schedule.ScheduleOptions` (``train.schedule``); a bad value
+    is a one-line :class:`OptionError`."""
     from .models.schedule import ScheduleOptions
 
     try:
@@ -170,15 +172,20 @@ def _schedule_options(opt: dict):
         raise OptionError(f'train.schedule: {err}') from None
 
 
+def starting_point(opt: dict, prompt_learning: bool) -> Tuple[bool, bool]:
+    """(whether the run initialises the prompt pair, whether it trains the reconstruction stage): without
+    ``path.pretrain_network_prompt`` and ``path.pretrain_network_g: ~`` respectively."""
+    path = opt.get('path') or {}
+    return prompt_learning and not path.get('pretrain_network_prompt'), path.get('pretrain_network_g', 'init') is None
+
+
 def run_end(opt: dict, counts: Dict[str, int]):
     """The :class:`~cliplit_basicsr.models.run_length.RunEnd` that ``train.total_iter: auto`` stands for:
     ``train.schedule.rounds`` rounds, or the authors' ``train.schedule.authors_num_epochs`` passes."""
     from .models.run_length import PassLengths, RunEnd, authors_run, rounds_run
 
-    options = _schedule_options(opt)
-    path = opt.get('path') or {}
-    prompt_init = options.prompt_learning and not path.get('pretrain_network_prompt')
-    reconstruction = path.get('pretrain_network_g', 'init') is None
+    options = schedule_options(opt)
+    prompt_init, reconstruction = starting_point(opt, options.prompt_learning)
     train_set = opt['datasets'].get('train') or {}
     backlit = counts.get('datasets.train.dataroot_backlit')
     if backlit is None:
@@ -207,7 +214,7 @@ def resolve_total_iter(opt: dict, counts: Dict[str, int]):
     if not isinstance(train, dict):
         raise OptionError('train: missing (the training options)')
     total = train.get('total_iter', AUTO)
-    rounds = _schedule_options(opt).rounds
+    rounds = schedule_options(opt).rounds
     if total != AUTO:
         if rounds is not None:
             raise OptionError('train.schedule.rounds needs train.total_iter: auto (the run length is one or the other)')

@@ -20,7 +20,7 @@ from basicsr.utils import FileClient, scandir
 from PIL import Image
 
 from cliplit_basicsr.errors import DataError, ImageReadError, OptionError
-from cliplit_basicsr.image_io import IMAGE_EXTENSIONS, decode_image
+from cliplit_basicsr.image_io import IMAGE_EXTENSIONS, decode_image, is_image_file
 
 _TO_RGB = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}  # BGRA2RGB drops alpha
 
@@ -98,7 +98,7 @@ class ImageSource:
             raise OptionError(f"io_backend.type: '{self.backend_type}' is not supported (use disk or lmdb)")
 
     def _folder_names(self, option: str) -> List[str]:
-        names = sorted(path for path in scandir(self.root, full_path=True) if path.lower().endswith(IMAGE_EXTENSIONS))
+        names = sorted(path for path in scandir(self.root, full_path=True) if is_image_file(path))
         if not names:
             hint = ' (an LMDB needs io_backend: {type: lmdb})' if self.root.rstrip('/').endswith('.lmdb') else ''
             raise DataError(f'{option}: no images ({", ".join(IMAGE_EXTENSIONS)}) in folder {self.root}{hint}')

@@ -50,7 +50,7 @@ from cliplit_basicsr.cpu_allocator import allocator_note
 from cliplit_basicsr.data.augment import augment_batch
 from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
 from cliplit_basicsr.errors import OptionError
-from cliplit_basicsr.options import check_training_options
+from cliplit_basicsr.options import check_training_options, schedule_options, starting_point
 
 from .cliplit_eval_model import CLIPLITEvalModel
 from .feature_cache import FeatureCache, prompt_feature_keys
@@ -58,7 +58,7 @@ from .kept_networks import KeptNetworks
 from .micro_batch import AUTO, backward_in_micro_batches, batch_share
 from .prompt_loaders import PromptLoaders
 from .run_length import RunEnd
-from .schedule import Phase, ScheduleOptions, StepOutcome, TrainingSchedule
+from .schedule import Phase, StepOutcome, TrainingSchedule
 from .training_setup import build_adam, build_loss, build_prompt_pair, micro_batch_option, y_psnr
 
 INIT_CHECKPOINT = OFFICIAL_CHECKPOINT.parent / 'init_enhancement_model.pth'  # the network after reconstruction
@@ -104,20 +104,13 @@ class CLIPLITModel(CLIPLITEvalModel):
         train_opt = self.opt['train']
         logger = get_root_logger()
         self.net_g.train()
-        try:
-            self.schedule_options = ScheduleOptions(**(train_opt.get('schedule') or {}))
-        except TypeError as err:
-            raise OptionError(f'train.schedule: {err}') from None
+        self.schedule_options = schedule_options(self.opt)
         learn = self.schedule_options.prompt_learning
-        prompt_init = learn and not self.opt['path'].get('pretrain_network_prompt')
+        prompt_init, reconstruction = starting_point(self.opt, learn)
         # before anything loads CLIP, so that their workers do not map it (cliplit_basicsr.data.loaders)
         self.prompt_loaders = PromptLoaders(self.opt) if learn else None
         self.net_prompt = self.model_to_device(build_prompt_pair(self.opt))
-        self.schedule = TrainingSchedule(
-            self.schedule_options,
-            prompt_init=prompt_init,
-            reconstruction=self.opt['path'].get('pretrain_network_g') is None,
-        )
+        self.schedule = TrainingSchedule(self.schedule_options, prompt_init=prompt_init, reconstruction=reconstruction)
 
         self.micro_batch = micro_batch_option(train_opt.get('micro_batch', AUTO), self.device)
         self.cri_clip = build_loss(self.opt, 'clip_opt', self.device)
@@ -274,7 +267,7 @@ class CLIPLITModel(CLIPLITEvalModel):
             self.run_end.observe(phase, outcome.transition is not None, self.schedule.phase)
             if self.run_end.ended:
                 get_root_logger().info(
-                    f'Run complete at iter {current_iter} ({self.run_end.describe().split(";")[0]}): '
+                    f'Run complete at iter {current_iter} ({self.run_end.budget}): '
                     f'{self.run_end.rounds_done} rounds, in {self.schedule.describe()}'
                 )
 

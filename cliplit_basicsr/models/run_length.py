@@ -18,9 +18,9 @@ are 22 rounds plus the 23rd round's enhancement and refinement: 23 rounds, 71,30
 the 22nd round's enhancement: 73,340 iterations. :func:`authors_run` counts this for any data sizes,
 batch sizes, schedule and starting point, as long as no phase is extended.
 
-A phase extended while its loss stays above a threshold uses passes too, so extensions move where the
-authors' run ends (by about 36 iterations each with the defaults). :class:`RunEnd` follows the run as it
-goes and ends it where the authors' loop would, extensions included; or after ``rounds`` whole rounds.
+A phase extended while its loss stays above a threshold uses passes too: an extension that reaches into
+another pass of its loader leaves one pass fewer at the end of the run. :class:`RunEnd` follows the run as
+it goes and ends it where the authors' loop would, extensions included; or after ``rounds`` whole rounds.
 """
 
 import math
@@ -204,9 +204,13 @@ class RunEnd:
         deep-copies, and the model and the train loader must share one."""
         return self
 
+    @property
+    def budget(self) -> str:
+        """What ends the run, in words: ``'2 rounds'`` or ``"the authors' 2000 passes"``."""
+        return f'{self.rounds} rounds' if self.rounds is not None else f"the authors' {self.num_epochs} passes"
+
     def describe(self) -> str:
-        budget = f'{self.rounds} rounds' if self.rounds is not None else f"the authors' {self.num_epochs} passes"
-        return f'{budget}; with no phase extended, {self.nominal.describe()}'
+        return f'{self.budget}; with no phase extended, {self.nominal.describe()}'
 
     __str__ = describe
 

@@ -76,7 +76,7 @@ class ScheduleOptions:
     enhancement_loss_threshold: float = 90.0  # 320 * L_clip + 0.9 * 25 * L_id of the phase's last step
     prompt_refinement_iters: int = 1000  # the authors: until iteration 3100 of the round
     prompt_extension: int = 100
-    prompt_loss_threshold: float = 60.0  # applies to prompt initialisation too, as in the authors' code
+    prompt_loss_threshold: float = 60.0  # initialisation too, extended otherwise (docs/differences.md)
     check_period: int = 20  # best-network checks on global iterations divisible by this
     prompt_check_period: int = 20  # best-prompt checks likewise
     window: int = 30  # running-mean length for best tracking and the restart test
