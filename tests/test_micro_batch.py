@@ -13,7 +13,7 @@ from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.losses.cliplit_loss import CLIPLITEnhanceLoss, CLIPLITIdentityLoss
 from cliplit_basicsr.models.micro_batch import backward_in_micro_batches, batch_share
-from cliplit_basicsr.models.training_setup import micro_batch_option as _micro_batch
+from cliplit_basicsr.models.training_setup import micro_batch_option
 
 INIT_WEIGHTS = Path(__file__).resolve().parents[1] / 'cliplit_basicsr' / 'weights' / 'init_enhancement_model.pth'
 
@@ -72,11 +72,11 @@ def test_batch_share_follows_the_loss_reduction():
 @pytest.mark.parametrize('value', [0, -2, 1.5, True, 'two'])
 def test_bad_micro_batch_option_is_a_one_line_error(value):
     with pytest.raises(OptionError, match=r'^train\.micro_batch: expected a positive integer'):
-        _micro_batch(value, torch.device('cpu'))
+        micro_batch_option(value, torch.device('cpu'))
 
 
 def test_auto_micro_batch_is_one_image_on_cpu_and_the_whole_batch_on_gpu():
-    assert _micro_batch('auto', torch.device('cpu')) == 1
-    assert _micro_batch('auto', torch.device('cuda', 0)) is None
-    assert _micro_batch(3, torch.device('cuda', 0)) == 3
-    assert _micro_batch(None, torch.device('cpu')) is None
+    assert micro_batch_option('auto', torch.device('cpu')) == 1
+    assert micro_batch_option('auto', torch.device('cuda', 0)) is None
+    assert micro_batch_option(3, torch.device('cuda', 0)) == 3
+    assert micro_batch_option(None, torch.device('cpu')) is None

@@ -1,4 +1,7 @@
-"""CPU fast paths of CLIP-LIT, behind one switch (:mod:`.config`), beside plain maths that never needs them.
+"""Fast paths of CLIP-LIT, behind one switch (:mod:`.config`), beside plain maths that never needs them.
+
+Most are for CPUs, where enhancement runs for most users; the text transformer's and the class-token
+tower's apply on every device (they compute less, not differently).
 
 Every computation that has a fast path asks one of the functions below first; each returns ``None`` where
 its fast path does not apply (switch off, another device or dtype, autograd needed, a tower it does not
