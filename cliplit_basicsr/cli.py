@@ -173,7 +173,10 @@ def enhance_one(job: Job, enhancer: CLIPLITEnhancer, args: argparse.Namespace) -
     pixels, metadata, warnings = read_photo(job.source)
     if args.strip_metadata:
         metadata = Metadata()
-    enhanced, light = enhancer.enhance(pixels, strength=args.strength, return_light_map=True)
+    if job.light_map is None and job.compare is None:  # no whole-image light map plane to hold
+        enhanced, light = enhancer.enhance(pixels, strength=args.strength), None
+    else:
+        enhanced, light = enhancer.enhance(pixels, strength=args.strength, return_light_map=True)
     try:
         job.output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

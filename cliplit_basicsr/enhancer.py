@@ -80,22 +80,29 @@ class CLIPLITEnhancer:
         (B,1,H,W) for tensors.
         """
         if isinstance(image, torch.Tensor):
-            output, light = self._enhance_tensor(image, strength)
+            output, light = self._enhance_tensor(image, strength, return_light_map)
         elif isinstance(image, np.ndarray):
-            output, light = self._enhance_array(image, strength)
+            output, light = self._enhance_array(image, strength, return_light_map)
         else:
             raise TypeError(f'enhance() takes a numpy array or a torch tensor, got {type(image).__name__}')
         return (output, light) if return_light_map else output
 
-    def _enhance_tensor(self, image: torch.Tensor, strength: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _enhance_tensor(
+        self, image: torch.Tensor, strength: float, keep_light_map: bool
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         if image.dim() not in (3, 4) or image.shape[-3] != 3 or not image.is_floating_point():
             raise ValueError(
                 f'expected an RGB float tensor (3,H,W) or (B,3,H,W), got {image.dtype} {tuple(image.shape)}'
             )
-        out, light_map = run_on_tensor(self.engine, image if image.dim() == 4 else image[None], strength)
-        return (out, light_map) if image.dim() == 4 else (out[0], light_map[0])
+        batch = image if image.dim() == 4 else image[None]
+        out, light_map = run_on_tensor(self.engine, batch, strength, keep_light_map)
+        if image.dim() == 3:
+            out, light_map = out[0], None if light_map is None else light_map[0]
+        return out, light_map
 
-    def _enhance_array(self, image: np.ndarray, strength: float) -> Tuple[np.ndarray, np.ndarray]:
+    def _enhance_array(
+        self, image: np.ndarray, strength: float, keep_light_map: bool
+    ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         if image.dtype not in (np.uint8, np.uint16) or not (
             image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))
         ):
@@ -103,7 +110,7 @@ class CLIPLITEnhancer:
         peak = float(np.iinfo(image.dtype).max)
         bgr = image[:, :, None] if image.ndim == 2 else image[:, :, :3]
         out = np.empty(image.shape[:2] + (4 if image.ndim == 3 and image.shape[2] == 4 else 3,), image.dtype)
-        light_map = np.empty(image.shape[:2], np.float32)
+        light_map = np.empty(image.shape[:2], np.float32) if keep_light_map else None
         if out.shape[2] == 4:
             out[:, :, 3] = image[:, :, 3]
 
@@ -117,7 +124,8 @@ class CLIPLITEnhancer:
         def write(region: Region, enhanced: torch.Tensor, light: torch.Tensor) -> None:
             y0, y1, x0, x1 = region
             out[y0:y1, x0:x1, :3] = quantise(enhanced[0].permute(1, 2, 0), peak).cpu().numpy()[:, :, ::-1]
-            light_map[y0:y1, x0:x1] = light[0, 0].cpu().numpy()
+            if light_map is not None:
+                light_map[y0:y1, x0:x1] = light[0, 0].cpu().numpy()
 
         self.engine.run(read, write, 1, image.shape[0], image.shape[1], strength)
         return out, light_map

@@ -8,10 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageCms
 
 import cliplit_basicsr
 from cliplit_basicsr.cli import main
+from cliplit_basicsr.engine import run_on_tensor
 from cliplit_basicsr.enhancer import CLIPLITEnhancer
 from cliplit_basicsr.image_io import read_image
 from cliplit_basicsr.photo_metadata import ORIENTATION_TAG
@@ -219,6 +221,18 @@ def test_brightness_rises_monotonically_with_strength(upright, enhancer):
     bgr = np.ascontiguousarray(np.asarray(upright)[:, :, ::-1])
     means = [enhancer.enhance(bgr, strength=s).mean() for s in (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)]
     assert means == sorted(means) and means[0] == pytest.approx(bgr.mean()) and means[-1] > means[3]
+
+
+def test_the_light_map_is_kept_only_when_asked_for(upright, enhancer):
+    bgr = np.ascontiguousarray(np.asarray(upright)[:, :, ::-1])
+    out, light = enhancer.enhance(bgr, return_light_map=True)
+    assert light.shape == bgr.shape[:2] and light.dtype == np.float32
+    np.testing.assert_array_equal(enhancer.enhance(bgr), out)
+    rgb = torch.from_numpy(np.asarray(upright).copy()).permute(2, 0, 1).float() / 255
+    out_tensor, light_tensor = enhancer.enhance(rgb, return_light_map=True)
+    assert light_tensor.shape == (1,) + rgb.shape[1:]
+    torch.testing.assert_close(enhancer.enhance(rgb), out_tensor, rtol=0, atol=0)
+    assert run_on_tensor(enhancer.engine, rgb[None])[1] is None  # no whole-image plane allocated
 
 
 def test_light_map_and_comparison_strip(tmp_path, upright, enhancer):

@@ -62,12 +62,17 @@ def build_engine(
     return ENGINES[engine](net, device, precision, tile)
 
 
-def run_on_tensor(engine: Engine, img: torch.Tensor, strength: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``engine`` on ``img`` (B,3,H,W) in [0,1] on any device: the output and the light map (B,1,H,W), float32,
-    on ``img.device``. Regions travel to the engine's device as it reads them, so a CPU image on a GPU
+def run_on_tensor(
+    engine: Engine, img: torch.Tensor, strength: float = 1.0, keep_light_map: bool = False
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``engine`` on ``img`` (B,3,H,W) in [0,1] on any device: the output, float32 on ``img.device``, and
+    with ``keep_light_map`` the light map (B,1,H,W) too (else None: a whole-image plane is allocated only
+    when asked for). Regions travel to the engine's device as it reads them, so a CPU image on a GPU
     engine is never copied whole."""
     out = torch.empty(img.shape, dtype=torch.float32, device=img.device)
-    light_map = torch.empty((img.shape[0], 1) + img.shape[2:], dtype=torch.float32, device=img.device)
+    light_map = None
+    if keep_light_map:
+        light_map = torch.empty((img.shape[0], 1) + img.shape[2:], dtype=torch.float32, device=img.device)
 
     def read(region: Region) -> torch.Tensor:
         y0, y1, x0, x1 = region
@@ -75,7 +80,9 @@ def run_on_tensor(engine: Engine, img: torch.Tensor, strength: float = 1.0) -> T
 
     def write(region: Region, enhanced: torch.Tensor, light: torch.Tensor) -> None:
         y0, y1, x0, x1 = region
-        out[:, :, y0:y1, x0:x1], light_map[:, :, y0:y1, x0:x1] = enhanced, light
+        out[:, :, y0:y1, x0:x1] = enhanced
+        if light_map is not None:
+            light_map[:, :, y0:y1, x0:x1] = light
 
     engine.run(read, write, img.shape[0], img.shape[2], img.shape[3], strength)
     return out, light_map
