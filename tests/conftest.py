@@ -46,6 +46,20 @@ def parity_fixtures(parity_dir):
     return torch.load(parity_dir / 'fixtures.pt', weights_only=False)
 
 
+@pytest.fixture(scope='session')
+def vit_file(parity_dir) -> str:
+    """The tiny ViT parity checkpoint, in OpenAI's format."""
+    return str(parity_dir / 'tiny_vit_openai.pt')
+
+
+@pytest.fixture(scope='session')
+def small_images():
+    """Two random RGB images of 40x56 in [0, 1], the same in every test."""
+    import torch
+
+    return torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(0))
+
+
 @pytest.fixture(params=[True, False], ids=['accel', 'plain'])
 def accel_mode(request):
     """Runs a test with the fast paths on and with them off (``cliplit_basicsr.accel``)."""

@@ -1,4 +1,4 @@
-"""Helpers shared by tests that start fresh interpreters or write option files."""
+"""Helpers shared by tests: fresh interpreters, option files, tiny models."""
 
 import os
 import subprocess
@@ -82,3 +82,23 @@ def write_sr_pairs(root: Path) -> Path:
         for index in range(4):
             cv2.imwrite(str(root / folder / f'{index}.png'), rng.integers(0, 256, (size, size, 3), np.uint8))
     return root
+
+
+def tiny_vit(image_size: int = 32, act_layer=None, **options):
+    """A small open_clip ViT (patch 8, width 32, 3 layers, 4 heads), seeded, in eval mode; QuickGELU as
+    OpenAI's towers unless ``act_layer`` says otherwise."""
+    import torch
+    from open_clip.transformer import QuickGELU, VisionTransformer
+
+    torch.manual_seed(0)
+    return VisionTransformer(
+        image_size=image_size,
+        patch_size=8,
+        width=32,
+        layers=3,
+        heads=4,
+        mlp_ratio=4.0,
+        output_dim=16,
+        act_layer=act_layer or QuickGELU,
+        **options,
+    ).eval()

@@ -6,28 +6,13 @@ That image features through it still match the authors' values is tests/test_cli
 import pytest
 import torch
 from open_clip.modified_resnet import ModifiedResNet
-from open_clip.transformer import QuickGELU, VisionTransformer
+from support import tiny_vit
 
 from cliplit_basicsr.accel.class_token import ClassTokenBlock, class_token_tower
 
 
-def _vit(**options) -> VisionTransformer:
-    torch.manual_seed(0)
-    return VisionTransformer(
-        image_size=32,
-        patch_size=8,
-        width=32,
-        layers=3,
-        heads=4,
-        mlp_ratio=4.0,
-        output_dim=16,
-        act_layer=QuickGELU,
-        **options,
-    ).eval()
-
-
 def test_class_token_tower_equals_the_vit_with_the_same_weights():
-    vit = _vit()
+    vit = tiny_vit()
     tower = class_token_tower(vit)
     assert isinstance(tower.transformer.resblocks[-1], ClassTokenBlock)
     assert tower is class_token_tower(vit)  # made once
@@ -44,8 +29,8 @@ def test_class_token_tower_equals_the_vit_with_the_same_weights():
 @pytest.mark.parametrize(
     'tower',
     [
-        lambda: _vit(pool_type='avg'),
-        lambda: _vit(output_tokens=True),
+        lambda: tiny_vit(pool_type='avg'),
+        lambda: tiny_vit(output_tokens=True),
         lambda: ModifiedResNet(layers=(1, 1, 1, 1), output_dim=16, heads=2, image_size=64, width=8).eval(),
     ],
 )

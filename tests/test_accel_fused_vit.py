@@ -8,6 +8,7 @@ import pytest
 import torch
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import QuickGELU, VisionTransformer
+from support import tiny_vit
 from torch import nn
 
 from cliplit_basicsr.accel.fused_vit import FusedBlock, PatchEmbedding, fused_ops_available, fused_vit_tower
@@ -15,22 +16,7 @@ from cliplit_basicsr.clip import image_features, preprocess
 
 
 def _vit(image_size: int = 32, act_layer=QuickGELU, **options) -> VisionTransformer:
-    torch.manual_seed(0)
-    vit = (
-        VisionTransformer(
-            image_size=image_size,
-            patch_size=8,
-            width=32,
-            layers=3,
-            heads=4,
-            mlp_ratio=4.0,
-            output_dim=16,
-            act_layer=act_layer,
-            **options,
-        )
-        .eval()
-        .requires_grad_(False)
-    )
+    vit = tiny_vit(image_size, act_layer, **options).requires_grad_(False)
     with torch.no_grad():  # non-trivial biases and norms, so that every scaled term shows in the output
         for name, p in vit.named_parameters():
             if name.endswith(('bias', 'ln_1.weight', 'ln_2.weight')):

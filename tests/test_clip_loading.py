@@ -22,16 +22,6 @@ from cliplit_basicsr.losses.cliplit_loss import CLIPLITEnhanceLoss, CLIPLITIdent
 pytestmark = pytest.mark.usefixtures('accel_mode')  # every test with the fast paths on and off
 
 
-@pytest.fixture(scope='module')
-def vit_file(parity_dir):
-    return str(parity_dir / 'tiny_vit_openai.pt')
-
-
-@pytest.fixture(scope='module')
-def images():
-    return torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(0))
-
-
 def test_model_is_frozen_shared_and_unregistered(vit_file):
     model = load_clip(VIT_MODEL, vit_file)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
@@ -56,7 +46,7 @@ def _save_torchscript_archive(state: dict, path) -> None:
         torch.jit.save(torch.jit.script(root), str(path))
 
 
-def test_openai_formats_load_alike(vit_file, tmp_path, images):
+def test_openai_formats_load_alike(vit_file, tmp_path, small_images):
     """OpenAI's TorchScript archive and a wrapped ``{'state_dict': {'module.…'}}`` give the same model."""
     reference = load_clip(VIT_MODEL, vit_file)
     archive = tmp_path / 'archive.pt'
@@ -64,12 +54,12 @@ def test_openai_formats_load_alike(vit_file, tmp_path, images):
     wrapped = tmp_path / 'wrapped.pt'
     torch.save({'state_dict': {f'module.{k}': v for k, v in reference.state_dict().items()}}, wrapped)
     with torch.no_grad():
-        expected = image_features(reference, images)
+        expected = image_features(reference, small_images)
         for path in (archive, wrapped):
-            assert torch.equal(image_features(load_clip(VIT_MODEL, str(path)), images), expected), path.name
+            assert torch.equal(image_features(load_clip(VIT_MODEL, str(path)), small_images), expected), path.name
 
 
-def test_open_clip_safetensors_loads_into_the_named_config(parity_dir, tmp_path, images):
+def test_open_clip_safetensors_loads_into_the_named_config(parity_dir, tmp_path, small_images):
     safetensors = pytest.importorskip('safetensors.torch')
     open_clip.add_model_config(parity_dir / 'tiny-rn-quickgelu.json')
     reference = load_clip(RN_MODEL, str(parity_dir / 'tiny_rn_openai.pt'))
@@ -78,7 +68,7 @@ def test_open_clip_safetensors_loads_into_the_named_config(parity_dir, tmp_path,
     model = load_clip('tiny-rn-quickgelu', str(path))
     assert not model.training  # open_clip's create_model returns training mode; the RN has BatchNorm
     with torch.no_grad():
-        for ours, theirs in zip(resnet_feature_maps(model, images), resnet_feature_maps(reference, images)):
+        for ours, theirs in zip(resnet_feature_maps(model, small_images), resnet_feature_maps(reference, small_images)):
             assert torch.equal(ours, theirs)
 
 
@@ -121,14 +111,14 @@ def test_bad_pretrained_values(tmp_path, vit_file):
     _assert_one_line_error(excinfo, 'ModifiedResNet')
 
 
-def test_amp_options(vit_file, images):
+def test_amp_options(vit_file, small_images):
     with pytest.raises(PrecisionError):
         CLIPLITEnhanceLoss(clip_pretrained=vit_file, amp='fp8')
     with pytest.raises(PrecisionError):
-        CLIPLITEnhanceLoss(clip_pretrained=vit_file, amp='fp16')(images, torch.randn(2, 64))
+        CLIPLITEnhanceLoss(clip_pretrained=vit_file, amp='fp16')(small_images, torch.randn(2, 64))
     text = torch.randn(2, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        fp32 = CLIPLITEnhanceLoss(clip_pretrained=vit_file)(images, text)
-        bf16 = CLIPLITEnhanceLoss(clip_pretrained=vit_file, amp='bf16')(images, text)
+        fp32 = CLIPLITEnhanceLoss(clip_pretrained=vit_file)(small_images, text)
+        bf16 = CLIPLITEnhanceLoss(clip_pretrained=vit_file, amp='bf16')(small_images, text)
     assert bf16.dtype == torch.float32
     assert bf16 != fp32 and bf16 == pytest.approx(fp32.item(), rel=0.1)  # autocast really ran, and stays close

@@ -52,11 +52,6 @@ def assert_matches(actual, expected, key: str) -> None:
 
 
 @pytest.fixture(scope='module')
-def vit_file(parity_dir):
-    return str(parity_dir / 'tiny_vit_openai.pt')
-
-
-@pytest.fixture(scope='module')
 def rn_file(parity_dir):
     return str(parity_dir / 'tiny_rn_openai.pt')
 

@@ -5,10 +5,8 @@ These tests need a GPU; elsewhere they skip with that reason (CI has none). ``sc
 runs them on a bare GPU machine.
 """
 
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -19,13 +17,12 @@ from test_train_e2e import (
     EXPECTED_EVENTS,
     TOTAL_ITER,
     _env,
-    _latest_state,
     assert_every_phase,
     assert_outputs,
+    kill_once_saved,
     log_text,
     make_image_sets,
     run_train,
-    train_command,
     write_options,
 )
 
@@ -82,17 +79,7 @@ def test_torchrun_with_nccl_on_one_gpu(tmp_path, data_dir, parity_dir):
 
 def test_killed_and_auto_resumed_on_cuda(tmp_path, data_dir, parity_dir):
     option_file = _gpu_options(tmp_path, data_dir, parity_dir)
-    process = subprocess.Popen(
-        train_command(option_file), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 300
-    try:
-        while (_latest_state(tmp_path) is None or int(_latest_state(tmp_path).stem) < 12) and time.time() < deadline:
-            assert process.poll() is None, 'training ended before it could be killed'
-            time.sleep(0.05)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    kill_once_saved(tmp_path, option_file, 12, timeout=300)
     output = run_train(tmp_path, option_file, '--auto_resume')
     assert 'Resuming training from epoch' in output
     assert [event in output for event in EXPECTED_EVENTS][-2:] == [True, True]

@@ -8,11 +8,6 @@ from cliplit_basicsr.archs.prompt_arch import CLIPLITPromptPair, read_prompt_fil
 from cliplit_basicsr.clip import PromptFileError
 
 
-@pytest.fixture(scope='module')
-def vit_file(parity_dir):
-    return str(parity_dir / 'tiny_vit_openai.pt')
-
-
 def test_built_from_options_with_only_its_own_state(vit_file):
     pair = build_network({'type': 'CLIPLITPromptPair', 'clip_pretrained': vit_file})
     assert isinstance(pair, CLIPLITPromptPair)

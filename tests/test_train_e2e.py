@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -252,20 +253,27 @@ def _latest_state(workdir: Path):
     return max(states, key=lambda p: int(p.stem)) if states else None
 
 
-@pytest.mark.slow
-def test_folder_training_killed_and_auto_resumed(tmp_path, data_dir, parity_dir):
-    option_file = write_options(tmp_path, data_dir, parity_dir)
+def kill_once_saved(workdir: Path, option_file: Path, iteration: int, timeout: float) -> None:
+    """Start a training run and SIGKILL it as soon as its training state of ``iteration`` is on disk."""
     process = subprocess.Popen(
-        train_command(option_file), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        train_command(option_file), cwd=workdir, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.time() + 240
+    deadline = time.time() + timeout
     try:
-        while (_latest_state(tmp_path) is None or int(_latest_state(tmp_path).stem) < 12) and time.time() < deadline:
+        while (
+            _latest_state(workdir) is None or int(_latest_state(workdir).stem) < iteration
+        ) and time.time() < deadline:
             assert process.poll() is None, 'training ended before it could be killed'
             time.sleep(0.05)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+
+
+@pytest.mark.slow
+def test_folder_training_killed_and_auto_resumed(tmp_path, data_dir, parity_dir):
+    option_file = write_options(tmp_path, data_dir, parity_dir)
+    kill_once_saved(tmp_path, option_file, 12, timeout=240)
     state_file = _latest_state(tmp_path)
     assert state_file is not None and int(state_file.stem) == 12
     saved = torch.load(state_file, weights_only=True)
@@ -281,24 +289,32 @@ def test_folder_training_killed_and_auto_resumed(tmp_path, data_dir, parity_dir)
     assert_outputs(tmp_path)
 
 
-def restored_model(workdir: Path, option_file: Path, state_file: Path):
-    """Build the model in this process as ``--auto_resume`` does and restore ``state_file`` into it."""
-    from basicsr.models import build_model
-    from basicsr.utils import check_resume
-
-    opt = yaml.safe_load(option_file.read_text())
+def in_process_options(workdir: Path, opt: dict, resume_state: Optional[Path] = None) -> dict:
+    """``opt`` completed as BasicSR's ``parse_options`` would for one process in ``workdir``."""
     exp = experiment(workdir)
-    opt.update(dist=False, rank=0, world_size=1, is_train=True, auto_resume=True, root_path=str(workdir))
+    opt.update(
+        dist=False, rank=0, world_size=1, is_train=True, auto_resume=resume_state is not None, root_path=str(workdir)
+    )
     opt['path'].update(
         experiments_root=str(exp),
         models=str(exp / 'models'),
         training_states=str(exp / 'training_states'),
         log=str(exp),
         visualization=str(exp / 'visualization'),
-        resume_state=str(state_file),
     )
+    if resume_state is not None:
+        opt['path']['resume_state'] = str(resume_state)
     for phase, dataset in opt['datasets'].items():
         dataset['phase'] = phase.split('_')[0]
+    return opt
+
+
+def restored_model(workdir: Path, option_file: Path, state_file: Path):
+    """Build the model in this process as ``--auto_resume`` does and restore ``state_file`` into it."""
+    from basicsr.models import build_model
+    from basicsr.utils import check_resume
+
+    opt = in_process_options(workdir, yaml.safe_load(option_file.read_text()), resume_state=state_file)
     state = torch.load(state_file, map_location='cpu', weights_only=True)
     check_resume(opt, state['iter'])
     model = build_model(opt)
@@ -377,20 +393,9 @@ def restored_model_fresh(workdir: Path, option_file: Path, edit=None):
     opt = yaml.safe_load(option_file.read_text())
     if edit is not None:
         edit(opt)
-    exp = experiment(workdir)
     for sub in ('models', 'training_states'):
-        (exp / sub).mkdir(parents=True, exist_ok=True)
-    opt.update(dist=False, rank=0, world_size=1, is_train=True, auto_resume=False, root_path=str(workdir))
-    opt['path'].update(
-        experiments_root=str(exp),
-        models=str(exp / 'models'),
-        training_states=str(exp / 'training_states'),
-        log=str(exp),
-        visualization=str(exp / 'visualization'),
-    )
-    for phase, dataset in opt['datasets'].items():
-        dataset['phase'] = phase.split('_')[0]
-    return build_model(opt)
+        (experiment(workdir) / sub).mkdir(parents=True, exist_ok=True)
+    return build_model(in_process_options(workdir, opt))
 
 
 @pytest.mark.parametrize(
