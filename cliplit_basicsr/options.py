@@ -68,6 +68,7 @@ TRAIN_KEYS = frozenset(
         'prompt_init_opt',
         'ranking_opt',
         'micro_batch',
+        'network_amp',
         'prompt_feature_cache',
     }
 )

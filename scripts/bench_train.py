@@ -114,6 +114,7 @@ def write_options(work: Path, args) -> Path:
     train = opt['train']
     for key in ('clip_opt', 'identity_opt', 'reconstruction_opt'):
         train[key]['clip_pretrained'] = clip[train[key]['clip_model']]
+    train['network_amp'] = args.network_amp
     opt['path']['pretrain_network_g'] = None  # run the reconstruction stage too
     # Round 2's refinement gets the same length as round 1's; training ends one iteration after it, since an
     # iteration's record closes at the next batch fetch.
@@ -271,6 +272,9 @@ def main():
     parser.add_argument('--vit', default=None, help="ViT weights (default: random, 'openai', or a file)")
     parser.add_argument('--rn', default=None, help="RN weights (default: random, 'openai', or a file)")
     parser.add_argument('--vit-model', default='ViT-B-32-quickgelu', help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--network-amp', default=None, choices=['bf16', 'fp16'], help="train.network_amp (default: fp32, the authors')"
+    )
     parser.add_argument('--quick', action='store_true', help='tiny sizes (smoke test of this script)')
     parser.add_argument('--no-loss-only', action='store_true', help='skip the loss-only comparison steps')
     parser.add_argument('--watch', nargs=2, help=argparse.SUPPRESS)

@@ -49,12 +49,17 @@ def _gpu_options(tmp_path, data_dir, parity_dir):
     return option_file
 
 
-def test_training_passes_every_phase_on_cuda(tmp_path, data_dir, parity_dir):
-    run_train(tmp_path, _gpu_options(tmp_path, data_dir, parity_dir))
+@pytest.mark.parametrize('network_amp', [None, 'fp16'], ids=['fp32', 'fp16'])
+def test_training_passes_every_phase_on_cuda(tmp_path, data_dir, parity_dir, network_amp):
+    extra = () if network_amp is None else ('--force_yml', f'train:network_amp={network_amp}')
+    run_train(tmp_path, _gpu_options(tmp_path, data_dir, parity_dir), *extra)
     log = log_text(tmp_path)
     assert_every_phase(log)
     assert 'CPU training' not in log  # the CPU allocator note and restart are for CPU runs only
     assert_outputs(tmp_path)
+    if network_amp == 'fp16':  # the scaler's state is saved for a resume
+        state = torch.load(tmp_path / 'experiments' / 'tiny' / 'training_states' / f'{TOTAL_ITER}.state')
+        assert state['cliplit']['grad_scaler']['scale'] > 0
 
 
 def test_torchrun_with_nccl_on_one_gpu(tmp_path, data_dir, parity_dir):

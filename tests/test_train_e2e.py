@@ -248,6 +248,17 @@ def test_lmdb_training_passes_every_phase(tmp_path, data_dir, parity_dir):
     assert_outputs(tmp_path)
 
 
+@pytest.mark.slow
+def test_bf16_network_training_passes_every_phase(tmp_path, data_dir, parity_dir):
+    option_file = write_options(tmp_path, data_dir, parity_dir)
+    run_train(tmp_path, option_file, '--force_yml', 'train:network_amp=bf16')
+    assert 'network_amp: bf16' in log_text(tmp_path)
+    assert_every_phase(log_text(tmp_path))
+    assert_outputs(tmp_path)
+    state = torch.load(experiment(tmp_path) / 'training_states' / f'{TOTAL_ITER}.state', weights_only=True)
+    assert state['cliplit']['grad_scaler'] is None  # bf16 needs no scaler
+
+
 def _latest_state(workdir: Path):
     states = list((experiment(workdir) / 'training_states').glob('*.state'))
     return max(states, key=lambda p: int(p.stem)) if states else None

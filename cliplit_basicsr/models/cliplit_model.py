@@ -56,6 +56,7 @@ from .cliplit_eval_model import CLIPLITEvalModel
 from .feature_cache import FeatureCache, prompt_feature_keys
 from .kept_networks import KeptNetworks
 from .micro_batch import AUTO, backward_in_micro_batches, batch_share
+from .network_precision import network_precision_option
 from .prompt_loaders import PromptLoaders
 from .run_length import RunEnd
 from .schedule import Phase, StepOutcome, TrainingSchedule
@@ -113,6 +114,7 @@ class CLIPLITModel(CLIPLITEvalModel):
         self.schedule = TrainingSchedule(self.schedule_options, prompt_init=prompt_init, reconstruction=reconstruction)
 
         self.micro_batch = micro_batch_option(train_opt.get('micro_batch', AUTO), self.device)
+        self.network_precision = network_precision_option(train_opt.get('network_amp'), self.device)
         self.cri_clip = build_loss(self.opt, 'clip_opt', self.device)
         self.cri_identity = build_loss(self.opt, 'identity_opt', self.device)
         self.cri_reconstruction = build_loss(self.opt, 'reconstruction_opt', self.device)
@@ -197,8 +199,9 @@ class CLIPLITModel(CLIPLITEvalModel):
         """The loss terms of ``lq`` (``share`` of this process's batch), each as its part of the whole
         batch's term (:func:`~.micro_batch.batch_share`)."""
         ws = self.opt['world_size']
-        light_map = self.net_g(lq)
-        output = torch.clamp(lq / (light_map + TRAIN_EPS), 0, 1)
+        with self.network_precision.autocast():
+            light_map = self.net_g(lq)
+        output = torch.clamp(lq / (light_map.float() + TRAIN_EPS), 0, 1)
         if phase is Phase.RECONSTRUCTION:
             terms = {'l_recon': batch_share(self.cri_reconstruction, self.cri_reconstruction(output, lq), share, ws)}
             with torch.no_grad():
@@ -221,8 +224,9 @@ class CLIPLITModel(CLIPLITEvalModel):
             lambda lq, share: self._network_terms(phase, lq, share),
             TOTAL_TERM[phase],
             no_sync,
+            self.network_precision.backward,
         )
-        self.optimizer_g.step()
+        self.network_precision.step(self.optimizer_g)
         return terms
 
     def _image_sets(self, phase: Phase, batch: dict) -> list:
@@ -358,6 +362,7 @@ class CLIPLITModel(CLIPLITEvalModel):
                 'kept_networks': self.kept.state_dict(),
                 'prompt_loader_epochs': {} if self.prompt_loaders is None else self.prompt_loaders.state_dict(),
                 'run_end': None if self.run_end is None else self.run_end.state_dict(),
+                'grad_scaler': self.network_precision.state_dict(),
             },
         }
 
@@ -378,6 +383,7 @@ class CLIPLITModel(CLIPLITEvalModel):
         extra = resume_state['cliplit']
         self.schedule.load_state_dict(extra['schedule'])
         self.kept.load_state_dict(extra['kept_networks'])
+        self.network_precision.load_state_dict(extra.get('grad_scaler'))
         if self.run_end is not None:
             if extra.get('run_end') is None:
                 raise OptionError(

@@ -44,6 +44,7 @@ def backward_in_micro_batches(
     terms_of: TermsFn,
     total: str,
     no_sync: Callable[[], ContextManager] = contextlib.nullcontext,
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
 ) -> Dict[str, torch.Tensor]:
     """Backpropagate the batch loss ``terms_of(...)[total]`` ``micro_batch`` images at a time (``None``: at once).
 
@@ -56,6 +57,7 @@ def backward_in_micro_batches(
         total: the key of the term to backpropagate.
         no_sync: a context without gradient synchronisation (DDP's ``no_sync``), entered for every part
             but the last, so that distributed gradients are reduced once per step.
+        backward: how a part's total is backpropagated (a gradient scaler's scaled backward, say).
 
     Returns:
         The batch's terms (detached sums over the parts). Gradients accumulate into the parameters'
@@ -66,7 +68,7 @@ def backward_in_micro_batches(
     for i, part in enumerate(parts):
         with no_sync() if i < len(parts) - 1 else contextlib.nullcontext():
             terms = terms_of(part, len(part) / len(images))
-            terms[total].backward()
+            backward(terms[total])
         for name, value in terms.items():
             totals[name] = totals[name] + value.detach() if name in totals else value.detach()
     return totals
