@@ -4,8 +4,7 @@
 backward passes) without reordering every activation to and from its blocked layout.
 
 Memory is bounded by micro-batches instead (``train.micro_batch``, :mod:`cliplit_basicsr.models.micro_batch`):
-checkpointing the residual blocks (recomputing them in backward) costs more time for the same memory
-(``docs/benchmarks.md``).
+checkpointing the residual blocks (recomputing them in backward) costs more time for the same memory.
 
 The module, its parameter names and its state dict stay unchanged, so BasicSR saves and loads it as before.
 Convert before wrapping in DDP: DDP's gradient buckets take the parameters' layout when it is built.

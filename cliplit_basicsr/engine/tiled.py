@@ -48,7 +48,7 @@ from .maths import PRECISIONS, exact_math, light_to_output
 from .pyramid import ExactPyramid
 
 # Core tile size by device type: on a CPU, small enough for the buffers of a tile to stay in memory that is
-# already paged in and for little memory in all; on CUDA, big tiles keep the GPU busy (docs/internals.md).
+# already paged in and for little memory in all; on CUDA, big tiles keep the GPU busy.
 DEFAULT_TILES = {'cpu': 384, 'cuda': 1024}
 # Keep the whole image's head features when they fit in this (a 2048x1536 photo in fp32); larger images
 # recompute the head in the second pass instead (docs/benchmarks.md has the peak memory).
