@@ -16,6 +16,7 @@ import torch
 from cliplit_basicsr.errors import OptionError
 
 NETWORK_AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+FP16_INITIAL_SCALE = 2.0**10
 
 
 def network_precision_option(value: Optional[str], device: torch.device) -> 'NetworkPrecision':
@@ -34,7 +35,9 @@ class NetworkPrecision:
             raise OptionError(f"train.network_amp: expected ~ (fp32, the authors'), bf16 or fp16, got {value!r}")
         self.device = torch.device(device)
         self.dtype = NETWORK_AMP_DTYPES.get(value)
-        self.scaler = torch.amp.GradScaler(self.device.type) if value == 'fp16' else None
+        # The scaler starts at 2^10, not torch's 2^16: the identity loss is fp16 on CUDA (the authors'
+        # numerics) and weighted 25 in reconstruction, so larger scales overflow its backward and skip steps.
+        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=FP16_INITIAL_SCALE) if value == 'fp16' else None
 
     def autocast(self) -> ContextManager:
         """The context of the network's forward: autocast to ``dtype``, or nothing in fp32."""
