@@ -60,7 +60,8 @@ def test_openai_formats_load_alike(vit_file, tmp_path, small_images):
 
 
 def test_open_clip_safetensors_loads_into_the_named_config(parity_dir, tmp_path, small_images):
-    safetensors = pytest.importorskip('safetensors.torch')
+    import safetensors.torch as safetensors  # an open_clip dependency: always installed
+
     open_clip.add_model_config(parity_dir / 'tiny-rn-quickgelu.json')
     reference = load_clip(RN_MODEL, str(parity_dir / 'tiny_rn_openai.pt'))
     path = tmp_path / 'tiny_rn.safetensors'

@@ -302,7 +302,7 @@ def test_authors_prompt_file_loads_exactly(parity_dir, vit_file, parity_fixtures
 
 def test_end_to_end_enhancement_objective(vit_file, rn_file, parity_fixtures):
     """The training script's enhancement objective through the training variant of the network."""
-    arch = pytest.importorskip('cliplit_basicsr.archs.cliplit_arch', reason='enhancement network not available')
+    from cliplit_basicsr.archs import cliplit_arch as arch
     from cliplit_basicsr.archs.checkpoint import load_checkpoint
 
     f = parity_fixtures
