@@ -176,10 +176,9 @@ class CLIPLITModel(CLIPLITEvalModel):
         """The enhanced training set of ``slot`` (:meth:`KeptNetworks.outputs`); the features of outputs of
         rounds no longer ranked are dropped from the feature cache when a new round's are made."""
         round_ = self.schedule.slot_rounds[slot]
-        fresh = self.kept.outputs(slot, round_)
-        if self._feature_cache is not None:
+        if self._feature_cache is not None and not self.kept.has_outputs(slot, round_):
             self._feature_cache.forget(lambda key: key[0] != 'output' or key[1] in self.schedule.slot_rounds)
-        return fresh
+        return self.kept.outputs(slot, round_)
 
     # -- one step ------------------------------------------------------------------------------------
     def _all_reduce_mean(self, values: Dict[str, torch.Tensor]) -> Dict[str, float]:

@@ -19,7 +19,7 @@ from basicsr.data import build_dataset
 from basicsr.utils import get_root_logger
 
 from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
-from cliplit_basicsr.engine import quantise
+from cliplit_basicsr.engine.maths import light_to_output, quantise
 
 State = Dict[str, torch.Tensor]
 INFERENCE_BATCH = 8  # images per forward when enhancing the training set
@@ -63,19 +63,23 @@ class KeptNetworks:
             self._backlit = torch.stack(images).permute(0, 3, 1, 2)
         return self._backlit
 
+    def has_outputs(self, slot: int, round_: int) -> bool:
+        """Whether ``slot``'s outputs for ``round_`` are made already."""
+        cached = self._outputs.get(slot)
+        return cached is not None and cached[0] == round_
+
     @torch.no_grad()
     def outputs(self, slot: int, round_: int) -> torch.Tensor:
         """The backlit training set enhanced by ``slot``'s network, the best of ``round_`` (made once per
         round): uint8 (N,3,S,S) on the CPU, by backlit index."""
-        cached = self._outputs.get(slot)
-        if cached is not None and cached[0] == round_:
-            return cached[1]
+        if self.has_outputs(slot, round_):
+            return self._outputs[slot][1]
         net = CLIPLITNet(padding=self.padding).to(self.device)
         net.load_state_dict(self.states[slot])
         enhanced = []
         for chunk in self.backlit_at_prompt_size().split(INFERENCE_BATCH):
             x = chunk.to(self.device).float() / 255
-            enhanced.append(to_png_levels(torch.clamp(x / net(x), 0, 1)).cpu())  # the authors' inference: no eps
+            enhanced.append(to_png_levels(light_to_output(x, net(x))).cpu())  # the authors' inference: no eps
         self._outputs[slot] = (round_, torch.cat(enhanced))
         get_root_logger().info(
             f'Enhanced {len(self._outputs[slot][1])} backlit images with the best network of round {round_} '
