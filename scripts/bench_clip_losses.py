@@ -194,10 +194,36 @@ def _warm_kernels(pair, images, sizes) -> None:
         pair.encode_images(images[:size])
 
 
+def turn_off(path: str) -> None:
+    """Turn the fast path ``path`` (``--off``) off in this process, the others staying as they are."""
+    import torch.nn.functional as F
+
+    from cliplit_basicsr import accel
+    from cliplit_basicsr.accel import class_token, fused_vit, text_blocks
+
+    if path == 'fused_vit':
+        fused_vit.fused_vit_tower = lambda visual: None
+    elif path == 'class_token':
+        class_token.class_token_tower = lambda visual: visual
+    elif path == 'onednn_rn':
+        accel.resnet_feature_maps = lambda *args: None
+    elif path == 'text_blocks':
+        accel.text_transformer = lambda *args: None
+    elif path == 'text_onednn':
+        text_blocks.linear = F.linear
+    elif path == 'bf16_tower':
+        accel.bf16_image_tower = lambda *args: None
+    elif path != 'training_layout':  # the network as built: --plain-network
+        raise ValueError(f'unknown fast path {path}')
+
+
 def run_child(args) -> None:
     import torch
 
     import cliplit_basicsr  # noqa: F401  (registrations, BasicSR shim)
+
+    for path in args.off or ():
+        turn_off(path)
     from cliplit_basicsr.losses.cliplit_loss import (
         CLIPLITEnhanceLoss,
         CLIPLITIdentityLoss,
@@ -223,7 +249,7 @@ def run_child(args) -> None:
             CLIPLITNet(padding='zeros'), REPO_ROOT / 'cliplit_basicsr' / 'weights' / 'init_enhancement_model.pth'
         )
         x = torch.rand(args.batch, 3, args.size, args.size, generator=gen)
-        if variant.startswith('ours') and not args.plain_network:
+        if variant.startswith('ours') and not args.plain_network and 'training_layout' not in (args.off or ()):
             from cliplit_basicsr.archs.training_layout import prepare_for_training
 
             prepare_for_training(net)
@@ -389,6 +415,7 @@ def main() -> None:
     )
     parser.add_argument('--child', nargs=2, help=argparse.SUPPRESS)
     parser.add_argument('--grads-out', help=argparse.SUPPRESS)
+    parser.add_argument('--off', action='append', help=argparse.SUPPRESS)  # scripts/bench_fast_paths.py
     args = parser.parse_args()
     if args.child:
         return run_child(args)
