@@ -7,16 +7,17 @@ which acts on three names only:
 
 * ``torchvision.transforms.functional_tensor`` was removed from torchvision, but BasicSR 1.4.2 imports
   it: the finder provides a new module filled from ``_functional_tensor``.
-* ``basicsr``: once ``basicsr/__init__.py`` has run, ``cliplit_basicsr`` is imported, so that BasicSR's
-  own entry points see the plugin's registrations.
+* ``basicsr``: once ``basicsr/__init__.py`` has run, the plugin registers its classes in BasicSR's
+  registries (:mod:`cliplit_basicsr.registration`), so that BasicSR's own entry points and any user code
+  find them.
 * ``basicsr.train`` / ``basicsr.test`` when the process was started as ``python -m basicsr.train`` (or
   ``basicsr.test``): the code that ``runpy`` runs as ``__main__`` becomes a call of the plugin's entry
-  point (``cliplit_basicsr.train.main``), which runs BasicSR's own pipeline with the plugin's fixes
-  (:mod:`cliplit_basicsr.basicsr_compat`). Ordinary imports of those modules are untouched.
+  point (``cliplit_basicsr.train.main``), which runs BasicSR's own pipeline rooted at the current directory,
+  with the plugin's fixes for CLIP-LIT option files only. Ordinary imports of those modules are untouched.
 
-Nothing else happens at start-up: the process, its environment and every other import are left alone.
-``import cliplit_basicsr`` installs the torchvision module by itself (:func:`install_torchvision_shim`),
-so the package also imports with the hook disabled.
+Nothing else happens at start-up: the process, its environment, its warnings filters and every other
+import are left alone. ``import cliplit_basicsr`` installs the first two parts by itself
+(:func:`install_plugin_finder`), so the plugin registers whenever BasicSR is imported, hook or not.
 """
 
 import os
@@ -95,21 +96,19 @@ class _DelegatingLoader:
         self.wrapped.exec_module(module)
 
 
-class _PluginAfterBasicSRLoader(_DelegatingLoader):
-    """Runs BasicSR's own package loader, then imports the plugin."""
+def register_plugin() -> None:
+    """Register the plugin's classes in BasicSR's registries (imports BasicSR; idempotent)."""
+    import importlib
+
+    importlib.import_module('cliplit_basicsr.registration')
+
+
+class _RegisterAfterBasicSRLoader(_DelegatingLoader):
+    """Runs BasicSR's own package loader, then registers the plugin."""
 
     def exec_module(self, module):
         self.wrapped.exec_module(module)
-        import warnings
-
-        import cliplit_basicsr  # noqa: F401
-
-        # basicsr/__init__ imports its own train/test, so runpy (``python -m basicsr.train``, and
-        # multiprocessing's spawn re-importing that main module) warns that the module it is about
-        # to run is already imported. With the hand-over (or as ``__mp_main__``) nothing runs twice.
-        warnings.filterwarnings(
-            'ignore', message=r"'basicsr\.(train|test)' found in sys\.modules", category=RuntimeWarning
-        )
+        register_plugin()
 
 
 class _HandOverLoader(_DelegatingLoader):
@@ -121,31 +120,22 @@ class _HandOverLoader(_DelegatingLoader):
         return compile(source, f'<{fullname} handed over to {entry}>', 'exec')
 
 
-class _ShimFinder:
-    """Provides ``torchvision.transforms.functional_tensor``; nothing else."""
+class _PluginFinder:
+    """Provides ``torchvision.transforms.functional_tensor`` and registers the plugin after ``basicsr``."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname == _SHIM_NAME:
             from importlib.machinery import ModuleSpec  # only now: nothing is imported at start-up
 
             return ModuleSpec(fullname, _FunctionalTensorLoader())
-        return None
-
-
-class _Finder(_ShimFinder):
-    """The start-up finder: the shim, the plugin after BasicSR, and the hand-over of BasicSR's commands."""
-
-    def find_spec(self, fullname, path=None, target=None):
         if fullname == 'basicsr':
-            return self._wrapped_spec(fullname, path, target, _PluginAfterBasicSRLoader)
-        if fullname in _HANDED_OVER and run_module_name(getattr(sys, 'orig_argv', ())) == fullname:
-            return self._wrapped_spec(fullname, path, target, _HandOverLoader)
-        return super().find_spec(fullname, path, target)
+            return self._wrapped_spec(fullname, path, target, _RegisterAfterBasicSRLoader)
+        return None
 
     def _wrapped_spec(self, fullname, path, target, loader_class):
         """The spec the other finders give for ``fullname``, its loader wrapped in ``loader_class``."""
         for finder in sys.meta_path:
-            if isinstance(finder, _ShimFinder) or not hasattr(finder, 'find_spec'):
+            if isinstance(finder, _PluginFinder) or not hasattr(finder, 'find_spec'):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
@@ -155,15 +145,28 @@ class _Finder(_ShimFinder):
         return None
 
 
+class _Finder(_PluginFinder):
+    """The start-up finder: the plugin finder's work, and the hand-over of BasicSR's commands."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname in _HANDED_OVER and run_module_name(getattr(sys, 'orig_argv', ())) == fullname:
+            return self._wrapped_spec(fullname, path, target, _HandOverLoader)
+        return super().find_spec(fullname, path, target)
+
+
 def _insert(finder_class) -> None:
     if not any(isinstance(finder, finder_class) for finder in sys.meta_path):
         sys.meta_path.insert(0, finder_class())
 
 
-def install_torchvision_shim() -> None:
-    """Make ``torchvision.transforms.functional_tensor`` importable (idempotent); what ``import basicsr``
-    1.4.2 needs on current torchvision, and all that ``import cliplit_basicsr`` asks of this module."""
-    _insert(_ShimFinder)
+def install_plugin_finder() -> None:
+    """Make ``torchvision.transforms.functional_tensor`` importable (what ``import basicsr`` 1.4.2 needs on
+    current torchvision) and register the plugin the moment BasicSR is imported, or now if it already is;
+    what ``import cliplit_basicsr`` asks of this module (idempotent)."""
+    _insert(_PluginFinder)
+    basicsr = sys.modules.get('basicsr')
+    if basicsr is not None and not getattr(getattr(basicsr, '__spec__', None), '_initializing', False):
+        register_plugin()
 
 
 def install() -> None:

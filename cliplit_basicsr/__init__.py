@@ -1,20 +1,13 @@
 """CLIP-LIT (Liang et al., ICCV 2023) as a BasicSR plugin.
 
-Importing the package registers the network, losses, dataset, models and metrics into BasicSR's
-registries, as Real-ESRGAN's package does, and applies the BasicSR 1.4.2 fixes of
-:mod:`cliplit_basicsr.basicsr_compat`.
+Importing the package is quick and imports neither BasicSR nor open_clip: enhancing photos
+(:mod:`cliplit_basicsr.enhancer`, ``cliplit-enhance``) needs neither. The network, losses, dataset, models
+and metrics register in BasicSR's registries the moment BasicSR is imported, or at once if it already is
+(:mod:`cliplit_basicsr.registration`), with or without the start-up hook.
 """
 
-from _cliplit_basicsr_hook import install_torchvision_shim
+from _cliplit_basicsr_hook import install_plugin_finder
 
-install_torchvision_shim()  # BasicSR 1.4.2 imports a module that current torchvision no longer has
+from .version import __version__  # noqa: F401
 
-from . import basicsr_compat  # noqa: E402  (before anything that runs BasicSR code paths)
-from .archs import *  # noqa: E402, F401, F403
-from .data import *  # noqa: E402, F401, F403
-from .losses import *  # noqa: E402, F401, F403
-from .metrics import *  # noqa: E402, F401, F403
-from .models import *  # noqa: E402, F401, F403
-from .version import __version__  # noqa: E402, F401
-
-basicsr_compat.apply()
+install_plugin_finder()

@@ -1,53 +1,45 @@
-"""BasicSR 1.4.2 fixes, applied from the plugin side without editing BasicSR.
+"""BasicSR 1.4.2 fixes for CLIP-LIT runs, applied by the plugin's entry points while such a run lasts.
 
-Importing ``cliplit_basicsr`` calls :func:`apply`, which puts each function below where BasicSR looks its
-name up at call time. One function per fix; each docstring names the BasicSR behaviour it works around.
+``cliplit-train`` / ``cliplit-test`` (and ``python -m basicsr.train`` / ``basicsr.test``, handed over to them
+by the start-up hook) run BasicSR's own pipeline rooted at the current directory. For an option file of
+another model that is all: BasicSR runs untouched. For a CLIP-LIT option file (``model_type`` one of this
+package's models) :func:`hosting_cliplit` puts the functions below where BasicSR looks their names up, for
+the duration of the run:
 
-For every BasicSR user of the environment (BasicSR 1.4.2 fails or misbehaves there without them; other
-models train and test exactly as before, and their results are bit-identical):
-
-* :func:`parse_options` roots ``experiments/``, ``results/`` and ``tb_logger/`` at the current directory
-  when BasicSR's own ``train.py``/``test.py`` would root them in site-packages (``python -m basicsr.train``),
-  and reports an unreadable or invalid option file, or a missing required option, in one line;
+* :func:`parse_options` reports an unreadable or invalid option file, or a missing required option, in one
+  line, and hands the options to :mod:`cliplit_basicsr.options` (checks and derived values, before BasicSR
+  writes anything);
+* :func:`init_dist` lets ``torchrun`` runs work on a CPU (gloo) and picks each process's GPU by
+  ``LOCAL_RANK``;
 * :func:`load_resume_state` resumes on a CPU (BasicSR calls ``torch.cuda.current_device()``);
-* :func:`init_dist` and :func:`model_to_device` let ``torchrun`` runs work on a CPU (gloo) and pick each
-  process's GPU by ``LOCAL_RANK``.
+* :func:`create_train_val_dataloader` builds the train loader as CLIP-LIT trains
+  (:func:`cliplit_basicsr.data.loaders.training_loader`).
 
-For CLIP-LIT option files only (``model_type`` one of this package's models; other models' runs never
-reach this code): :func:`parse_options` hands the options to :mod:`cliplit_basicsr.options` (checks and
-derived values, before BasicSR writes anything), and :func:`create_train_val_dataloader` builds the train
-loader as CLIP-LIT trains (:func:`cliplit_basicsr.data.loaders.training_loader`).
-
-Atomic checkpoint saves are not a fix here: this package's model classes override ``save_network`` and
-``save_training_state``, as BasicSR expects of a model that saves differently.
+What CLIP-LIT's models need of ``BaseModel`` otherwise (DDP on a CPU, atomic saves) they override on their
+own classes, as BasicSR expects of a model that works differently.
 """
 
 import argparse
+import contextlib
 import math
 import os
 from os import path as osp
-from typing import Optional
+from typing import Iterator, Optional
 
-import basicsr
 import basicsr.test
 import basicsr.train
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
-from basicsr.models import base_model
-from basicsr.utils import check_resume, dist_util, scandir
+from basicsr.utils import check_resume, scandir
 from basicsr.utils import options as basicsr_options
-from torch.nn.parallel import DistributedDataParallel
 
 from . import options as cliplit_options
 from .errors import OptionError
 
-BASICSR_INSTALL_ROOT = osp.dirname(osp.dirname(osp.abspath(basicsr.__file__)))
-
 _basicsr_parse_options = basicsr_options.parse_options
-_basicsr_init_dist = dist_util.init_dist
-_basicsr_model_to_device = base_model.BaseModel.model_to_device
+_basicsr_init_dist = basicsr_options.init_dist
 _basicsr_create_train_val_dataloader = basicsr.train.create_train_val_dataloader
 
 
@@ -77,24 +69,21 @@ def read_option_file(option_file: str) -> dict:
     return content
 
 
-def experiments_under_cwd(root_path: str) -> str:
-    """The root BasicSR should write under: the current directory instead of BasicSR's install folder,
-    which ``basicsr/train.py`` and ``test.py`` pass as root when run as ``python -m``."""
-    return os.getcwd() if osp.abspath(root_path) == BASICSR_INSTALL_ROOT else root_path
+def is_cliplit_run() -> bool:
+    """Whether the command line's option file (``-opt``) is for one of this package's models; an unreadable
+    or invalid file is a one-line :class:`OptionError`."""
+    option_file = option_file_from_argv()
+    return option_file is not None and cliplit_options.is_cliplit(read_option_file(option_file))
 
 
 def parse_options(root_path: str, is_train: bool = True):
-    """BasicSR's ``parse_options``, rooted by :func:`experiments_under_cwd`, with one-line errors; CLIP-LIT
-    option files are then checked and completed by :func:`cliplit_basicsr.options.prepare`."""
-    root_path = experiments_under_cwd(root_path)
-    option_file = option_file_from_argv()
-    cliplit = option_file is not None and cliplit_options.is_cliplit(read_option_file(option_file))
+    """BasicSR's ``parse_options`` with one-line errors, the options then checked and completed by
+    :func:`cliplit_basicsr.options.prepare`."""
     try:
         opt, args = _basicsr_parse_options(root_path, is_train)
     except KeyError as error:
-        raise OptionError(f'option file {option_file}: missing option {error}') from None
-    if cliplit:
-        cliplit_options.prepare(opt)
+        raise OptionError(f'option file {option_file_from_argv()}: missing option {error}') from None
+    cliplit_options.prepare(opt)
     return opt, args
 
 
@@ -112,15 +101,6 @@ def init_dist(launcher: str, backend: Optional[str] = None, **kwargs) -> None:
         local_rank = int(os.environ.get('LOCAL_RANK', int(os.environ['RANK']) % torch.cuda.device_count()))
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend or ('nccl' if torch.cuda.is_available() else 'gloo'), **kwargs)
-
-
-def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
-    """BasicSR's ``model_to_device``; distributed on a CPU, DDP gets no device ids (BasicSR asks for the
-    current CUDA device)."""
-    if self.opt['dist'] and self.device.type == 'cpu':
-        find_unused_parameters = self.opt.get('find_unused_parameters', False)
-        return DistributedDataParallel(net.to(self.device), find_unused_parameters=find_unused_parameters)
-    return _basicsr_model_to_device(self, net)
 
 
 def _latest_training_state(opt: dict) -> Optional[str]:
@@ -157,15 +137,13 @@ def load_resume_state(opt: dict) -> Optional[dict]:
 
 
 def create_train_val_dataloader(opt: dict, logger):
-    """BasicSR's, with the train loader of a CLIP-LIT run built as CLIP-LIT trains (last partial batch kept,
-    workers started before the model loads CLIP; :func:`~cliplit_basicsr.data.loaders.training_loader`).
-    With ``train.total_iter: auto`` the run ends where its :class:`~cliplit_basicsr.models.run_length.RunEnd`
-    says: the loader then stops yielding batches, and BasicSR's bounds become upper bounds. Other models get
-    BasicSR's result untouched."""
-    result = _basicsr_create_train_val_dataloader(opt, logger)
-    if not cliplit_options.is_cliplit(opt):
-        return result
+    """BasicSR's, with the train loader built as CLIP-LIT trains (last partial batch kept, workers started
+    before the model loads CLIP; :func:`~cliplit_basicsr.data.loaders.training_loader`). With
+    ``train.total_iter: auto`` the run ends where its :class:`~cliplit_basicsr.models.run_length.RunEnd`
+    says: the loader then stops yielding batches, and BasicSR's bounds become upper bounds."""
     from .data.loaders import training_loader
+
+    result = _basicsr_create_train_val_dataloader(opt, logger)
 
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = result
     end = opt.get('run_length')
@@ -176,11 +154,22 @@ def create_train_val_dataloader(opt: dict, logger):
     return train_loader, train_sampler, val_loaders, math.ceil(total_iters / len(train_loader)), total_iters
 
 
-def apply() -> None:
-    """Put every fix above where BasicSR looks the patched names up (idempotent)."""
-    for module in (basicsr_options, basicsr.train, basicsr.test):
-        module.parse_options = parse_options
-    dist_util.init_dist = basicsr_options.init_dist = init_dist
-    base_model.BaseModel.model_to_device = model_to_device
-    basicsr.train.load_resume_state = load_resume_state
-    basicsr.train.create_train_val_dataloader = create_train_val_dataloader
+@contextlib.contextmanager
+def hosting_cliplit() -> Iterator[None]:
+    """Within this context BasicSR's pipeline runs a CLIP-LIT option file with the fixes of this module; the
+    functions BasicSR had come back after."""
+    fixes = [
+        (basicsr.train, 'parse_options', parse_options),
+        (basicsr.test, 'parse_options', parse_options),
+        (basicsr_options, 'init_dist', init_dist),
+        (basicsr.train, 'load_resume_state', load_resume_state),
+        (basicsr.train, 'create_train_val_dataloader', create_train_val_dataloader),
+    ]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in fixes]
+    for module, name, fix in fixes:
+        setattr(module, name, fix)
+    try:
+        yield
+    finally:
+        for module, name, original in saved:
+            setattr(module, name, original)

@@ -11,10 +11,10 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
-from cliplit_basicsr.archs.checkpoint import load_checkpoint, resolve_checkpoint
-from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+from cliplit_basicsr.checkpoint import load_checkpoint, resolve_checkpoint
 from cliplit_basicsr.engine import ENGINES, PRECISIONS, Region, build_engine, quantise, run_on_tensor
 from cliplit_basicsr.errors import CLIPLITError
+from cliplit_basicsr.network import CLIPLITNet
 
 Image = Union[np.ndarray, torch.Tensor]
 

@@ -2,7 +2,7 @@
 
 import functools
 import sys
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 _Result = TypeVar('_Result')
 
@@ -12,6 +12,10 @@ class CLIPLITError(Exception):
 
     The message names the file or option at fault and what is wrong with it.
     """
+
+
+class UsageError(CLIPLITError, ValueError):
+    """A command-line path or value that cannot be used."""
 
 
 class OptionError(CLIPLITError, ValueError):
@@ -30,8 +34,9 @@ class ImageWriteError(DataError):
     """An output image that cannot be written; the message names the file."""
 
 
-def one_line_message(error: BaseException) -> str:
-    """The user-facing message of ``error``, also when a DataLoader worker re-raised it.
+def one_line_message(error: BaseException, limit: Optional[int] = None) -> str:
+    """The message of ``error`` folded onto one line (its type's name if it has none), cut after ``limit``
+    characters; also when a DataLoader worker re-raised it.
 
     PyTorch re-raises a worker's exception with the worker's whole traceback as its message;
     its last line is ``<module>.<Class>: <original message>``.
@@ -40,7 +45,8 @@ def one_line_message(error: BaseException) -> str:
     if '\nOriginal Traceback' in message:
         last_line = message.rstrip().splitlines()[-1]
         message = last_line.split(': ', 1)[-1]
-    return ' '.join(message.split())
+    message = ' '.join(message.split()) or type(error).__name__
+    return message if limit is None or len(message) <= limit else message[:limit] + '...'
 
 
 def exit_on_user_error(entry_point: Callable[..., _Result]) -> Callable[..., _Result]:

@@ -30,7 +30,6 @@ from cliplit_basicsr.photo_metadata import (
 
 PathLike = Union[str, os.PathLike]
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
-OUTPUT_FORMATS = ('png', 'jpg', 'webp', 'tif')
 SIXTEEN_BIT_FORMATS = ('png', 'tif')  # the others hold 8 bits a channel
 ALPHA_FORMATS = ('png', 'webp', 'tif')
 _JPEG_MAGIC = b'\xff\xd8\xff'

@@ -2,29 +2,17 @@
 
 :func:`cliplit_basicsr.basicsr_compat.parse_options` calls these for option files whose ``model_type`` is
 one of this package's models, so a bad option ends the command with one line and no ``experiments/`` or
-``results/`` folder left behind. :func:`prepare` takes BasicSR's parsed options: names this package renamed
-are mapped to the new ones with a warning, every dataset root (``datasets.*``, ``prompt_dataset``) must
-exist and hold images, and ``train.total_iter: auto`` becomes the authors' run length
-(:mod:`cliplit_basicsr.models.run_length`).
+``results/`` folder left behind. :func:`prepare` takes BasicSR's parsed options: every dataset root
+(``datasets.*``, ``prompt_dataset``) must exist and hold images, and ``train.total_iter: auto`` becomes the
+authors' run length (:mod:`cliplit_basicsr.models.run_length`).
 """
 
-import sys
-from typing import Any, Dict, Iterator, Tuple
+from typing import Dict, Iterator, Tuple
 
+from .choices import AUTO
 from .errors import OptionError
 
-MODEL_TYPES = frozenset({'CLIPLITModel', 'CLIPLITEvalModel', 'CLIPLITEnhancerModel'})
-AUTO = 'auto'
-# Registered names that were renamed, so that no name of this package clashes with another plugin's.
-RENAMED = {
-    'CLIPEnhanceLoss': 'CLIPLITEnhanceLoss',
-    'CLIPIdentityLoss': 'CLIPLITIdentityLoss',
-    'PromptInitLoss': 'CLIPLITPromptInitLoss',
-    'PromptRankingLoss': 'CLIPLITPromptRankingLoss',
-    'calculate_lpips': 'calculate_cliplit_lpips',
-    'calculate_musiq': 'calculate_cliplit_musiq',
-    'CLIPLITEnhancerModel': 'CLIPLITEvalModel',  # a name like the enhancer API's
-}
+MODEL_TYPES = frozenset({'CLIPLITModel', 'CLIPLITEvalModel'})
 
 
 # Options the training model reads; anything else in these sections is a typo, reported as one line.
@@ -113,26 +101,6 @@ def check_training_options(opt: dict) -> None:
 def is_cliplit(opt: dict) -> bool:
     """Whether an option mapping is for one of this package's models."""
     return isinstance(opt, dict) and opt.get('model_type') in MODEL_TYPES
-
-
-def _types(node: Any, where: str = '') -> Iterator[Tuple[dict, str, str]]:
-    """(mapping, key, dotted path) of every ``type`` / ``model_type`` value in an option tree."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            path = f'{where}.{key}' if where else str(key)
-            if key in ('type', 'model_type') and isinstance(value, str):
-                yield node, key, path
-            else:
-                yield from _types(value, path)
-
-
-def rename_types(opt: dict) -> None:
-    """Map names this package renamed (``RENAMED``) to the new ones, with a one-line warning each."""
-    for node, key, path in _types(opt):
-        new = RENAMED.get(node[key])
-        if new is not None:
-            print(f'warning: {path}: {node[key]} is now called {new}; update the option file', file=sys.stderr)
-            node[key] = new
 
 
 def _dataset_sections(opt: dict) -> Iterator[Tuple[str, dict]]:
@@ -235,7 +203,6 @@ def resolve_total_iter(opt: dict, counts: Dict[str, int]):
 
 def prepare(opt: dict) -> None:
     """Check and complete BasicSR's parsed ``opt`` of a CLIP-LIT run (module docstring)."""
-    rename_types(opt)
     if opt.get('is_train') and opt.get('model_type') == 'CLIPLITModel':
         check_training_options(opt)
     counts = image_counts(opt)

@@ -241,9 +241,9 @@ def run_child(args) -> None:
     result = {}
 
     if step == 'enhance':
-        from cliplit_basicsr.archs.checkpoint import load_checkpoint
-        from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+        from cliplit_basicsr.checkpoint import load_checkpoint
         from cliplit_basicsr.models.micro_batch import backward_in_micro_batches, batch_share
+        from cliplit_basicsr.network import CLIPLITNet
 
         net = load_checkpoint(
             CLIPLITNet(padding='zeros'), REPO_ROOT / 'cliplit_basicsr' / 'weights' / 'init_enhancement_model.pth'

@@ -57,8 +57,8 @@ class AuthorsBaseline:
     def __init__(self):
         import torch
 
-        from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT, load_checkpoint
-        from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+        from cliplit_basicsr.checkpoint import OFFICIAL_CHECKPOINT, load_checkpoint
+        from cliplit_basicsr.network import CLIPLITNet
 
         self.torch = torch
         self.net = load_checkpoint(CLIPLITNet(padding='reflect'), OFFICIAL_CHECKPOINT).eval()

@@ -4,14 +4,14 @@ import pytest
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from cliplit_basicsr.archs.checkpoint import (
+from cliplit_basicsr.checkpoint import (
     OFFICIAL_CHECKPOINT,
     CheckpointError,
     load_checkpoint,
     read_state_dict,
     resolve_checkpoint,
 )
-from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+from cliplit_basicsr.network import CLIPLITNet
 
 pytestmark = pytest.mark.usefixtures('accel_mode')  # every test with the fast paths on and off
 

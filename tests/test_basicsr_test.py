@@ -20,9 +20,9 @@ import yaml
 from basicsr.metrics import calculate_niqe, calculate_psnr, calculate_ssim
 from pyiqa_test_weights import make_pyiqa_test_weights
 
-from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT, load_checkpoint
-from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+from cliplit_basicsr.checkpoint import OFFICIAL_CHECKPOINT, load_checkpoint
 from cliplit_basicsr.metrics import get_pyiqa_metric
+from cliplit_basicsr.network import CLIPLITNet
 
 pytestmark = pytest.mark.slow  # basicsr.test runs of ~30-60 s each
 

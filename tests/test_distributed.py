@@ -18,7 +18,7 @@ import torch
 import yaml
 from test_train_e2e import _env, make_image_sets, write_options
 
-from cliplit_basicsr.archs.checkpoint import read_state_dict
+from cliplit_basicsr.checkpoint import read_state_dict
 
 pytestmark = pytest.mark.slow
 

@@ -4,10 +4,10 @@ memory), driven by the network's own layout, and the reference engine (the netwo
 import pytest
 import torch
 
-from cliplit_basicsr.archs.checkpoint import load_checkpoint
-from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+from cliplit_basicsr.checkpoint import load_checkpoint
 from cliplit_basicsr.engine import TiledEngine, build_engine, enhance_tensor
 from cliplit_basicsr.engine.tiled import HEAD_CACHE_BYTES
+from cliplit_basicsr.network import CLIPLITNet
 
 pytestmark = pytest.mark.usefixtures('accel_mode')  # every test with the fast paths on and off
 

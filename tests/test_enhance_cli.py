@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT, load_checkpoint
-from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+from cliplit_basicsr.checkpoint import OFFICIAL_CHECKPOINT, load_checkpoint
 from cliplit_basicsr.cli import main
 from cliplit_basicsr.enhancer import CLIPLITEnhancer, DeviceError
 from cliplit_basicsr.image_io import ImageWriteError, read_image, write_png
+from cliplit_basicsr.network import CLIPLITNet
 
 H, W = 40, 56
 

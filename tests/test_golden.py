@@ -5,11 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cliplit_basicsr.archs.checkpoint import load_checkpoint
-from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
+from cliplit_basicsr.checkpoint import load_checkpoint
 from cliplit_basicsr.cli import main
 from cliplit_basicsr.enhancer import CLIPLITEnhancer
 from cliplit_basicsr.image_io import read_image
+from cliplit_basicsr.network import CLIPLITNet
 
 pytestmark = pytest.mark.usefixtures('accel_mode')  # every test with the fast paths on and off
 

@@ -28,6 +28,62 @@ def test_importing_basicsr_first_registers_the_plugin(tmp_path):
     assert 'plugin registered' in result.stdout
 
 
+REGISTERED = """
+from basicsr.utils import registry
+names = [n for r in (registry.ARCH_REGISTRY, registry.MODEL_REGISTRY, registry.LOSS_REGISTRY) for n in r._obj_map]
+print('registered' if {'CLIPLITNet', 'CLIPLITModel', 'CLIPLITIdentityLoss'} <= set(names) else 'missing')
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('hook', ['on', 'off'])
+@pytest.mark.parametrize('first', ['plugin', 'basicsr'])
+def test_the_plugin_registers_whichever_is_imported_first(tmp_path, hook, first):
+    """With or without the start-up hook: the moment BasicSR is imported, or at once if it already is."""
+    imports = {
+        'plugin': 'import cliplit_basicsr\nimport basicsr\n',
+        # without the hook nothing provides BasicSR's torchvision module: the test aliases it by hand
+        'basicsr': 'import sys, torchvision.transforms._functional_tensor as f\n'
+        "sys.modules.setdefault('torchvision.transforms.functional_tensor', f)\n"
+        'import basicsr\nimport cliplit_basicsr\n',
+    }
+    env = {'CLIPLIT_BASICSR_NO_HOOK': '1'} if hook == 'off' else {}
+    result = run_python(['-c', imports[first] + REGISTERED], cwd=tmp_path, env_update=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ['registered']
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('module', ['cliplit_basicsr', 'cliplit_basicsr.enhancer', 'cliplit_basicsr.cli'])
+def test_enhancing_imports_neither_basicsr_nor_open_clip(tmp_path, module):
+    code = f'import sys, {module}\nprint(sorted(m for m in ("basicsr", "open_clip", "torch") if m in sys.modules))'
+    result = run_python(['-c', code], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == ("['torch']" if module.endswith('enhancer') else '[]')
+
+
+@pytest.mark.slow
+def test_importing_basicsr_leaves_warnings_filters_and_basicsr_functions_alone(tmp_path):
+    code = textwrap.dedent("""
+        import warnings
+        before = list(warnings.filters)
+        import basicsr, basicsr.train
+        from basicsr.models.base_model import BaseModel
+        from basicsr.utils import options
+        assert 'cliplit_basicsr.registration' in __import__('sys').modules
+        # torch, numpy, scipy and sympy add filters of their own as they load; none may mention BasicSR
+        added = [f for f in warnings.filters if f not in before and f[1] is not None]
+        assert not [f for f in added if 'basicsr' in f[1].pattern or 'sys.modules' in f[1].pattern], added
+        patched = [f for f in (options.parse_options, options.init_dist, basicsr.train.load_resume_state,
+                               basicsr.train.create_train_val_dataloader, BaseModel.model_to_device)
+                   if not f.__module__.startswith('basicsr.')]
+        print(patched)
+    """)
+    result = run_python(['-c', code], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == '[]'
+
+
 @pytest.mark.slow
 def test_interpreter_start_runs_the_hook_without_importing_torch(tmp_path):
     result = run_python(['-X', 'importtime', '-c', 'pass'], cwd=tmp_path)
@@ -48,7 +104,7 @@ def test_disabled_hook_runs_nothing_at_start_up(tmp_path):
     """)
     result = run_python(['-c', code], cwd=tmp_path, env_update={'CLIPLIT_BASICSR_NO_HOOK': '1'})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ['False []', "['_ShimFinder']"]
+    assert result.stdout.splitlines() == ['False []', "['_PluginFinder']"]
 
 
 @pytest.mark.slow

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cliplit_basicsr.archs.checkpoint import load_checkpoint
-from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
 from cliplit_basicsr.archs.training_layout import prepare_for_training
+from cliplit_basicsr.checkpoint import load_checkpoint
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.losses.cliplit_loss import CLIPLITEnhanceLoss, CLIPLITIdentityLoss
 from cliplit_basicsr.models.micro_batch import backward_in_micro_batches, batch_share
 from cliplit_basicsr.models.training_setup import micro_batch_option
+from cliplit_basicsr.network import CLIPLITNet
 
 INIT_WEIGHTS = Path(__file__).resolve().parents[1] / 'cliplit_basicsr' / 'weights' / 'init_enhancement_model.pth'
 

@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 import cliplit_basicsr
-from cliplit_basicsr.archs.checkpoint import load_checkpoint
-from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
 from cliplit_basicsr.archs.training_layout import prepare_for_training
+from cliplit_basicsr.checkpoint import load_checkpoint
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.losses.cliplit_loss import CLIPLITEnhanceLoss, CLIPLITIdentityLoss
 from cliplit_basicsr.models.network_precision import FP16_INITIAL_SCALE, NetworkPrecision, network_precision_option
+from cliplit_basicsr.network import CLIPLITNet
 
 CPU = torch.device('cpu')
 CUDA_AVAILABLE = torch.cuda.is_available()

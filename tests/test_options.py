@@ -51,20 +51,3 @@ def test_every_dataset_root_is_checked(tmp_path):
         cliplit_options.image_counts(opt)
     opt['datasets']['val']['dataroot_gt'] = str(backlit)
     assert cliplit_options.image_counts(opt)['prompt_dataset.dataroot_welllit'] == 1
-
-
-def test_renamed_names_are_mapped_with_a_warning(capsys):
-    opt = {
-        'model_type': 'CLIPLITModel',
-        'train': {'identity_opt': {'type': 'CLIPIdentityLoss'}},
-        'val': {'metrics': {'lpips': {'type': 'calculate_lpips'}}},
-    }
-    cliplit_options.rename_types(opt)
-    assert opt['train']['identity_opt']['type'] == 'CLIPLITIdentityLoss'
-    assert opt['val']['metrics']['lpips']['type'] == 'calculate_cliplit_lpips'
-    warnings = capsys.readouterr().err.splitlines()
-    assert warnings == [
-        'warning: train.identity_opt.type: CLIPIdentityLoss is now called CLIPLITIdentityLoss; update the option file',
-        'warning: val.metrics.lpips.type: calculate_lpips is now called calculate_cliplit_lpips; update the option '
-        'file',
-    ]

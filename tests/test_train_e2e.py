@@ -226,9 +226,9 @@ def assert_every_phase(log: str) -> None:
 
 
 def assert_outputs(workdir: Path) -> None:
-    from cliplit_basicsr.archs.checkpoint import load_checkpoint
-    from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
     from cliplit_basicsr.archs.prompt_arch import read_prompt_file
+    from cliplit_basicsr.checkpoint import load_checkpoint
+    from cliplit_basicsr.network import CLIPLITNet
 
     models = experiment(workdir) / 'models'
     for name in ('net_g_latest.pth', f'net_g_{TOTAL_ITER}.pth', 'net_g_round1_best.pth', 'net_g_round2_best.pth'):
@@ -450,7 +450,7 @@ def test_unknown_option_through_basicsr_train(tmp_path, data_dir, parity_dir):
 def test_fixed_prompts_ablation_trains_only_the_network(tmp_path, parity_dir):
     """``prompt_learning: false``: the pair stays the init texts' embedding, rounds are enhancement only, and the
     default ``pretrain_network_g: init`` (the authors' network after reconstruction) skips reconstruction."""
-    from cliplit_basicsr.archs.checkpoint import read_state_dict
+    from cliplit_basicsr.checkpoint import read_state_dict
     from cliplit_basicsr.models.cliplit_model import INIT_CHECKPOINT
     from cliplit_basicsr.models.schedule import Phase
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cliplit_basicsr.archs.checkpoint import load_checkpoint
-from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
 from cliplit_basicsr.archs.training_layout import prepare_for_training
+from cliplit_basicsr.checkpoint import load_checkpoint
+from cliplit_basicsr.network import CLIPLITNet
 
 INIT_WEIGHTS = Path(__file__).resolve().parents[1] / 'cliplit_basicsr' / 'weights' / 'init_enhancement_model.pth'
 

@@ -9,8 +9,6 @@ BasicSR checkpoints, optimizers and DDP see only ``embedding`` and the ``eot_ind
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union
 
@@ -18,6 +16,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from cliplit_basicsr.atomic_io import atomic_torch_save
 from cliplit_basicsr.clip import (
     DEFAULT_PRETRAINED,
     VIT_MODEL,
@@ -29,6 +28,7 @@ from cliplit_basicsr.clip import (
     load_clip,
     token_embeddings,
 )
+from cliplit_basicsr.errors import one_line_message
 
 POOLING_MODES = ('authors', 'text')
 PathLike = Union[str, Path]
@@ -120,16 +120,7 @@ class CLIPLITPromptPair(nn.Module):
 
     def save_file(self, path: PathLike) -> None:
         """Write the pair atomically as ``{'params': state_dict}`` (BasicSR's ``save_network`` layout)."""
-        path = Path(path)
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-        os.close(fd)
-        try:
-            torch.save({'params': state}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_torch_save({'params': {k: v.detach().cpu() for k, v in self.state_dict().items()}}, path)
 
 
 def read_prompt_file(path: PathLike) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -142,8 +133,7 @@ def read_prompt_file(path: PathLike) -> Tuple[torch.Tensor, Optional[torch.Tenso
     try:
         data = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # torch raises many types for non-torch or corrupt files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PromptFileError(f'prompt file {path}: not a readable torch file ({reason})') from None
+        raise PromptFileError(f'prompt file {path}: not a readable torch file ({one_line_message(err, 300)})') from None
     if isinstance(data, dict) and isinstance(data.get('params'), dict):
         data = data['params']
     if not isinstance(data, dict):

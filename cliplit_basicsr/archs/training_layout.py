@@ -1,4 +1,4 @@
-"""Training-time layout of :class:`~cliplit_basicsr.archs.cliplit_arch.CLIPLITNet`: same maths, less time.
+"""Training-time layout of :class:`~cliplit_basicsr.network.CLIPLITNet`: same maths, less time.
 
 **Channels-last** parameters and activations, so that oneDNN runs the 3x3 convs (forward and both
 backward passes) without reordering every activation to and from its blocked layout.

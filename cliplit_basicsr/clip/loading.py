@@ -21,14 +21,14 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import socket
 import warnings
 import weakref
 import zipfile
 from typing import TYPE_CHECKING, Dict, Optional, Tuple, Union
-from urllib.parse import urlparse
 
 import torch
+
+from cliplit_basicsr.errors import one_line_message
 
 from .errors import CLIPLoadError
 
@@ -53,37 +53,37 @@ def _device_key(device: Union[str, torch.device]) -> torch.device:
     return device
 
 
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    """An exception's message folded onto one line (torch's state-dict errors span several)."""
-    text = ' '.join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
-    return text if len(text) <= limit else text[:limit] + '...'
-
-
 def _hub_files(model_name: str, tag: str) -> Tuple[str, Tuple[str, ...]]:
-    """The hub repository and file names open_clip tries for ``(model_name, tag)``, best first."""
+    """The hub repository and file names open_clip looks for ``(model_name, tag)`` under, best first: the
+    safetensors file beside a ``.bin`` / ``.pth`` one, as open_clip's download prefers it."""
     import open_clip
-    from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     repo, filename = os.path.split(cfg['hf_hub'])
     filename = filename or HF_WEIGHTS_NAME
-    return repo, tuple(_get_safe_alternatives(filename)) + (filename,)
+    if filename == HF_WEIGHTS_NAME:
+        return repo, (HF_SAFE_WEIGHTS_NAME, filename)
+    if filename.endswith(('.bin', '.pth')):
+        return repo, (filename[:-4] + '.safetensors', filename)
+    return repo, (filename,)
 
 
-def _hub_reachable() -> bool:
-    """One short TCP probe of the hub; skipped (assumed reachable) behind a proxy."""
-    from huggingface_hub import constants
+def _hub_reachable(repo: str, filename: str) -> bool:
+    """Whether the hub answers one short request for ``filename``'s metadata (any answer, even an error
+    status, counts); False offline. The hub client's own download would retry for about a minute."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
 
     if constants.HF_HUB_OFFLINE:
         return False
-    if any(os.environ.get(v) for v in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy')):
-        return True
-    url = urlparse(constants.ENDPOINT)
     try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=_HUB_PROBE_TIMEOUT_S).close()
+        get_hf_file_metadata(hf_hub_url(repo, filename), timeout=_HUB_PROBE_TIMEOUT_S)
+    except HfHubHTTPError:
         return True
-    except OSError:
+    except Exception:  # no connection, a time-out, a proxy refusing: the download would fail the same way
         return False
+    return True
 
 
 def _resolve_tag(model_name: str, tag: str) -> Optional[str]:
@@ -104,7 +104,7 @@ def _resolve_tag(model_name: str, tag: str) -> Optional[str]:
         cached = try_to_load_from_cache(repo, filename)
         if isinstance(cached, str):
             return cached
-    if _hub_reachable():
+    if _hub_reachable(repo, filenames[-1]):
         return None
     why = 'HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else 'the hub is unreachable'
     raise CLIPLoadError(
@@ -139,7 +139,8 @@ def _build(model_name: str, pretrained: Optional[str], device: torch.device, pre
             return open_clip.create_model(model_name, pretrained=pretrained, device=device, precision=precision)
         except Exception as err:
             raise CLIPLoadError(
-                f"CLIP '{model_name}' ({PRETRAINED_OPTION}='{pretrained}'): download failed ({_one_line(err)})"
+                f"CLIP '{model_name}' ({PRETRAINED_OPTION}='{pretrained}'): download failed "
+                f'({one_line_message(err, 300)})'
             ) from None
     try:
         if not path.endswith('.safetensors') and _is_openai_layout(path):
@@ -148,7 +149,7 @@ def _build(model_name: str, pretrained: Optional[str], device: torch.device, pre
                 return open_clip.load_openai_model(path, precision=precision, device=device)
         return open_clip.create_model(model_name, pretrained=path, device=device, precision=precision)
     except Exception as err:  # torch/open_clip raise many types for unreadable or mismatching files
-        raise CLIPLoadError(f"CLIP '{model_name}': cannot load {path} ({_one_line(err)})") from None
+        raise CLIPLoadError(f"CLIP '{model_name}': cannot load {path} ({one_line_message(err, 300)})") from None
 
 
 def check_clip_weights(model_name: str = VIT_MODEL, pretrained: Optional[str] = DEFAULT_PRETRAINED) -> None:

@@ -5,16 +5,16 @@ from typing import ContextManager, Optional
 
 import torch
 
-from .errors import PrecisionError
+from cliplit_basicsr.choices import REDUCED_PRECISIONS, torch_dtype
 
-AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+from .errors import PrecisionError
 
 
 def check_amp(amp: Optional[str]) -> Optional[str]:
     """Validate an ``amp`` option (``None``/``'fp32'`` = off, ``'bf16'``, ``'fp16'``); returns ``None`` when off."""
     if amp in (None, False, 'fp32', 'none'):
         return None
-    if amp not in AMP_DTYPES:
+    if amp not in REDUCED_PRECISIONS:
         raise PrecisionError(f"amp: '{amp}' is not supported; use null (fp32), 'bf16' or 'fp16'")
     return amp
 
@@ -32,4 +32,4 @@ def clip_autocast(device: torch.device, amp: Optional[str]) -> ContextManager:
     device = torch.device(device)
     if device.type == 'cpu' and amp != 'bf16':
         raise PrecisionError(f"amp: '{amp}' is not offered on CPU; use 'bf16' or null (fp32)")
-    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
+    return torch.autocast(device_type=device.type, dtype=torch_dtype(amp))

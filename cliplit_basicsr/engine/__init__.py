@@ -13,12 +13,14 @@ from typing import Callable, Optional, Protocol, Tuple
 import torch
 from torch import nn
 
-from .geometry import Region
-from .maths import PRECISIONS, light_to_output, quantise
-from .reference import ReferenceEngine
-from .tiled import DEFAULT_TILES, TiledEngine
+from cliplit_basicsr.choices import DEFAULT_TILES, PRECISIONS
 
-ENGINES = {'tiled': TiledEngine, 'reference': ReferenceEngine}
+from .geometry import Region
+from .maths import light_to_output, quantise
+from .reference import ReferenceEngine
+from .tiled import TiledEngine
+
+ENGINES = {'tiled': TiledEngine, 'reference': ReferenceEngine}  # the names of choices.ENGINES
 Reader = Callable[[Region], torch.Tensor]
 Writer = Callable[[Region, torch.Tensor, torch.Tensor], None]
 

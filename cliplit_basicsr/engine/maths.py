@@ -5,8 +5,6 @@ from typing import Iterator
 
 import torch
 
-PRECISIONS = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-
 
 @contextlib.contextmanager
 def exact_math(device: torch.device, precision: str) -> Iterator[None]:

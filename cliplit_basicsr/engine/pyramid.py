@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch.nn import functional as F
 
-from cliplit_basicsr.archs.cliplit_arch import Pyramid
+from cliplit_basicsr.network import Pyramid
 
 from .geometry import Region
 

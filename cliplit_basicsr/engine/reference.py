@@ -9,7 +9,9 @@ import copy
 import torch
 from torch import nn
 
-from .maths import PRECISIONS, exact_math, light_to_output
+from cliplit_basicsr.choices import torch_dtype
+
+from .maths import exact_math, light_to_output
 
 
 class ReferenceEngine:
@@ -19,9 +21,7 @@ class ReferenceEngine:
     """
 
     def __init__(self, net: nn.Module, device: torch.device, precision: str = 'fp32', tile=None):
-        if precision not in PRECISIONS:
-            raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
-        self.device, self.precision = torch.device(device), precision
+        self.device, self.precision, self.dtype = torch.device(device), precision, torch_dtype(precision)
         self.net = copy.deepcopy(net).to(self.device).eval()
 
     def run(self, read, write, batch: int, height: int, width: int, strength: float = 1.0) -> None:
@@ -31,7 +31,6 @@ class ReferenceEngine:
         region = (0, height, 0, width)
         with exact_math(self.device, self.precision):
             image = read(region)
-            dtype = PRECISIONS[self.precision]
-            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not torch.float32):
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not torch.float32):
                 light = self.net(image).float()
             write(region, light_to_output(image, light, strength), light)

@@ -1,5 +1,5 @@
-"""The tiled engine: :class:`~cliplit_basicsr.archs.cliplit_arch.CLIPLITNet`'s layers, as its
-:meth:`~cliplit_basicsr.archs.cliplit_arch.CLIPLITNet.layout` lists them, run tile by tile in bounded memory.
+"""The tiled engine: :class:`~cliplit_basicsr.network.CLIPLITNet`'s layers, as its
+:meth:`~cliplit_basicsr.network.CLIPLITNet.layout` lists them, run tile by tile in bounded memory.
 
 The computation is the network's own, rearranged for speed and memory:
 
@@ -28,7 +28,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from cliplit_basicsr import accel
-from cliplit_basicsr.archs.cliplit_arch import Conv, Residual
+from cliplit_basicsr.choices import DEFAULT_TILES, torch_dtype
+from cliplit_basicsr.network import Conv, Residual
 
 from .geometry import (
     EVERYWHERE,
@@ -44,12 +45,9 @@ from .geometry import (
     tiles,
     valid_rows,
 )
-from .maths import PRECISIONS, exact_math, light_to_output
+from .maths import exact_math, light_to_output
 from .pyramid import ExactPyramid
 
-# Core tile size by device type: on a CPU, small enough for the buffers of a tile to stay in memory that is
-# already paged in and for little memory in all; on CUDA, big tiles keep the GPU busy.
-DEFAULT_TILES = {'cpu': 384, 'cuda': 1024}
 # Keep the whole image's head features when they fit in this (a 2048x1536 photo in fp32); larger images
 # recompute the head in the second pass instead (docs/benchmarks.md has the peak memory).
 HEAD_CACHE_BYTES = 384 * 2**20
@@ -75,10 +73,8 @@ class TiledEngine:
         tile: Optional[int] = None,
         head_cache_bytes: int = HEAD_CACHE_BYTES,
     ):
-        if precision not in PRECISIONS:
-            raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
         self.device = torch.device(device)
-        self.precision, self.dtype = precision, PRECISIONS[precision]
+        self.precision, self.dtype = precision, torch_dtype(precision)
         self.tile = DEFAULT_TILES.get(self.device.type, DEFAULT_TILES['cuda']) if tile is None else tile
         self.head_cache_bytes = head_cache_bytes
         self.layout = net.layout()

@@ -19,15 +19,16 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from cliplit_basicsr.archs.checkpoint import load_checkpoint, resolve_checkpoint
-from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
 from cliplit_basicsr.atomic_io import atomic_torch_save
+from cliplit_basicsr.checkpoint import load_checkpoint, resolve_checkpoint
 from cliplit_basicsr.engine import enhance_tensor
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.image_io import write_png
 from cliplit_basicsr.metrics import needs_reference
+from cliplit_basicsr.network import CLIPLITNet
 
 
 @MODEL_REGISTRY.register()
@@ -52,6 +53,14 @@ class CLIPLITEvalModel(SRModel):
         self._inference_net: Optional[CLIPLITNet] = None
         if self.is_train:
             self.init_training_settings()
+
+    def model_to_device(self, net: nn.Module) -> nn.Module:
+        """BaseModel's, except that a distributed run on a CPU gets DDP without device ids (BasicSR asks for
+        the current CUDA device)."""
+        if self.opt['dist'] and self.device.type == 'cpu':
+            find_unused = self.opt.get('find_unused_parameters', False)
+            return DistributedDataParallel(net.to(self.device), find_unused_parameters=find_unused)
+        return super().model_to_device(net)
 
     def build_network_g(self, network_opt: dict) -> nn.Module:
         """The bare ``network_g`` before it is moved to the device (and wrapped in DDP)."""

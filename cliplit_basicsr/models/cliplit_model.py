@@ -14,16 +14,9 @@ Each BasicSR iteration is one step of the phase that :class:`~.schedule.Training
   (:func:`~cliplit_basicsr.data.unpaired_dataset.set_network_batch_loading`), and a batch left unloaded that
   arrives in a network phase is loaded here.
 
-Distributed: both learnable parts are wrapped in DDP (BasicSR's ``model_to_device``); every value the
-schedule decides on is all-reduced (mean over ranks) first, so all ranks take the same branch; only
-rank 0 writes files.
-
-The module is longer than the others (about 390 lines) because BasicSR's model interface (``feed_data``,
-``optimize_parameters``, ``save``, ``resume_training``) and the schedule's events act on one set of state:
-the networks, optimizers, loaders and kept networks. What stands alone is elsewhere: option checks
-(``cliplit_basicsr/options.py``), set-up (:mod:`.training_setup`), the schedule (:mod:`.schedule`), the
-run's end (:mod:`.run_length`), the prompt data (:mod:`.prompt_loaders`), I_t and I_{t-1}
-(:mod:`.kept_networks`), the feature cache (:mod:`.feature_cache`) and micro-batches (:mod:`.micro_batch`).
+Distributed: both learnable parts are wrapped in DDP (``model_to_device``); every value the schedule
+decides on is all-reduced (mean over ranks) first, so all ranks take the same branch; only rank 0 writes
+files. Saving and resuming: :mod:`.run_state`; set-up from the options: :mod:`.training_setup`.
 """
 
 import contextlib
@@ -42,23 +35,25 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 from torch.utils.data import Dataset, default_collate
 
-from cliplit_basicsr.archs.checkpoint import OFFICIAL_CHECKPOINT
-from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
 from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.atomic_io import atomic_torch_save
+from cliplit_basicsr.checkpoint import OFFICIAL_CHECKPOINT
+from cliplit_basicsr.choices import AUTO
 from cliplit_basicsr.cpu_allocator import allocator_note
 from cliplit_basicsr.data.augment import augment_batch
 from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
 from cliplit_basicsr.errors import OptionError
-from cliplit_basicsr.options import check_training_options, schedule_options, starting_point
+from cliplit_basicsr.network import CLIPLITNet
+from cliplit_basicsr.options import schedule_options, starting_point
 
 from .cliplit_eval_model import CLIPLITEvalModel
 from .feature_cache import FeatureCache, prompt_feature_keys
 from .kept_networks import KeptNetworks
-from .micro_batch import AUTO, backward_in_micro_batches, batch_share
+from .micro_batch import backward_in_micro_batches, batch_share
 from .network_precision import network_precision_option
 from .prompt_loaders import PromptLoaders
 from .run_length import RunEnd
+from .run_state import RunStateMixin
 from .schedule import Phase, StepOutcome, TrainingSchedule
 from .training_setup import build_adam, build_loss, build_prompt_pair, micro_batch_option, y_psnr
 
@@ -79,7 +74,7 @@ THRESHOLD_OPTION = {
 
 
 @MODEL_REGISTRY.register()
-class CLIPLITModel(CLIPLITEvalModel):
+class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
     """Trains CLIP-LIT's network and prompt pair with the authors' iterative schedule.
 
     Option sections: ``network_g`` (CLIPLITNet, training variant ``padding: zeros``), ``network_prompt``
@@ -90,7 +85,6 @@ class CLIPLITModel(CLIPLITEvalModel):
     """
 
     def __init__(self, opt: dict):
-        check_training_options(opt)
         opt['path'].setdefault('pretrain_network_g', 'init')
         if opt['path']['pretrain_network_g'] == 'init':
             opt['path']['pretrain_network_g'] = str(INIT_CHECKPOINT)
@@ -341,59 +335,3 @@ class CLIPLITModel(CLIPLITEvalModel):
         if state is not None:
             path = osp.join(self.opt['path']['models'], f'net_g_round{round_}_best.pth')
             atomic_torch_save({'params': {k: v.cpu() for k, v in state.items()}}, path)
-
-    # -- checkpoints and resume ----------------------------------------------------------------------
-    def save(self, epoch: int, current_iter: int) -> None:
-        """Networks first, then the training state: a kill in between leaves the previous state complete."""
-        self.save_network(self.net_g, 'net_g', current_iter)
-        self.save_network(self.net_prompt, 'net_prompt', current_iter)
-        self.save_training_state(epoch, current_iter)
-
-    def training_state(self, epoch: int, current_iter: int) -> dict:
-        """BasicSR's training state plus everything the schedule and the kept networks need."""
-        return {
-            'epoch': epoch,
-            'iter': current_iter,
-            'optimizers': [o.state_dict() for o in self.optimizers],
-            'schedulers': [s.state_dict() for s in self.schedulers],
-            'cliplit': {
-                'schedule': self.schedule.state_dict(),
-                'kept_networks': self.kept.state_dict(),
-                'prompt_loader_epochs': {} if self.prompt_loaders is None else self.prompt_loaders.state_dict(),
-                'run_end': None if self.run_end is None else self.run_end.state_dict(),
-                'grad_scaler': self.network_precision.state_dict(),
-            },
-        }
-
-    @master_only
-    def save_training_state(self, epoch: int, current_iter: int) -> None:
-        if current_iter == -1:
-            return
-        path = osp.join(self.opt['path']['training_states'], f'{current_iter}.state')
-        atomic_torch_save(self.training_state(epoch, current_iter), path)
-
-    def resume_training(self, resume_state: dict) -> None:
-        if 'cliplit' not in resume_state:
-            raise OptionError(
-                f'path.resume_state: {self.opt["path"].get("resume_state")} is not a CLIP-LIT training state '
-                '(no schedule)'
-            )
-        super().resume_training(resume_state)
-        extra = resume_state['cliplit']
-        self.schedule.load_state_dict(extra['schedule'])
-        self.kept.load_state_dict(extra['kept_networks'])
-        self.network_precision.load_state_dict(extra.get('grad_scaler'))
-        if self.run_end is not None:
-            if extra.get('run_end') is None:
-                raise OptionError(
-                    f'path.resume_state: {self.opt["path"].get("resume_state")} was trained with a number for '
-                    'train.total_iter, which has no pass count for train.total_iter: auto; resume with that number'
-                )
-            self.run_end.load_state_dict(extra['run_end'])
-        if self.prompt_loaders is not None:
-            self.prompt_loaders.load_state_dict(extra.get('prompt_loader_epochs', {}))
-            if self.schedule.phase is Phase.PROMPT_REFINEMENT:
-                self.prompt_loaders.pair_for_round(self.schedule.round)
-        self._text_features = None
-        self._follow_phase()
-        get_root_logger().info(f'Resumed CLIP-LIT schedule: {self.schedule.describe()}')

@@ -18,8 +18,8 @@ import torch
 from basicsr.data import build_dataset
 from basicsr.utils import get_root_logger
 
-from cliplit_basicsr.archs.cliplit_arch import CLIPLITNet
 from cliplit_basicsr.engine.maths import light_to_output, quantise
+from cliplit_basicsr.network import CLIPLITNet
 
 State = Dict[str, torch.Tensor]
 INFERENCE_BATCH = 8  # images per forward when enhancing the training set

@@ -13,7 +13,6 @@ from typing import Callable, ContextManager, Dict, Optional
 import torch
 from torch import nn
 
-AUTO = 'auto'  # the default of train.micro_batch: see auto_micro_batch
 TermsFn = Callable[[torch.Tensor, float], Dict[str, torch.Tensor]]
 
 

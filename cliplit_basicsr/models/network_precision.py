@@ -13,15 +13,15 @@ from typing import ContextManager, Optional
 
 import torch
 
+from cliplit_basicsr.choices import REDUCED_PRECISIONS, torch_dtype
 from cliplit_basicsr.errors import OptionError
 
-NETWORK_AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 FP16_INITIAL_SCALE = 2.0**10
 
 
 def network_precision_option(value: Optional[str], device: torch.device) -> 'NetworkPrecision':
-    """``train.network_amp`` checked for ``device``: fp16 is for GPUs (a CPU emulates its convolutions, about
-    20x slower than fp32 there; bf16 is the CPU's fast mode)."""
+    """``train.network_amp`` checked for ``device``: fp16 is for GPUs (a CPU emulates its convolutions, far
+    slower than fp32; bf16 is the CPU's fast mode)."""
     if value == 'fp16' and torch.device(device).type == 'cpu':
         raise OptionError('train.network_amp: fp16 is offered on GPUs only (a CPU emulates it); use bf16 on a CPU')
     return NetworkPrecision(value, device)
@@ -31,10 +31,10 @@ class NetworkPrecision:
     """What ``train.network_amp`` (``~`` = fp32, ``bf16``, ``fp16``) changes in a network step."""
 
     def __init__(self, value: Optional[str], device: torch.device) -> None:
-        if value is not None and value not in NETWORK_AMP_DTYPES:
+        if value is not None and value not in REDUCED_PRECISIONS:
             raise OptionError(f"train.network_amp: expected ~ (fp32, the authors'), bf16 or fp16, got {value!r}")
         self.device = torch.device(device)
-        self.dtype = NETWORK_AMP_DTYPES.get(value)
+        self.dtype = None if value is None else torch_dtype(value)
         # The scaler starts at 2^10, not torch's 2^16: the identity loss is fp16 on CUDA (the authors'
         # numerics) and weighted 25 in reconstruction, so larger scales overflow its backward and skip steps.
         self.scaler = torch.amp.GradScaler(self.device.type, init_scale=FP16_INITIAL_SCALE) if value == 'fp16' else None

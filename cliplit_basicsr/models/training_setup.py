@@ -11,9 +11,10 @@ from basicsr.metrics.psnr_ssim import calculate_psnr_pt
 from basicsr.utils import get_root_logger
 from torch import nn
 
+from cliplit_basicsr.choices import AUTO
 from cliplit_basicsr.errors import OptionError
 
-from .micro_batch import AUTO, auto_micro_batch
+from .micro_batch import auto_micro_batch
 
 
 def y_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch import nn
 
 from cliplit_basicsr.errors import CLIPLITError
 
-OFFICIAL_CHECKPOINT = Path(__file__).resolve().parents[1] / 'weights' / 'enhancement_model.pth'
+OFFICIAL_CHECKPOINT = Path(__file__).resolve().parent / 'weights' / 'enhancement_model.pth'
 PathLike = Union[str, Path]
 
 
