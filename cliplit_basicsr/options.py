@@ -7,7 +7,8 @@ one of this package's models, so a bad option ends the command with one line and
 authors' run length (:mod:`cliplit_basicsr.models.run_length`).
 """
 
-from typing import Dict, Iterator, Tuple
+from dataclasses import dataclass, fields
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 from .choices import AUTO
 from .errors import OptionError
@@ -43,23 +44,41 @@ TOP_LEVEL_KEYS = frozenset(
         'run_length',  # added by prepare
     }
 )
-TRAIN_KEYS = frozenset(
-    {
-        'total_iter',
-        'optim_g',
-        'optim_prompt',
-        'scheduler',
-        'schedule',
-        'clip_opt',
-        'identity_opt',
-        'reconstruction_opt',
-        'prompt_init_opt',
-        'ranking_opt',
-        'micro_batch',
-        'network_amp',
-        'prompt_feature_cache',
-    }
-)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The ``train`` section of a ``CLIPLITModel`` option file, with its defaults (``docs/training.md``).
+
+    ``total_iter``: a number of iterations or ``auto`` (the authors' run length); ``optim_g`` /
+    ``optim_prompt``: Adam for the network and the prompt pair; ``scheduler``: BasicSR's, for both;
+    ``schedule``: :class:`~cliplit_basicsr.models.schedule.ScheduleOptions`; ``*_opt``: the four losses and
+    the reconstruction loss; ``micro_batch``: images per forward/backward (``auto``, a number, or ``~`` for
+    the whole batch); ``network_amp``: ``~`` (fp32), ``bf16`` or ``fp16``; ``prompt_feature_cache``: keep the
+    CLIP features of prompt images that recur exactly.
+    """
+
+    total_iter: Union[int, str] = AUTO
+    optim_g: Optional[dict] = None
+    optim_prompt: Optional[dict] = None
+    scheduler: Optional[dict] = None
+    schedule: Optional[dict] = None
+    clip_opt: Optional[dict] = None
+    identity_opt: Optional[dict] = None
+    reconstruction_opt: Optional[dict] = None
+    prompt_init_opt: Optional[dict] = None
+    ranking_opt: Optional[dict] = None
+    micro_batch: Union[int, str, None] = AUTO
+    network_amp: Optional[str] = None
+    prompt_feature_cache: bool = True
+
+    @classmethod
+    def of(cls, opt: dict) -> 'TrainOptions':
+        """The ``train`` section of BasicSR's parsed ``opt`` (checked by :func:`check_training_options`)."""
+        return cls(**(opt.get('train') or {}))
+
+
+TRAIN_KEYS = frozenset(field.name for field in fields(TrainOptions))
 PATH_KEYS = frozenset(
     {
         'pretrain_network_g',
@@ -182,7 +201,7 @@ def resolve_total_iter(opt: dict, counts: Dict[str, int]):
     train = opt.get('train')
     if not isinstance(train, dict):
         raise OptionError('train: missing (the training options)')
-    total = train.get('total_iter', AUTO)
+    total = train.get('total_iter', TrainOptions.total_iter)
     rounds = schedule_options(opt).rounds
     if total != AUTO:
         if rounds is not None:

@@ -38,13 +38,12 @@ from torch.utils.data import Dataset, default_collate
 from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.atomic_io import atomic_torch_save
 from cliplit_basicsr.checkpoint import OFFICIAL_CHECKPOINT
-from cliplit_basicsr.choices import AUTO
 from cliplit_basicsr.cpu_allocator import allocator_note
 from cliplit_basicsr.data.augment import augment_batch
 from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.network import CLIPLITNet
-from cliplit_basicsr.options import schedule_options, starting_point
+from cliplit_basicsr.options import TrainOptions, schedule_options, starting_point
 
 from .cliplit_eval_model import CLIPLITEvalModel
 from .feature_cache import FeatureCache, prompt_feature_keys
@@ -96,7 +95,7 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         return prepare_for_training(net) if isinstance(net, CLIPLITNet) else net  # others: refused by the base
 
     def init_training_settings(self) -> None:
-        train_opt = self.opt['train']
+        train_opt = TrainOptions.of(self.opt)
         logger = get_root_logger()
         self.net_g.train()
         self.schedule_options = schedule_options(self.opt)
@@ -107,8 +106,8 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         self.net_prompt = self.model_to_device(build_prompt_pair(self.opt))
         self.schedule = TrainingSchedule(self.schedule_options, prompt_init=prompt_init, reconstruction=reconstruction)
 
-        self.micro_batch = micro_batch_option(train_opt.get('micro_batch', AUTO), self.device)
-        self.network_precision = network_precision_option(train_opt.get('network_amp'), self.device)
+        self.micro_batch = micro_batch_option(train_opt.micro_batch, self.device)
+        self.network_precision = network_precision_option(train_opt.network_amp, self.device)
         self.cri_clip = build_loss(self.opt, 'clip_opt', self.device)
         self.cri_identity = build_loss(self.opt, 'identity_opt', self.device)
         self.cri_reconstruction = build_loss(self.opt, 'reconstruction_opt', self.device)
@@ -119,14 +118,14 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         self.optimizer_g = build_adam(self, 'optim_g', self.net_g.parameters())
         self.optimizer_prompt = build_adam(self, 'optim_prompt', self.net_prompt.parameters())
         self.optimizers = [self.optimizer_g, self.optimizer_prompt]
-        if train_opt.get('scheduler'):
+        if train_opt.scheduler:
             self.setup_schedulers()  # BasicSR gives every optimizer the same schedule
 
         padding = self.get_bare_model(self.net_g).padding
         self.kept = KeptNetworks(self.opt.get('prompt_dataset') or {}, padding, self.device)
         self._text_features: Optional[torch.Tensor] = None
         self._network_set: Optional[Dataset] = None  # loads datasets.train batches left unloaded
-        cache = train_opt.get('prompt_feature_cache', True)
+        cache = train_opt.prompt_feature_cache
         if not isinstance(cache, bool):
             raise OptionError(f'train.prompt_feature_cache: expected true or false, got {cache!r}')
         self._feature_cache = FeatureCache() if cache else None
