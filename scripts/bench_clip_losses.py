@@ -205,8 +205,6 @@ def turn_off(path: str) -> None:
         fused_vit.fused_vit_tower = lambda visual: None
     elif path == 'class_token':
         class_token.class_token_tower = lambda visual: visual
-    elif path == 'onednn_rn':
-        accel.resnet_feature_maps = lambda *args: None
     elif path == 'text_blocks':
         accel.text_transformer = lambda *args: None
     elif path == 'text_onednn':

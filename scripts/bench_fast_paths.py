@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 KEEP_RATIO = 1.3
 ACTS_ON_GPU = {'class_token', 'text_blocks'}  # they compute less on every device
 PATHS = {
-    'enhance': ('class_token', 'onednn_rn', 'training_layout', 'allocator'),
+    'enhance': ('class_token', 'training_layout', 'allocator'),
     'refine': ('fused_vit', 'text_blocks', 'text_onednn', 'allocator'),
     'init': ('fused_vit', 'text_blocks', 'allocator'),
     'refine-bf16': ('bf16_tower',),

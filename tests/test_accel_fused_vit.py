@@ -110,8 +110,9 @@ def test_towers_it_does_not_compute_get_none(tower):
     assert fused_vit_tower(tower()) is None
 
 
-def test_a_failing_op_probe_makes_the_fast_path_step_aside(caplog):
-    """A private op that is missing or changed is found out once, logged at debug level, never raised."""
+def test_a_failing_op_probe_turns_the_fast_path_off_with_one_warning(caplog):
+    """A private op that is missing or changed is found out once and said once, at WARNING, with the path
+    and the torch version; never raised."""
     import logging
 
     from cliplit_basicsr.accel import clear_caches, op_available
@@ -124,11 +125,37 @@ def test_a_failing_op_probe_makes_the_fast_path_step_aside(caplog):
         with caplog.at_level(logging.DEBUG, logger='cliplit_basicsr.accel'):
             assert op_available('fused_vit', changed_op) is False
             assert op_available('fused_vit', changed_op) is False  # probed once
-        assert [r.levelno for r in caplog.records] == [logging.DEBUG]
-        assert 'fast path fused_vit steps aside: RuntimeError' in caplog.records[0].getMessage()
+        assert [r.levelno for r in caplog.records] == [logging.WARNING]
+        message = caplog.records[0].getMessage()
+        assert f'fast path fused_vit is off for this process (torch {torch.__version__})' in message
+        assert 'Expected 6 arguments' in message
         assert fused_vit_tower(_vit()) is None
     finally:
         clear_caches()
+
+
+def test_a_fast_path_failing_at_run_time_warns_once_and_stays_off(caplog):
+    import logging
+
+    from cliplit_basicsr import accel
+
+    calls = []
+
+    def failing():
+        calls.append(1)
+        raise TypeError('unexpected keyword argument')
+
+    accel.clear_caches()
+    try:
+        with caplog.at_level(logging.DEBUG, logger='cliplit_basicsr.accel'):
+            assert accel._guarded('fused_vit', failing) is None
+            assert accel._guarded('fused_vit', failing) is None
+        assert len(calls) == 1  # off after the first failure
+        assert [r.levelno for r in caplog.records] == [logging.WARNING]
+        assert 'fast path fused_vit is off' in caplog.records[0].getMessage()
+        assert 'TypeError: unexpected keyword argument' in caplog.records[0].getMessage()
+    finally:
+        accel.clear_caches()
 
 
 def test_the_switch_sends_image_features_through_open_clip():

@@ -1,27 +1,27 @@
 """Fast paths of CLIP-LIT, behind one switch (:mod:`.config`), beside plain maths that never needs them.
 
-Most are for CPUs, where enhancement runs for most users; the text transformer's and the class-token
-tower's apply on every device (they compute less, not differently).
+Each stays because ``scripts/bench_fast_paths.py`` shows it makes a step or inference at least 1.3x faster
+on a CPU, or because it computes less on every device (the text transformer's length, the class-token
+tower); ``docs/benchmarks.md`` has the table.
 
 Every computation that has a fast path asks one of the functions below first; each returns ``None`` where
 its fast path does not apply (switch off, another device or dtype, autograd needed, a tower it does not
-compute, a private op the installed PyTorch lacks), and the caller then runs the plain open_clip / PyTorch
-computation, a branch away (``cliplit_basicsr/clip``, ``cliplit_basicsr/engine``). Only float rounding
-differs between the two; the parity, golden and CLIP tests run under both settings.
+compute) or is off (a private op the installed PyTorch lacks or changed, a failure at run time: one warning,
+:mod:`.config`), and the caller then runs the plain open_clip / PyTorch computation, a branch away
+(``cliplit_basicsr/clip``, ``cliplit_basicsr/engine``). Only float rounding differs between the two; the
+parity, golden and CLIP tests run under both settings.
 
 * :func:`vit_image_features`: ViT image features without autograd on a fp32 CPU run on oneDNN's fused ops
   (:mod:`.fused_vit`), otherwise the last block computes the class token only (:mod:`.class_token`);
-* :func:`resnet_feature_maps`: the RN's maps without autograd on a fp32 CPU with oneDNN's GEMMs
-  (:mod:`.onednn_linear`);
 * :func:`bf16_image_tower`: CPU bf16 image forwards on a bf16 copy of the tower, not under autocast;
 * :func:`text_transformer`: the prompt pair's text transformer up to the pooled position, on contiguous
-  rows with oneDNN's GEMMs forward and backward (:mod:`.text_blocks`);
+  rows with oneDNN's GEMMs forward and backward (:mod:`.text_blocks`, :mod:`.onednn_linear`);
 * :func:`conv_add_op`: the tiled enhancement engine's convolutions accumulate in place with oneDNN
   (:mod:`.conv_add`).
 """
 
 import copy
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -34,7 +34,6 @@ __all__ = [
     'clear_caches',
     'conv_add_op',
     'op_available',
-    'resnet_feature_maps',
     'set_accel',
     'text_transformer',
     'use_accel',
@@ -81,25 +80,6 @@ def vit_image_features(visual: nn.Module, pixels: torch.Tensor, amp: Optional[st
                 return features
     tower = class_token_tower(visual)
     return None if tower is visual else tower(pixels)
-
-
-def resnet_feature_maps(
-    visual: nn.Module, pixels: torch.Tensor, amp: Optional[str], forward: Callable
-) -> Optional[List[torch.Tensor]]:
-    """``forward(visual, pixels)`` (the RN's maps) with its GEMMs on oneDNN, for a fp32 CPU forward without
-    autograd (the identity loss's targets); None elsewhere."""
-    if not (use_accel() and _exact_cpu_without_autograd(pixels, amp)):
-        return None
-    from .onednn_linear import onednn_gemms, onednn_gemms_available
-
-    if not onednn_gemms_available():
-        return None
-
-    def run():
-        with onednn_gemms(pixels.device):
-            return forward(visual, pixels)
-
-    return _guarded('onednn_linear', run)
 
 
 def text_transformer(

@@ -2,9 +2,10 @@
 
 ``CLIPLIT_ACCEL`` (read once, at import; ``0`` turns the fast paths off) or :func:`set_accel` (tests,
 notebooks) decide whether the computations that have a fast path take it. Off, every computation is plain
-open_clip / PyTorch: the reference path, always importable and correct. On, a fast path still steps aside
-where it does not apply or where the installed PyTorch lacks (or has changed) a private op it uses: that is
-found out once per op, logged at debug level, and never an error (:func:`op_available`).
+open_clip / PyTorch: the reference path, always importable and correct. On, a fast path steps aside where it
+does not apply (another device, dtype or tower). Where the installed PyTorch lacks (or has changed) a private
+op it uses, or the path fails at run time, it is turned off for the process with one warning naming the
+path and the torch version (:func:`op_available`, :func:`step_aside`): never silently, never an error.
 """
 
 import contextlib
@@ -12,6 +13,8 @@ import logging
 import os
 import weakref
 from typing import Callable, Dict, Hashable, Iterator
+
+from cliplit_basicsr.errors import one_line_message
 
 logger = logging.getLogger('cliplit_basicsr.accel')
 
@@ -74,23 +77,32 @@ def clear_caches() -> None:
     CACHE.clear()
 
 
+def _warn_off(name: str, reason: str) -> None:
+    import torch
+
+    logger.warning(
+        f'fast path {name} is off for this process (torch {torch.__version__}): {reason}; '
+        f'the plain computation runs instead ({ENVIRONMENT_VARIABLE}=0 turns every fast path off)'
+    )
+
+
 def op_available(name: str, probe: Callable[[], bool]) -> bool:
     """Whether the private op (or set of ops) ``name`` works here: ``probe()`` runs once per process (until
-    :func:`clear_caches`); an op that is missing, raises or computes a wrong value makes its fast path step
-    aside, logged once at debug level."""
+    :func:`clear_caches`); an op that is missing, raises or computes a wrong value turns its fast path off,
+    with one warning."""
     if name not in CACHE.probes:
         try:
             works = bool(probe())
-            reason = 'it computed a wrong value'
+            reason = 'its private op computed a wrong value'
         except Exception as error:  # a private op can fail in any way; the plain maths then runs
-            works, reason = False, f'{type(error).__name__}: {error}'.splitlines()[0]
+            works, reason = False, one_line_message(error, 200)
         if not works:
-            logger.debug(f'fast path {name} steps aside: {reason}')
+            _warn_off(name, reason)
         CACHE.probes[name] = works
     return CACHE.probes[name]
 
 
 def step_aside(name: str, error: BaseException) -> None:
-    """A fast path failed at run time: turn it off for the rest of the process (logged once at debug)."""
+    """A fast path failed at run time: turn it off for the rest of the process, with one warning."""
     CACHE.failed[name] = True
-    logger.debug(f'fast path {name} steps aside: {type(error).__name__}: {error}'.splitlines()[0])
+    _warn_off(name, f'{type(error).__name__}: {one_line_message(error, 200)}')

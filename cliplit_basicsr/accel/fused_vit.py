@@ -26,7 +26,7 @@ from torch import nn
 
 from .class_token import pools_class_token, weight_sharing_copy
 from .config import CACHE, op_available
-from .onednn_linear import PackedWeights, onednn_gemms_available
+from .onednn_linear import PackedWeights, onednn_linear_available
 from .text_blocks import attention_heads, is_plain_block
 
 QUICK_GELU_SCALE = 1.702
@@ -157,7 +157,7 @@ def _fusable(block: nn.Module) -> bool:
 
 
 def _probe() -> bool:
-    if not onednn_gemms_available():
+    if not onednn_linear_available():
         return False
     gen = torch.Generator().manual_seed(0)
     x, weight, bias, other = (torch.randn(*shape, generator=gen) for shape in ((5, 7), (3, 7), (3,), (5, 3)))

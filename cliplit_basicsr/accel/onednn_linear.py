@@ -1,31 +1,18 @@
-"""Exact-fp32 GEMMs of frozen CLIP image forwards through oneDNN on CPU: the same maths, faster.
+"""Exact-fp32 linear layers through oneDNN on a CPU: the same maths, faster.
 
-PyTorch sends fp32 matmuls on CPU to MKL's sgemm, and sends them to oneDNN only in reduced precision. On
+PyTorch sends fp32 matmuls on a CPU to MKL's sgemm, and sends them to oneDNN only in reduced precision. On
 some CPUs (the AMD EPYC of ``docs/benchmarks.md``) MKL runs a generic code path at about half oneDNN's fp32
-rate. Prompt steps' ViT features take the further fused route of :mod:`.fused_vit`; this mode serves the
-other frozen forwards without autograd (RN101 maps, towers that route does not compute).
-
-A dispatch mode hands the linear layers' GEMMs to ``torch.ops.mkldnn._linear_pointwise``. These are aten
-``addmm`` and ``mm``, plus ``bmm`` against a weight broadcast over the batch, which is how
-``nn.MultiheadAttention`` runs its in-projection on a transposed input. The mode only sees the GEMMs that
-PyTorch dispatches from Python, so MultiheadAttention's fused fast path, which calls MKL from C++, is
-switched off meanwhile. Only float rounding changes: both libraries accumulate in fp32.
+rate. :func:`linear` is ``F.linear`` on ``torch.ops.mkldnn._linear_pointwise`` with weights packed once in
+oneDNN's blocked layout, forward and backward; the prompt pair's text blocks (:mod:`.text_blocks`) and the
+fused ViT tower (:mod:`.fused_vit`) use it. Only float rounding changes: both libraries accumulate in fp32.
 """
 
-import contextlib
 import weakref
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
 from .config import CACHE, op_available
-
-try:
-    from torch.utils._python_dispatch import TorchDispatchMode
-except ImportError:  # a PyTorch without dispatch modes: keep MKL
-    TorchDispatchMode = None
-
-_aten = torch.ops.aten
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -63,35 +50,15 @@ def _fp32_cpu(*tensors: torch.Tensor) -> bool:
     return all(t.dtype == torch.float32 and t.device.type == 'cpu' for t in tensors)
 
 
-if TorchDispatchMode is not None:
-
-    class _OneDNNGemms(TorchDispatchMode):
-        """Route fp32 CPU ``addmm`` (1-D bias), ``mm`` and broadcast-weight ``bmm`` to oneDNN; pass the rest on."""
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if not kwargs:  # addmm with beta/alpha other than 1 arrives with kwargs: left to MKL
-                if func is _aten.addmm.default and args[0].dim() == 1 and _fp32_cpu(*args):
-                    bias, x, weight_t = args
-                    return _linear(x, weight_t.t(), bias)
-                if func is _aten.mm.default and _fp32_cpu(*args):
-                    x, weight_t = args
-                    return _linear(x, weight_t.t(), None)
-                if func is _aten.bmm.default and args[1].stride(0) == 0 and _fp32_cpu(*args):
-                    x, weight_t = args
-                    batch, rows, inner = x.shape
-                    return _linear(x.reshape(batch * rows, inner), weight_t[0].t(), None).view(batch, rows, -1)
-            return func(*args, **(kwargs or {}))
-
-
 def _probe() -> bool:
-    if TorchDispatchMode is None or not torch.backends.mkldnn.is_available():
+    if not torch.backends.mkldnn.is_available():
         return False
     x, weight, bias = torch.randn(5, 7), torch.randn(3, 7), torch.randn(3)
     return torch.allclose(_linear(x, weight, bias), torch.nn.functional.linear(x, weight, bias), atol=1e-5)
 
 
-def onednn_gemms_available() -> bool:
-    """Whether this PyTorch build has dispatch modes and oneDNN's linear op, and the op is right here."""
+def onednn_linear_available() -> bool:
+    """Whether this PyTorch build has oneDNN's linear op, and the op is right here."""
     return op_available('onednn_linear', _probe)
 
 
@@ -125,22 +92,6 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     """``F.linear``, differentiable, on oneDNN for fp32 CPU tensors outside autocast where it is available
     (:func:`packed_weight` keeps a packed copy of each weight, forward and transposed); ``F.linear``
     otherwise."""
-    if _fp32_cpu(x, weight) and not torch.is_autocast_enabled('cpu') and onednn_gemms_available():
+    if _fp32_cpu(x, weight) and not torch.is_autocast_enabled('cpu') and onednn_linear_available():
         return _OneDNNLinear.apply(x, weight, bias)
     return torch.nn.functional.linear(x, weight, bias)
-
-
-@contextlib.contextmanager
-def onednn_gemms(device: torch.device) -> Iterator[None]:
-    """Within this context, fp32 linear-layer GEMMs on ``device`` run on oneDNN when it is a CPU that has it
-    (a no-op elsewhere). Meant for frozen CLIP forwards without autograd (prompt steps' image features)."""
-    if torch.device(device).type != 'cpu' or not onednn_gemms_available():
-        yield
-        return
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with _OneDNNGemms():
-            yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)

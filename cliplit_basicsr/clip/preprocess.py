@@ -81,11 +81,7 @@ def resnet_feature_maps(
         pixels = preprocess_images(images, _input_size(model)).to(torch.float16)
         return _intermediates(fp16_weights_tower(model), pixels)
 
-    def forward(visual: torch.nn.Module, pixels: torch.Tensor) -> List[torch.Tensor]:
-        fast = accel.resnet_feature_maps(visual, pixels, check_amp(amp), _intermediates)
-        return _intermediates(visual, pixels) if fast is None else fast
-
-    return [m.float() for m in _image_tower_forward(model, images, amp, forward)]
+    return [m.float() for m in _image_tower_forward(model, images, amp, _intermediates)]
 
 
 def _intermediates(visual: torch.nn.Module, pixels: torch.Tensor) -> List[torch.Tensor]:
