@@ -64,12 +64,17 @@ setup(
         'tqdm',
         'numpy',
     ],
-    extras_require={'test': ['pytest', 'pytest-timeout', 'psutil', 'ruff==0.17.6'], 'dev': ['pre-commit']},
+    extras_require={
+        'export': ['onnx>=1.16', 'onnxscript', 'onnxruntime'],
+        'test': ['pytest', 'pytest-timeout', 'psutil', 'ruff==0.17.6', 'onnx>=1.16', 'onnxscript', 'onnxruntime'],
+        'dev': ['pre-commit'],
+    },
     entry_points={
         'console_scripts': [
             'cliplit-enhance=cliplit_basicsr.cli:main',
             'cliplit-train=cliplit_basicsr.train:main',
             'cliplit-test=cliplit_basicsr.test:main',
+            'cliplit-export=cliplit_basicsr.export:main',
         ]
     },
     cmdclass={'build_py': BuildPyWithHook},

@@ -10,7 +10,7 @@ PYTHON="${PYTHON:-python}"
 "$PYTHON" -m pip install torch==2.14.1 torchvision==0.29.1
 "$PYTHON" -m pip install numpy cython setuptools wheel
 "$PYTHON" -m pip install --no-build-isolation basicsr==1.4.2
-"$PYTHON" -m pip install -e '.[test]'
+"$PYTHON" -m pip install -e '.[export,test]'
 
 # pyiqa depends on opencv-python-headless, whose cv2 files overwrite those of BasicSR's opencv-python:
 # every project of the environment would lose OpenCV's GUI (cv2.imshow). Keep one OpenCV, with its GUI,
