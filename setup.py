@@ -61,6 +61,7 @@ setup(
         'lmdb',
         'pyyaml',
         'pyiqa',
+        'pillow-heif',
         'tqdm',
         'numpy',
     ],

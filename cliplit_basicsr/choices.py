@@ -14,7 +14,7 @@ ENGINES: Tuple[str, ...] = ('tiled', 'reference')  # cliplit_basicsr.engine.ENGI
 # Core tile size of the tiled engine by device type: on a CPU, small enough for the buffers of a tile to
 # stay in memory that is already paged in and for little memory in all; on CUDA, big tiles keep the GPU busy.
 DEFAULT_TILES: Dict[str, int] = {'cpu': 384, 'cuda': 1024}
-OUTPUT_FORMATS: Tuple[str, ...] = ('png', 'jpg', 'webp', 'tif')
+OUTPUT_FORMATS: Tuple[str, ...] = ('png', 'jpg', 'webp', 'tif', 'heic')
 
 
 def torch_dtype(precision: str):

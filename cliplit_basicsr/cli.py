@@ -3,7 +3,7 @@
 Every photo is enhanced upright, as viewers show it (its EXIF orientation applied), and written upright with
 its EXIF (orientation reset), ICC profile and PNG text carried over where the output format holds them
 (``--strip-metadata`` drops them). Grayscale inputs are enhanced and written as RGB, RGBA keeps its alpha,
-16-bit inputs give 16-bit outputs where the format allows (PNG, TIFF). Files without an image extension
+16-bit inputs give 16-bit outputs where the format allows (PNG, TIFF; 10 bits in HEIC). Files without an image extension
 are skipped with a warning; an image that cannot be read is reported in one line and the others are still
 processed (the exit code is then 1). An output that exists is left alone unless ``--overwrite``.
 """
@@ -34,7 +34,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     add('--engine', default='tiled', choices=list(ENGINES), help="tiled (default) or reference (the network's forward)")
     add('--ext', default='png', choices=['auto', *OUTPUT_FORMATS], help="output format; auto keeps the input's")
-    add('--quality', type=int, default=95, help='JPEG and WebP quality, 1-100 (default 95)')
+    add('--quality', type=int, default=95, help='JPEG, WebP and HEIC quality, 1-100 (default 95)')
     add('--suffix', default='', help='appended to each output file stem, e.g. _enhanced')
     add('--recursive', action='store_true', help='enhance the folders below --input too, mirrored under --output')
     add('--overwrite', action='store_true', help='replace outputs that exist (default: leave them, and say so)')

@@ -3,7 +3,9 @@
 JPEGs are decoded by Pillow, as the authors' code reads every image (``Image.open``, training and test);
 Pillow also reports truncated JPEGs, which OpenCV would fill with grey. Everything else (PNG, 16-bit
 PNG/TIFF, BMP, WebP, ...) is decoded by OpenCV with ``IMREAD_UNCHANGED``, which reads 16-bit colour that
-Pillow cannot; for these formats the two decoders give the same pixels. Images come in OpenCV's layout:
+Pillow cannot; for these formats the two decoders give the same pixels. HEIC/HEIF photos (the iPhone's
+default) are decoded by pillow-heif: upright (libheif applies the file's rotation and mirroring), 10- and
+12-bit ones scaled to 16 bits, with their EXIF and ICC profile. Images come in OpenCV's layout:
 HxW (gray), HxWx3 (BGR) or HxWx4 (BGRA), uint8 or uint16, as stored (no EXIF rotation: the authors'
 training reads them so). :func:`read_photo` gives a photo as viewers show it, with its metadata
 (:mod:`cliplit_basicsr.photo_metadata`). Writes are atomic: a temporary file, then ``os.replace``.
@@ -20,6 +22,7 @@ from PIL import Image
 from cliplit_basicsr.atomic_io import atomic_write_path
 from cliplit_basicsr.errors import ImageReadError, ImageWriteError
 from cliplit_basicsr.photo_metadata import (
+    ORIENTATION_TAG,
     Metadata,
     icc_colour_space,
     orient,
@@ -29,9 +32,9 @@ from cliplit_basicsr.photo_metadata import (
 )
 
 PathLike = Union[str, os.PathLike]
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
-SIXTEEN_BIT_FORMATS = ('png', 'tif')  # the others hold 8 bits a channel
-ALPHA_FORMATS = ('png', 'webp', 'tif')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.heic', '.heif')
+SIXTEEN_BIT_FORMATS = ('png', 'tif', 'heic')  # HEIC as 10 bits a channel; the others hold 8 bits
+ALPHA_FORMATS = ('png', 'webp', 'tif', 'heic')
 _JPEG_MAGIC = b'\xff\xd8\xff'
 
 
@@ -52,6 +55,35 @@ def _decode_jpeg(data: bytes, name: str) -> np.ndarray:
     return pixels if pixels.ndim == 2 else np.ascontiguousarray(pixels[:, :, ::-1])
 
 
+def _is_heif(data: bytes) -> bool:
+    if data[4:8] != b'ftyp':  # an ISO base media file: HEIF, or a video (which pillow-heif refuses)
+        return False
+    import pillow_heif
+
+    return pillow_heif.is_supported(data)
+
+
+def _decode_heif(data: bytes, name: str) -> Tuple[np.ndarray, Metadata]:
+    """A HEIC/HEIF photo's pixels (upright, OpenCV layout, uint8 or uint16) and its metadata (EXIF with the
+    orientation reset: libheif has applied the file's transformations)."""
+    import pillow_heif
+
+    try:
+        heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
+        pixels = np.array(heif)  # writable, as OpenCV returns images
+    except (ValueError, RuntimeError, OSError, SyntaxError) as err:
+        raise ImageReadError(f'{name}: cannot decode HEIC ({" ".join(str(err).split())})') from None
+    if pixels.ndim == 3:
+        pixels = np.ascontiguousarray(pixels[:, :, [2, 1, 0, 3][: pixels.shape[2]]])
+    metadata = Metadata(icc_profile=heif.info.get('icc_profile') or None)
+    if heif.info.get('exif'):
+        exif = Image.Exif()
+        exif.load(heif.info['exif'])
+        exif[ORIENTATION_TAG] = 1
+        metadata.exif = exif.tobytes()
+    return pixels, metadata
+
+
 def decode_image(data: Optional[bytes], name: str) -> np.ndarray:
     """An encoded image's pixels, as stored, in OpenCV's layout; ``ImageReadError`` naming ``name`` if it is
     missing, corrupt, or not 8- or 16-bit gray, RGB or RGBA."""
@@ -59,6 +91,8 @@ def decode_image(data: Optional[bytes], name: str) -> np.ndarray:
         raise ImageReadError(f'{name}: not found')
     if data.startswith(_JPEG_MAGIC):
         return _decode_jpeg(data, name)
+    if _is_heif(data):
+        return _decode_heif(data, name)[0]
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if image is None:
         raise ImageReadError(f'{name}: cannot decode image (corrupt or unsupported format)')
@@ -86,6 +120,9 @@ def read_photo(path: PathLike) -> Tuple[np.ndarray, Metadata, List[str]]:
     """A photo as viewers show it: (pixels with its EXIF orientation applied, its metadata, warnings).
     Metadata that cannot be parsed is dropped with a warning; the pixels are still read."""
     data = _read_bytes(path)
+    if _is_heif(data):
+        pixels, metadata = _decode_heif(data, os.fspath(path))
+        return pixels, metadata, []
     pixels = decode_image(data, os.fspath(path))
     try:
         orientation, metadata = read_metadata(data)
@@ -119,6 +156,8 @@ def encode_image(
     if pixels.ndim == 3 and pixels.shape[2] == 4 and fmt not in ALPHA_FORMATS:
         pixels = pixels[:, :, :3]
         notes.append(f'{fmt.upper()} has no alpha channel: alpha dropped')
+    if fmt == 'heic':
+        return _encode_heif(pixels, quality, metadata), notes
     if fmt == 'png' or (fmt == 'tif' and pixels.dtype == np.uint16):
         ok, encoded = cv2.imencode(f'.{fmt}', pixels)
         if not ok:
@@ -137,6 +176,20 @@ def encode_image(
         stream, {'jpg': 'JPEG', 'webp': 'WEBP', 'tif': 'TIFF'}[fmt], **options
     )
     return stream.getvalue(), notes
+
+
+def _encode_heif(pixels: np.ndarray, quality: int, metadata: Metadata) -> bytes:
+    """HEIC (HEVC) bytes of OpenCV-layout pixels: 8 bits, or 10 bits a channel from uint16."""
+    import pillow_heif
+
+    rgb = pixels if pixels.ndim == 2 else pixels[:, :, [2, 1, 0, 3][: pixels.shape[2]]]
+    mode = {2: 'L', 3: 'RGB', 4: 'RGBA'}[rgb.ndim if rgb.ndim == 2 else rgb.shape[2]]
+    if pixels.dtype == np.uint16:
+        mode += ';16'
+    heif = pillow_heif.from_bytes(mode, (rgb.shape[1], rgb.shape[0]), np.ascontiguousarray(rgb).tobytes())
+    stream = io.BytesIO()
+    heif.save(stream, quality=quality, **pillow_save_options(metadata))
+    return stream.getvalue()
 
 
 def write_image(

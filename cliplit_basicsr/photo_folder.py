@@ -24,7 +24,16 @@ from cliplit_basicsr.errors import CLIPLITError, ImageWriteError, UsageError, on
 from cliplit_basicsr.image_io import is_image_file, read_photo, write_image
 from cliplit_basicsr.photo_metadata import Metadata
 
-EXTENSION_FORMATS = {'.jpg': 'jpg', '.jpeg': 'jpg', '.png': 'png', '.webp': 'webp', '.tif': 'tif', '.tiff': 'tif'}
+EXTENSION_FORMATS = {
+    '.jpg': 'jpg',
+    '.jpeg': 'jpg',
+    '.png': 'png',
+    '.webp': 'webp',
+    '.tif': 'tif',
+    '.tiff': 'tif',
+    '.heic': 'heic',
+    '.heif': 'heic',
+}
 
 
 @dataclass

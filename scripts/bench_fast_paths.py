@@ -163,10 +163,21 @@ def main() -> None:
     parser.add_argument('--rounds', type=int, default=3, help='rounds; the table gives medians')
     parser.add_argument('--iters', type=int, default=2, help='timed iterations of a prompt step (enhance: 1)')
     parser.add_argument('--csv', default='fast_paths.csv', help='where every measurement is written')
+    parser.add_argument('--table', nargs='+', metavar='CSV', help='only print the table of these CSV files')
     parser.add_argument('--child', nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print('RESULT ' + json.dumps(run_inference_child(*args.child)), flush=True)
+        return
+    if args.table:
+        rows = []
+        for name in args.table:
+            with open(name, newline='') as stream:
+                rows += [
+                    (r['step'], r['path'], r['round'], float(r['on_s']), float(r['off_s']))
+                    for r in csv.DictReader(stream)
+                ]
+        print_table(rows)
         return
     cases = [(s, p) for s in args.steps for p in PATHS[s] if not args.paths or p in args.paths]
     rows = []
@@ -186,14 +197,23 @@ def main() -> None:
                     writer.writerow([step, path, round_index, f'{on:.4f}', f'{off:.4f}'])
                     stream.flush()
                     print(f'round {round_index + 1}: {step:12} {path:16} on {on:8.3f} s  off {off:8.3f} s', flush=True)
-    print(f'\n{os.cpu_count()} CPUs, medians of {args.rounds} rounds (s per step or per image); CSV: {args.csv}\n')
-    print('| step | path | on (s) | off (s) | ratio off/on | verdict |')
-    print('|---|---|---|---|---|---|')
-    for step, path in cases:
+    print(f'\n{os.cpu_count()} CPUs, {args.rounds} rounds; CSV: {args.csv}\n')
+    print_table(rows)
+
+
+def print_table(rows: list) -> None:
+    """The markdown table of (step, path, round, on, off) rows: medians over rounds, in the rows' order. A
+    path's verdict is its best step's: it stays if it pays in one of them."""
+    ratios = {}
+    for step, path in dict.fromkeys((r[0], r[1]) for r in rows):
         mine = [r for r in rows if r[0] == step and r[1] == path]
         on, off = statistics.median(r[3] for r in mine), statistics.median(r[4] for r in mine)
-        ratio = statistics.median(r[4] / r[3] for r in mine)
-        print(f'| {step} | {path} | {on:.3f} | {off:.3f} | {ratio:.2f}x | {verdict(path, ratio)} |')
+        ratios[step, path] = (len(mine), on, off, statistics.median(r[4] / r[3] for r in mine))
+    print('| step | path | rounds | on (s) | off (s) | ratio off/on | path verdict |')
+    print('|---|---|---|---|---|---|---|')
+    for (step, path), (rounds, on, off, ratio) in ratios.items():
+        best = max(r[3] for (_, p), r in ratios.items() if p == path)
+        print(f'| {step} | {path} | {rounds} | {on:.3f} | {off:.3f} | {ratio:.2f}x | {verdict(path, best)} |')
 
 
 if __name__ == '__main__':

@@ -47,9 +47,12 @@ with open(os.environ['ENV_PROBE'], 'a') as probe:
     probe.write(json.dumps([os.getpid(), {k: v for k, v in os.environ.items() if k.startswith('MALLOC_')}]) + '\\n')
 """
 WITHOUT_PLUGIN = """
-import os, sys
-import _cliplit_basicsr_hook
-_cliplit_basicsr_hook.install_torchvision_shim()  # BasicSR 1.4.2 cannot import on current torchvision without it
+import importlib.machinery, importlib.util, os, sys
+import _cliplit_basicsr_hook as hook
+# BasicSR 1.4.2 cannot import on current torchvision without the module the hook provides; provide it alone
+spec = importlib.machinery.ModuleSpec(hook._SHIM_NAME, hook._FunctionalTensorLoader())
+sys.modules[hook._SHIM_NAME] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sys.modules[hook._SHIM_NAME])
 import basicsr.train
 assert 'cliplit_basicsr' not in sys.modules
 basicsr.train.train_pipeline(os.getcwd())

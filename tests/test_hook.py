@@ -54,12 +54,14 @@ def test_the_plugin_registers_whichever_is_imported_first(tmp_path, hook, first)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('module', ['cliplit_basicsr', 'cliplit_basicsr.enhancer', 'cliplit_basicsr.cli'])
+@pytest.mark.parametrize(
+    'module', ['cliplit_basicsr', 'cliplit_basicsr.cli', 'cliplit_basicsr.enhancer', 'cliplit_basicsr.photo_folder']
+)
 def test_enhancing_imports_neither_basicsr_nor_open_clip(tmp_path, module):
     code = f'import sys, {module}\nprint(sorted(m for m in ("basicsr", "open_clip", "torch") if m in sys.modules))'
     result = run_python(['-c', code], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == ("['torch']" if module.endswith('enhancer') else '[]')
+    assert result.stdout.strip() == ('[]' if module in ('cliplit_basicsr', 'cliplit_basicsr.cli') else "['torch']")
 
 
 @pytest.mark.slow
