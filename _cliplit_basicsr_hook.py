@@ -97,10 +97,17 @@ class _DelegatingLoader:
 
 
 def register_plugin() -> None:
-    """Register the plugin's classes in BasicSR's registries (imports BasicSR; idempotent)."""
+    """Register the plugin's classes in BasicSR's registries (imports BasicSR; idempotent). A failure is a
+    warning, not an error: ``import basicsr`` must keep working for every other project of the environment
+    (CLIP-LIT's option files then fail with BasicSR's "No object named ..." after it)."""
     import importlib
 
-    importlib.import_module('cliplit_basicsr.registration')
+    try:
+        importlib.import_module('cliplit_basicsr.registration')
+    except Exception as error:
+        import warnings
+
+        warnings.warn(f'cliplit_basicsr did not register with BasicSR: {type(error).__name__}: {error}', stacklevel=2)
 
 
 class _RegisterAfterBasicSRLoader(_DelegatingLoader):
@@ -149,9 +156,22 @@ class _Finder(_PluginFinder):
     """The start-up finder: the plugin finder's work, and the hand-over of BasicSR's commands."""
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname in _HANDED_OVER and run_module_name(getattr(sys, 'orig_argv', ())) == fullname:
+        command = run_module_name(getattr(sys, 'orig_argv', ()))
+        if fullname in _HANDED_OVER and command == fullname:
             return self._wrapped_spec(fullname, path, target, _HandOverLoader)
+        if fullname == 'basicsr' and command in _HANDED_OVER:
+            _quiet_runpy_about(command)
         return super().find_spec(fullname, path, target)
+
+
+def _quiet_runpy_about(command: str) -> None:
+    """basicsr/__init__ imports its own train and test, so ``runpy`` warns that the module it is about to run
+    is already imported. Handed over, nothing runs twice: in that process only, that one warning is not
+    shown."""
+    import warnings
+
+    message = f"'{command}' found in sys.modules after import of package 'basicsr'"
+    warnings.filterwarnings('ignore', message=message.replace('.', r'\.'), category=RuntimeWarning, module='runpy')
 
 
 def _insert(finder_class) -> None:

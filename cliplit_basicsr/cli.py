@@ -13,7 +13,7 @@ import math
 import sys
 from typing import Optional, Sequence
 
-from cliplit_basicsr.choices import DEFAULT_TILES, ENGINES, OUTPUT_FORMATS, PRECISIONS
+from cliplit_basicsr.choices import AUTO, DEFAULT_TILES, ENGINES, OUTPUT_FORMATS, PRECISIONS
 from cliplit_basicsr.errors import UsageError, exit_on_user_error
 
 
@@ -23,7 +23,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add('-i', '--input', required=True, help='an image file or a folder of images')
     add('-o', '--output', required=True, help='folder for the enhanced images (created if needed)')
     add('--ckpt', default='official', help="'official' (the authors' model) or a checkpoint path")
-    add('--device', default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    add('--device', default=AUTO, help='auto, cpu, cuda or cuda:N (default: auto)')
     add('--precision', default='fp32', choices=list(PRECISIONS), help='fp32 (exact, default), bf16 or fp16')
     add(
         '--tile',
@@ -33,7 +33,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         f'{", ".join(f"{n} on {d.upper()}" for d, n in DEFAULT_TILES.items())}; 0 = whole image)',
     )
     add('--engine', default='tiled', choices=list(ENGINES), help="tiled (default) or reference (the network's forward)")
-    add('--ext', default='png', choices=['auto', *OUTPUT_FORMATS], help="output format; auto keeps the input's")
+    add('--ext', default='png', choices=[AUTO, *OUTPUT_FORMATS], help="output format; auto keeps the input's")
     add('--quality', type=int, default=95, help='JPEG, WebP and HEIC quality, 1-100 (default 95)')
     add('--suffix', default='', help='appended to each output file stem, e.g. _enhanced')
     add('--recursive', action='store_true', help='enhance the folders below --input too, mirrored under --output')

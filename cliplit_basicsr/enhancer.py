@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from cliplit_basicsr.checkpoint import load_checkpoint, resolve_checkpoint
+from cliplit_basicsr.choices import AUTO
 from cliplit_basicsr.engine import ENGINES, PRECISIONS, Region, build_engine, quantise, run_on_tensor
 from cliplit_basicsr.errors import CLIPLITError
 from cliplit_basicsr.network import CLIPLITNet
@@ -23,9 +24,9 @@ class DeviceError(CLIPLITError, ValueError):
     """A device, precision or engine that cannot be used here."""
 
 
-def resolve_device(device: str = 'auto') -> torch.device:
+def resolve_device(device: str = AUTO) -> torch.device:
     """``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'`` or ``'cuda:N'`` as a usable ``torch.device``."""
-    if device == 'auto':
+    if device == AUTO:
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if device != 'cpu' and not (device == 'cuda' or (device.startswith('cuda:') and device[5:].isdigit())):
         raise DeviceError(f"device '{device}' is unknown (use auto, cpu, cuda or cuda:N)")
@@ -51,7 +52,7 @@ class CLIPLITEnhancer:
     def __init__(
         self,
         ckpt: str = 'official',
-        device: str = 'auto',
+        device: str = AUTO,
         precision: str = 'fp32',
         tile: Optional[int] = None,
         engine: str = 'tiled',

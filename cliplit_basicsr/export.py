@@ -19,6 +19,7 @@ from torch import nn
 
 from cliplit_basicsr.atomic_io import atomic_write_path
 from cliplit_basicsr.checkpoint import load_checkpoint, resolve_checkpoint
+from cliplit_basicsr.choices import torch_dtype
 from cliplit_basicsr.errors import UsageError, exit_on_user_error
 from cliplit_basicsr.network import CLIPLITNet
 
@@ -81,13 +82,16 @@ def export_onnx(
     Returns the path written. The model's input ``image`` and output ``enhanced`` are (N, 3, H, W) RGB in
     [0, 1], N, H and W dynamic; its metadata names the checkpoint, the padding and the licence.
     """
-    import onnx
+    try:
+        import onnx
+    except ImportError:
+        raise UsageError("cliplit-export needs onnx and onnxscript: pip install 'cliplit_basicsr[export]'") from None
 
     if precision not in EXPORT_PRECISIONS:
         raise UsageError(f'--precision {precision}: expected one of {", ".join(EXPORT_PRECISIONS)}')
     path = resolve_checkpoint(ckpt)
     model = ImageToImage(load_checkpoint(CLIPLITNet(padding='reflect'), path))
-    dtype = torch.float16 if precision == 'fp16' else torch.float32
+    dtype = torch_dtype(precision)
     model = model.to(dtype).eval()
     example = torch.rand(1, 3, 64, 96, dtype=dtype)
     dim = torch.export.Dim

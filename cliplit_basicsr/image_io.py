@@ -7,8 +7,9 @@ Pillow cannot; for these formats the two decoders give the same pixels. HEIC/HEI
 default) are decoded by pillow-heif: upright (libheif applies the file's rotation and mirroring), 10- and
 12-bit ones scaled to 16 bits, with their EXIF and ICC profile. Images come in OpenCV's layout:
 HxW (gray), HxWx3 (BGR) or HxWx4 (BGRA), uint8 or uint16, as stored (no EXIF rotation: the authors'
-training reads them so). :func:`read_photo` gives a photo as viewers show it, with its metadata
-(:mod:`cliplit_basicsr.photo_metadata`). Writes are atomic: a temporary file, then ``os.replace``.
+training reads them so; a HEIC's own rotation is part of its image, as HEIF defines it).
+:func:`read_photo` gives a photo as viewers show it, with its metadata (:mod:`cliplit_basicsr.photo_metadata`).
+Writes are atomic: a temporary file, then ``os.replace``.
 """
 
 import io
@@ -20,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from cliplit_basicsr.atomic_io import atomic_write_path
-from cliplit_basicsr.errors import ImageReadError, ImageWriteError
+from cliplit_basicsr.errors import ImageReadError, ImageWriteError, one_line_message
 from cliplit_basicsr.photo_metadata import (
     ORIENTATION_TAG,
     Metadata,
@@ -56,7 +57,7 @@ def _decode_jpeg(data: bytes, name: str) -> np.ndarray:
 
 
 def _is_heif(data: bytes) -> bool:
-    if data[4:8] != b'ftyp':  # an ISO base media file: HEIF, or a video (which pillow-heif refuses)
+    if data[4:8] != b'ftyp' or data[8:12] in (b'avif', b'avis'):  # HEIF, not AVIF (no AV1 decoder here)
         return False
     import pillow_heif
 
@@ -72,7 +73,7 @@ def _decode_heif(data: bytes, name: str) -> Tuple[np.ndarray, Metadata]:
         heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
         pixels = np.array(heif)  # writable, as OpenCV returns images
     except (ValueError, RuntimeError, OSError, SyntaxError) as err:
-        raise ImageReadError(f'{name}: cannot decode HEIC ({" ".join(str(err).split())})') from None
+        raise ImageReadError(f'{name}: cannot decode HEIC ({one_line_message(err)})') from None
     if pixels.ndim == 3:
         pixels = np.ascontiguousarray(pixels[:, :, [2, 1, 0, 3][: pixels.shape[2]]])
     metadata = Metadata(icc_profile=heif.info.get('icc_profile') or None)
@@ -85,8 +86,8 @@ def _decode_heif(data: bytes, name: str) -> Tuple[np.ndarray, Metadata]:
 
 
 def decode_image(data: Optional[bytes], name: str) -> np.ndarray:
-    """An encoded image's pixels, as stored, in OpenCV's layout; ``ImageReadError`` naming ``name`` if it is
-    missing, corrupt, or not 8- or 16-bit gray, RGB or RGBA."""
+    """An encoded image's pixels, as stored (a HEIC upright: its rotation is part of its image), in OpenCV's
+    layout; ``ImageReadError`` naming ``name`` if it is missing, corrupt, or not 8- or 16-bit gray, RGB or RGBA."""
     if data is None:
         raise ImageReadError(f'{name}: not found')
     if data.startswith(_JPEG_MAGIC):
@@ -121,14 +122,13 @@ def read_photo(path: PathLike) -> Tuple[np.ndarray, Metadata, List[str]]:
     Metadata that cannot be parsed is dropped with a warning; the pixels are still read."""
     data = _read_bytes(path)
     if _is_heif(data):
-        pixels, metadata = _decode_heif(data, os.fspath(path))
-        return pixels, metadata, []
-    pixels = decode_image(data, os.fspath(path))
-    try:
-        orientation, metadata = read_metadata(data)
-    except Exception as err:  # Pillow raises many types for malformed EXIF, ICC or headers
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return pixels, Metadata(), [f'{path}: metadata dropped (cannot be read: {reason})']
+        (pixels, metadata), orientation = _decode_heif(data, os.fspath(path)), 1
+    else:
+        pixels = decode_image(data, os.fspath(path))
+        try:
+            orientation, metadata = read_metadata(data)
+        except Exception as err:  # Pillow raises many types for malformed EXIF, ICC or headers
+            return pixels, Metadata(), [f'{path}: metadata dropped (cannot be read: {one_line_message(err, 200)})']
     warnings = []
     if metadata.icc_profile and icc_colour_space(metadata.icc_profile) != 'RGB':
         # the outputs are RGB (gray and CMYK photos too): another space's profile would misdescribe them
@@ -146,8 +146,8 @@ def _to_8_bit(pixels: np.ndarray) -> np.ndarray:
 def encode_image(
     pixels: np.ndarray, fmt: str, quality: int = 95, metadata: Optional[Metadata] = None
 ) -> Tuple[bytes, List[str]]:
-    """Encode OpenCV-layout ``pixels`` as ``fmt`` (``OUTPUT_FORMATS``) with ``metadata``: (bytes, notes on what
-    the format could not hold: 16 bits, alpha, metadata)."""
+    """Encode OpenCV-layout ``pixels`` as ``fmt`` (one of ``choices.OUTPUT_FORMATS``) with ``metadata``: (bytes,
+    notes on what the format could not hold: 16 bits, alpha, metadata)."""
     metadata = metadata or Metadata()
     notes = []
     if pixels.dtype == np.uint16 and fmt not in SIXTEEN_BIT_FORMATS:

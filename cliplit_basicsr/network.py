@@ -6,7 +6,7 @@ state dict with the ``module.`` prefix removed loads as is. The module stays pla
 (training uses it). :meth:`CLIPLITNet.layout` describes its layers in order, which is what the tiled
 inference engine (:mod:`cliplit_basicsr.engine.tiled`) runs; the reference engine runs ``forward`` itself.
 
-Nothing here imports BasicSR, so that enhancing photos never does: :mod:`cliplit_basicsr.network`
+Nothing here imports BasicSR, so that enhancing photos never does: :mod:`cliplit_basicsr.archs.cliplit_arch`
 registers the class as ``type: CLIPLITNet``.
 """
 

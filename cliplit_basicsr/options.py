@@ -71,11 +71,15 @@ class TrainOptions:
     micro_batch: Union[int, str, None] = AUTO
     network_amp: Optional[str] = None
     prompt_feature_cache: bool = True
+    warmup_iter: int = -1  # read by BasicSR's loop: learning-rate warm-up
 
     @classmethod
     def of(cls, opt: dict) -> 'TrainOptions':
-        """The ``train`` section of BasicSR's parsed ``opt`` (checked by :func:`check_training_options`)."""
-        return cls(**(opt.get('train') or {}))
+        """The ``train`` section of BasicSR's parsed ``opt``; an unknown key is a one-line :class:`OptionError`."""
+        try:
+            return cls(**(opt.get('train') or {}))
+        except TypeError as err:  # an unknown key: check_training_options names it where prepare runs
+            raise OptionError(f'train: {err}') from None
 
 
 TRAIN_KEYS = frozenset(field.name for field in fields(TrainOptions))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cliplit_basicsr.choices import AUTO
 from cliplit_basicsr.engine import quantise
 from cliplit_basicsr.enhancer import CLIPLITEnhancer
 from cliplit_basicsr.errors import CLIPLITError, ImageWriteError, UsageError, one_line_message
@@ -84,7 +85,7 @@ def plan_jobs(files: List[Path], input_path: Path, args: argparse.Namespace) -> 
     output_dir = Path(args.output)
     planned: Dict[Tuple[Path, str], List[Path]] = {}
     for path in files:
-        fmt = EXTENSION_FORMATS.get(path.suffix.lower(), 'png') if args.ext == 'auto' else args.ext
+        fmt = EXTENSION_FORMATS.get(path.suffix.lower(), 'png') if args.ext == AUTO else args.ext
         planned.setdefault((output_dir / path.parent.relative_to(base_dir) / path.stem, fmt), []).append(path)
     jobs = []
     for (stem_path, fmt), sources in planned.items():

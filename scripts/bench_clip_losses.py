@@ -218,8 +218,6 @@ def turn_off(path: str) -> None:
 def run_child(args) -> None:
     import torch
 
-    import cliplit_basicsr  # noqa: F401  (registrations, BasicSR shim)
-
     for path in args.off or ():
         turn_off(path)
     from cliplit_basicsr.losses.cliplit_loss import (

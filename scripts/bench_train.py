@@ -286,8 +286,10 @@ def main():
 
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     restart_keeping_freed_memory()  # as the training commands start (no-op once done, or where it does not apply)
-    import basicsr.train  # noqa: F401  (the hook imports cliplit_basicsr right after basicsr)
+    import basicsr.train
     import torch
+
+    from cliplit_basicsr.basicsr_compat import hosting_cliplit
 
     work = Path(tempfile.mkdtemp(prefix='cliplit_bench_'))
     rng = np.random.default_rng(0)
@@ -302,7 +304,8 @@ def main():
     os.chdir(work)
     sys.argv = ['basicsr.train', '-opt', str(option_file)]
     started = time.perf_counter()
-    basicsr.train.train_pipeline(str(work))
+    with hosting_cliplit():  # as cliplit-train runs a CLIP-LIT option file
+        basicsr.train.train_pipeline(str(work))
     wall = time.perf_counter() - started
     watcher.terminate()
     watcher.wait()

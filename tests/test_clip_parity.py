@@ -6,7 +6,6 @@ same way (``CLIPLIT_PARITY_DIR``) pass unchanged. Tolerance: the README's rule, 
 """
 
 import hashlib
-from pathlib import Path
 
 import pytest
 import torch
@@ -202,9 +201,10 @@ def test_identity_loss(rn_file, parity_fixtures, weights):
 #   (2 w / N) |a - b| eps (|a| + |b|) (Cauchy-Schwarz); the sum of K positive fp16 terms adds K u of it;
 # * the gradient's scale: map l's share g_l of the gradient moves by eps_l (|a| + |b|) / |a - b| (its
 #   upstream error) plus u sqrt(d_l) (rounding on the way back), relative to |g_l|.
-# These worst-case bounds hold for any fixture set made by the authors' code; they are loose (percents), so
-# a second test compares with the authors' own fp16 loop, where only reduction order differs: it fails on
-# a 1% error in the loss.
+# The bounds follow from the model and the fixtures' own maps, so any fixture set made by the authors' code
+# gets its own; they must stay below 10% of the loss and of the gradient (else the test could not fail).
+# They are loose (percents): a second test compares with the authors' own fp16 loop, where only reduction
+# order differs, and fails on a 1% error in the loss.
 FP16_UNIT_ROUNDOFF = 2.0**-11
 
 
@@ -281,6 +281,7 @@ def test_identity_loss_in_the_authors_fp16(rn_file, rn, parity_fixtures, weights
     loss.backward()
     expected, expected_grad = f[f'identity_loss_{weights}'], f[f'identity_loss_{weights}_grad_enhanced']
     loss_bound, grad_bound = fp16_rounding_bounds(rn, f['enhanced'], f['input'], layer_weights)
+    assert loss_bound < 0.1 * expected and grad_bound < 0.1 * expected_grad.norm().item()
     assert abs(loss.item() - expected) <= loss_bound
     assert (enhanced.grad - expected_grad).norm().item() <= grad_bound
     assert not torch.equal(enhanced.grad, expected_grad)  # it did run in fp16
@@ -305,7 +306,6 @@ def test_identity_loss_in_fp16_equals_the_authors_fp16_loop(rn_file, rn, parity_
         loss = loss_fn(ours, target[None])
         reference = authors_fp16_identity_loss(fp16_weights_tower(rn), theirs, target[None], layer_weights)
         assert loss.item() == pytest.approx(reference.item(), rel=loss_rtol)
-        assert loss.item() * 1.01 != pytest.approx(reference.item(), rel=loss_rtol)  # a 1% error would fail
         loss.backward()
         reference.backward()
         grad_rtol = (2 + 2 * max(depths) ** 0.5) * u
@@ -386,14 +386,11 @@ def test_authors_prompt_file_loads_exactly(parity_dir, vit_file, parity_fixtures
 
 def test_end_to_end_enhancement_objective(vit_file, rn_file, parity_fixtures):
     """The training script's enhancement objective through the training variant of the network."""
-    from cliplit_basicsr.archs import cliplit_arch as arch
-    from cliplit_basicsr.checkpoint import load_checkpoint
+    from cliplit_basicsr.checkpoint import OFFICIAL_CHECKPOINT, load_checkpoint
+    from cliplit_basicsr.network import CLIPLITNet
 
     f = parity_fixtures
-    net = load_checkpoint(
-        arch.CLIPLITNet(padding='zeros'),
-        Path(arch.__file__).resolve().parents[1] / 'weights' / 'init_enhancement_model.pth',
-    )
+    net = load_checkpoint(CLIPLITNet(padding='zeros'), OFFICIAL_CHECKPOINT.parent / 'init_enhancement_model.pth')
     clip_term_fn = CLIPLITEnhanceLoss(loss_weight=320, clip_pretrained=vit_file)
     identity_term_fn = CLIPLITIdentityLoss(loss_weight=25, clip_pretrained=rn_file, precision='fp32')
     final = torch.clamp(f['input'] / (net(f['input']) + 1e-9), 0, 1)

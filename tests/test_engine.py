@@ -44,6 +44,37 @@ def test_engine_without_onednn_conv_add_gives_the_same_images(parity_fixtures, r
     torch.testing.assert_close(plain, onednn, rtol=1e-5, atol=1e-6)
 
 
+def test_a_conv_add_failing_at_run_time_falls_back_with_one_warning(
+    parity_fixtures, reference_dir, monkeypatch, caplog
+):
+    import logging
+
+    from cliplit_basicsr import accel
+    from cliplit_basicsr.accel import conv_add
+
+    net = load_checkpoint(CLIPLITNet('reflect'), reference_dir / 'enhancement_model.pth').eval()
+    with accel.accel(False):
+        expected = enhance_tensor(net, parity_fixtures['input'], tile=24)
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise RuntimeError('could not create a primitive')
+
+    monkeypatch.setattr(conv_add, 'conv_add_works', lambda dtype: True)  # the probe passed; the op fails later
+    monkeypatch.setattr(conv_add, 'conv_add_onednn', broken)
+    accel.clear_caches()
+    try:
+        with accel.accel(True), caplog.at_level(logging.DEBUG, logger='cliplit_basicsr.accel'):
+            got = enhance_tensor(net, parity_fixtures['input'], tile=24)
+    finally:
+        accel.clear_caches()
+    assert len(calls) == 1  # off for good after the first failure
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert 'fast path conv_add_torch.float32 is off' in caplog.records[0].getMessage()
+    torch.testing.assert_close(got, expected)
+
+
 @pytest.mark.parametrize('variant', ['train', 'test'])
 @pytest.mark.parametrize('tile,head_cache', [(0, 'kept'), (24, 'kept'), (24, 'recomputed')])
 def test_tiled_engine_matches_authors_enhanced_output(parity_fixtures, reference_dir, variant, tile, head_cache):

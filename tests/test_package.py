@@ -1,14 +1,15 @@
-"""What importing the package does: it registers into every BasicSR registry and loads nothing heavy."""
+"""What importing the package does: once BasicSR is imported, its classes are in every BasicSR registry; and
+enhancing loads nothing heavy."""
 
 import textwrap
 
 import pytest
 from support import run_python
 
-import cliplit_basicsr  # noqa: F401  (registers the plugin)
+import cliplit_basicsr  # noqa: F401  (registers the plugin once BasicSR is imported)
 
 
-def test_import_registers_into_every_basicsr_registry():
+def test_classes_are_in_every_basicsr_registry_once_basicsr_is_imported():
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
     for registry in (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY):
@@ -32,3 +33,10 @@ def test_enhancement_does_not_import_open_clip(tmp_path):
     result = run_python(['-c', code], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ['[]', 'True']
+
+
+def test_the_names_users_choose_among_are_those_the_engines_take():
+    from cliplit_basicsr import choices, engine
+
+    assert tuple(engine.ENGINES) == choices.ENGINES
+    assert all(choices.torch_dtype(name).is_floating_point for name in choices.PRECISIONS)

@@ -93,14 +93,23 @@ def text_transformer(
     from .text_blocks import transformer_forward
 
     mask = attn_mask[:length, :length] if attn_mask is not None else None
-    return transformer_forward(transformer, x[:, :length], mask)
+    return _guarded('text_blocks', lambda: transformer_forward(transformer, x[:, :length], mask))
 
 
-def conv_add_op(device: torch.device, dtype: torch.dtype) -> Optional[Callable]:
-    """oneDNN's in-place conv-add for the tiled engine on a CPU with it (see :mod:`.conv_add`); None
-    elsewhere (the engine then adds ``F.conv2d``'s result)."""
+def conv_add_op(device: torch.device, dtype: torch.dtype, plain: Callable) -> Callable:
+    """The tiled engine's ``out += conv3x3(x)``: oneDNN's in-place conv-add on a CPU that has it (see
+    :mod:`.conv_add`), falling back to ``plain`` (``F.conv2d``'s result added) elsewhere, or for good after a
+    failure (one warning)."""
     if not use_accel() or torch.device(device).type != 'cpu':
-        return None
+        return plain
     from .conv_add import conv_add_onednn, conv_add_works
 
-    return conv_add_onednn if op_available(f'conv_add_{dtype}', lambda: conv_add_works(dtype)) else None
+    name = f'conv_add_{dtype}'
+    if not op_available(name, lambda: conv_add_works(dtype)):
+        return plain
+
+    def conv_add(*args) -> None:
+        if _guarded(name, lambda: conv_add_onednn(*args) or True) is None:
+            plain(*args)
+
+    return conv_add

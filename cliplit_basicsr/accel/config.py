@@ -4,8 +4,9 @@
 notebooks) decide whether the computations that have a fast path take it. Off, every computation is plain
 open_clip / PyTorch: the reference path, always importable and correct. On, a fast path steps aside where it
 does not apply (another device, dtype or tower). Where the installed PyTorch lacks (or has changed) a private
-op it uses, or the path fails at run time, it is turned off for the process with one warning naming the
-path and the torch version (:func:`op_available`, :func:`step_aside`): never silently, never an error.
+op a path uses, or such a path fails at run time, it is turned off for the process with one warning naming
+the path and the torch version (:func:`op_available`, :func:`step_aside`): never silently. The paths made of
+public ops (the class-token tower, the bf16 tower) raise like any other code.
 """
 
 import contextlib
@@ -95,7 +96,7 @@ def op_available(name: str, probe: Callable[[], bool]) -> bool:
             works = bool(probe())
             reason = 'its private op computed a wrong value'
         except Exception as error:  # a private op can fail in any way; the plain maths then runs
-            works, reason = False, one_line_message(error, 200)
+            works, reason = False, f'{type(error).__name__}: {one_line_message(error, 200)}'
         if not works:
             _warn_off(name, reason)
         CACHE.probes[name] = works

@@ -2,7 +2,7 @@
 
 Prompt steps encode up to 64 images a step without autograd, and open_clip's ViT forward spends much of
 that time outside its GEMMs: QuickGELU's three passes over the 4x-wide MLP activations, residual adds,
-a dispatch mode per op and the patch-embedding convolution. :func:`fused_vit_tower` is a copy of the
+PyTorch's per-op dispatch and the patch-embedding convolution. :func:`fused_vit_tower` is a copy of the
 tower, sharing its weights, whose parts run the same maths through oneDNN's fused epilogues
 (``torch.ops.mkldnn._linear_pointwise``):
 

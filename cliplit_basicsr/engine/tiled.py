@@ -86,7 +86,7 @@ class TiledEngine:
         }
         self.pyramid = ExactPyramid(self.layout.pyramid, state, self.dtype)
         self.weights[f'{self.layout.pyramid.name}.fuse.head.weight'] = self.pyramid.head_weight
-        self._conv_add_op = accel.conv_add_op(self.device, self.dtype) or conv_add_plain
+        self._conv_add_op = accel.conv_add_op(self.device, self.dtype, conv_add_plain)
         self._buffers: Dict[str, torch.Tensor] = {}
 
     def _check_layout(self) -> None:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
+from cliplit_basicsr.choices import AUTO
 from cliplit_basicsr.clip import (
     DEFAULT_PRETRAINED,
     LOGIT_SCALE,
@@ -45,7 +46,7 @@ from cliplit_basicsr.clip import (
 DEFAULT_LAYER_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 0.5)  # RN maps [stem, layer1, layer2, layer3, layer4]
 DEFAULT_MARGINS = {'rank2': (1.0, 0.2), 'rank3': (0.9, 0.2), 'rank4': (0.9, 0.1)}  # (large, small)
 RANK_ORDERS = ('code', 'paper')
-IDENTITY_PRECISIONS = ('auto', 'fp32', 'fp16')
+IDENTITY_PRECISIONS = (AUTO, 'fp32', 'fp16')
 
 
 class _FrozenCLIPLoss(nn.Module):
@@ -117,7 +118,7 @@ class CLIPLITIdentityLoss(_FrozenCLIPLoss):
         clip_model: str = RN_MODEL,
         clip_pretrained: Optional[str] = DEFAULT_PRETRAINED,
         amp: Optional[str] = None,
-        precision: str = 'auto',
+        precision: str = AUTO,
     ):
         super().__init__(loss_weight, clip_model, clip_pretrained, amp)
         if precision not in IDENTITY_PRECISIONS:
@@ -140,7 +141,7 @@ class CLIPLITIdentityLoss(_FrozenCLIPLoss):
 
     def precision_on(self, device: torch.device) -> str:
         """``'fp16'`` or ``'fp32'``: the precision the RN runs in on ``device`` (``auto`` resolved)."""
-        if self.precision != 'auto':
+        if self.precision != AUTO:
             return self.precision
         return 'fp16' if torch.device(device).type == 'cuda' and self.amp is None else 'fp32'
 

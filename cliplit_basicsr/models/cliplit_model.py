@@ -38,6 +38,7 @@ from torch.utils.data import Dataset, default_collate
 from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.atomic_io import atomic_torch_save
 from cliplit_basicsr.checkpoint import OFFICIAL_CHECKPOINT
+from cliplit_basicsr.choices import AUTO
 from cliplit_basicsr.cpu_allocator import allocator_note
 from cliplit_basicsr.data.augment import augment_batch
 from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
@@ -84,6 +85,11 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
     """
 
     def __init__(self, opt: dict):
+        if opt['train'].get('total_iter') == AUTO and 'run_length' not in opt:
+            raise OptionError(
+                "train.total_iter: auto is resolved by the plugin's entry points: run cliplit-train or python -m "
+                'basicsr.train, or call train_pipeline inside cliplit_basicsr.basicsr_compat.hosting_cliplit()'
+            )
         opt['path'].setdefault('pretrain_network_g', 'init')
         if opt['path']['pretrain_network_g'] == 'init':
             opt['path']['pretrain_network_g'] = str(INIT_CHECKPOINT)
