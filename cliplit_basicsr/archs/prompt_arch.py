@@ -81,6 +81,7 @@ class CLIPLITPromptPair(nn.Module):
         else:
             eots = [eot_index(text, clip) for text in texts]
         self.register_buffer('eot_indices', torch.tensor(eots, dtype=torch.long))
+        self._pooled_length: Tuple[tuple, int] = ((), 0)
         if init_file:
             self.load_file(init_file)
 
@@ -94,7 +95,15 @@ class CLIPLITPromptPair(nn.Module):
         Positional arguments are ignored: DDP with CUDA device ids cannot forward a call without any
         (its input scattering then yields no argument tuple), so the training model passes ``None``.
         """
-        return encode_token_embeddings(self.clip(), self.embedding, self.eot_indices, self.amp)
+        return encode_token_embeddings(self.clip(), self.embedding, self.eot_indices, self.amp, self.pooled_length())
+
+    def pooled_length(self) -> int:
+        """How many positions the text transformer must compute (up to the last pooled one), read from
+        ``eot_indices`` only when that buffer changes: a step does not wait for the device to answer."""
+        stamp = (self.eot_indices.data_ptr(), self.eot_indices._version)
+        if self._pooled_length[0] != stamp:
+            self._pooled_length = (stamp, int(self.eot_indices.max()) + 1)
+        return self._pooled_length[1]
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@ today's default does and moves the losses by percents), then normalised with CLI
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, List, Optional
+import functools
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,15 +27,21 @@ def _input_size(model: open_clip.CLIP) -> tuple:
     return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
 
 
+@functools.lru_cache(maxsize=None)
+def _normalisation(device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's mean and std (1,3,1,1) on ``device``, made once: a step copies nothing from the host."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    mean = torch.tensor(OPENAI_DATASET_MEAN, dtype=dtype, device=device).view(1, 3, 1, 1)
+    return mean, torch.tensor(OPENAI_DATASET_STD, dtype=dtype, device=device).view(1, 3, 1, 1)
+
+
 def preprocess_images(images: torch.Tensor, size: tuple = (224, 224)) -> torch.Tensor:
     """Resize a (B,3,H,W) batch in [0,1] to ``size`` (bilinear, no antialias) and normalise it for CLIP."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f'CLIP input must be a (B,3,H,W) batch, got shape {tuple(images.shape)}')
-    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-
     x = F.interpolate(images, size=size, mode='bilinear', align_corners=False, antialias=False)
-    mean = torch.tensor(OPENAI_DATASET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_DATASET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    mean, std = _normalisation(x.device, x.dtype)
     return (x - mean) / std
 
 

@@ -39,11 +39,17 @@ def eot_index(text: str, model: open_clip.CLIP) -> int:
 
 
 def encode_token_embeddings(
-    model: open_clip.CLIP, embeddings: torch.Tensor, eot_indices: torch.Tensor, amp: Optional[str] = None
+    model: open_clip.CLIP,
+    embeddings: torch.Tensor,
+    eot_indices: torch.Tensor,
+    amp: Optional[str] = None,
+    pooled_length: Optional[int] = None,
 ) -> torch.Tensor:
     """Text features (N, embed_dim), float32, of token embeddings (N, context_length, width).
 
     ``eot_indices`` (N,) gives the position pooled for each sequence; gradients flow to ``embeddings``.
+    ``pooled_length``: ``eot_indices.max() + 1`` if the caller knows it (reading it from a GPU tensor waits
+    for the device).
     With the fast paths on, the transformer runs only up to the last pooled position (under CLIP's causal
     mask the pooled positions never see later ones: the same result, later positions get zero gradient
     either way; :func:`cliplit_basicsr.accel.text_transformer`).
@@ -51,7 +57,8 @@ def encode_token_embeddings(
     with clip_autocast(embeddings.device, amp):
         cast_dtype = model.transformer.get_cast_dtype()
         x = embeddings.to(cast_dtype) + model.positional_embedding.to(cast_dtype)
-        fast = accel.text_transformer(model.transformer, x, model.attn_mask, int(eot_indices.max()) + 1)
+        length = int(eot_indices.max()) + 1 if pooled_length is None else pooled_length
+        fast = accel.text_transformer(model.transformer, x, model.attn_mask, length)
         x = model.transformer(x, attn_mask=model.attn_mask) if fast is None else fast
         x = model.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot_indices]

@@ -133,6 +133,7 @@ class CLIPLITIdentityLoss(_FrozenCLIPLoss):
                 f'CLIPLITIdentityLoss: layer_weights needs 5 values (stem, layer1-4), got {list(layer_weights)}'
             )
         self.layer_weights = tuple(float(w) for w in layer_weights)
+        self._weights_on: Dict[tuple, torch.Tensor] = {}
 
     def clip(self, device: torch.device):
         model = super().clip(device)
@@ -160,8 +161,10 @@ class CLIPLITIdentityLoss(_FrozenCLIPLoss):
 
     def forward(self, enhanced: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         mse = self.per_image_layer_mse(enhanced, target)
-        weights = torch.tensor(self.layer_weights, dtype=mse.dtype, device=mse.device)
-        return self.loss_weight * (mse * weights).sum()
+        key = (mse.device, mse.dtype)
+        if key not in self._weights_on:  # made once per device: a step copies nothing from the host
+            self._weights_on[key] = torch.tensor(self.layer_weights, dtype=mse.dtype, device=mse.device)
+        return self.loss_weight * (mse * self._weights_on[key]).sum()
 
 
 @LOSS_REGISTRY.register()
