@@ -62,6 +62,7 @@ setup(
         'pyyaml',
         'pyiqa',
         'pillow-heif',
+        'av',
         'tqdm',
         'numpy',
     ],

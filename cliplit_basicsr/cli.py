@@ -1,11 +1,12 @@
-"""``cliplit-enhance``: enhance a backlit photo, a folder of them or a tree of folders.
+"""``cliplit-enhance``: enhance a backlit photo or video, a folder of them or a tree of folders.
 
 Every photo is enhanced upright, as viewers show it (its EXIF orientation applied), and written upright with
 its EXIF (orientation reset), ICC profile and PNG text carried over where the output format holds them
 (``--strip-metadata`` drops them). Grayscale inputs are enhanced and written as RGB, RGBA keeps its alpha,
 16-bit inputs give 16-bit outputs where the format allows (PNG, TIFF; 10 bits in HEIC). Files without an image extension
 are skipped with a warning; an image that cannot be read is reported in one line and the others are still
-processed (the exit code is then 1). An output that exists is left alone unless ``--overwrite``.
+processed (the exit code is then 1). An output that exists is left alone unless ``--overwrite``. Videos are
+enhanced frame by frame into the same container (:mod:`cliplit_basicsr.video`).
 """
 
 import argparse
@@ -42,6 +43,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add('--strength', type=float, default=1.0, help="I / L^s: 1 = the model's (default), 0 = the input, 2 = more")
     add('--save-light-map', action='store_true', help='also write the light map L beside each output (_light)')
     add('--compare', type=int, metavar='WIDTH', help='also write an input | output | light map strip this wide')
+    add('--codec', help="videos: the codec to write (h264, hevc, vp9, av1; default: the input's where possible)")
+    add('--crf', type=int, help="videos: the encoder's constant-quality factor (lower is better)")
     return parser.parse_args(argv)
 
 

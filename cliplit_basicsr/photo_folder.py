@@ -24,6 +24,7 @@ from cliplit_basicsr.enhancer import CLIPLITEnhancer
 from cliplit_basicsr.errors import CLIPLITError, ImageWriteError, UsageError, one_line_message
 from cliplit_basicsr.image_io import is_image_file, read_photo, write_image
 from cliplit_basicsr.photo_metadata import Metadata
+from cliplit_basicsr.video import enhance_video, is_video_file
 
 EXTENSION_FORMATS = {
     '.jpg': 'jpg',
@@ -52,7 +53,7 @@ class Job:
 
 
 def collect_inputs(input_path: Path, recursive: bool, output_dir: Path) -> List[Path]:
-    """The image files to enhance: the file itself, or a folder's image files (with ``recursive``, its
+    """The image and video files to enhance: the file itself, or a folder's (with ``recursive``, its
     subfolders' too, except an output folder inside it); other files are skipped with a warning."""
     if input_path.is_file():
         return [input_path]
@@ -67,25 +68,28 @@ def collect_inputs(input_path: Path, recursive: bool, output_dir: Path) -> List[
             continue
         if nested_output and output_dir in path.resolve().parents:
             continue
-        if is_image_file(path):
+        if is_image_file(path) or is_video_file(path):
             files.append(path)
         else:
-            print(f'warning: skipping {path}: not an image file', file=sys.stderr)
+            print(f'warning: skipping {path}: not an image or video file', file=sys.stderr)
     if not files:
-        raise UsageError(f'--input {input_path}: the folder has no image files')
+        raise UsageError(f'--input {input_path}: the folder has no image or video files')
     return files
 
 
 def plan_jobs(files: List[Path], input_path: Path, args: argparse.Namespace) -> List[Job]:
     """Output paths: the input's place under ``--output`` (mirrored with ``--recursive``), its stem plus
-    ``--suffix``, the format's extension. Inputs that would share an output (``a.jpg`` and ``a.png`` into
-    PNGs) each keep their own extension in the stem (``a_jpg.png``, ``a_png.png``), with a warning; an output
-    that would replace its own input is a one-line error."""
+    ``--suffix``, the format's extension (a video keeps its container's). Inputs that would share an output
+    (``a.jpg`` and ``a.png`` into PNGs) each keep their own extension in the stem (``a_jpg.png``,
+    ``a_png.png``), with a warning; an output that would replace its own input is a one-line error."""
     base_dir = input_path if input_path.is_dir() else input_path.parent
     output_dir = Path(args.output)
     planned: Dict[Tuple[Path, str], List[Path]] = {}
     for path in files:
-        fmt = EXTENSION_FORMATS.get(path.suffix.lower(), 'png') if args.ext == AUTO else args.ext
+        if is_video_file(path):
+            fmt = path.suffix.lower().lstrip('.')
+        else:
+            fmt = EXTENSION_FORMATS.get(path.suffix.lower(), 'png') if args.ext == AUTO else args.ext
         planned.setdefault((output_dir / path.parent.relative_to(base_dir) / path.stem, fmt), []).append(path)
     jobs = []
     for (stem_path, fmt), sources in planned.items():
@@ -97,13 +101,13 @@ def plan_jobs(files: List[Path], input_path: Path, args: argparse.Namespace) -> 
             )
         for source in sources:
             stem = stem_path.name + (f'_{source.suffix.lower().lstrip(".")}' if len(sources) > 1 else '') + args.suffix
-            folder = stem_path.parent
+            folder, still = stem_path.parent, not is_video_file(source)
             job = Job(
                 source,
                 folder / f'{stem}.{fmt}',
                 fmt,
-                folder / f'{stem}_light.{fmt}' if args.save_light_map else None,
-                folder / f'{stem}_compare.{fmt}' if args.compare else None,
+                folder / f'{stem}_light.{fmt}' if args.save_light_map and still else None,
+                folder / f'{stem}_compare.{fmt}' if args.compare and still else None,
             )
             if any(target.resolve() == source.resolve() for target in job.targets()):
                 raise UsageError(f'{source}: its output would replace it; choose another --output, --suffix or --ext')
@@ -146,6 +150,16 @@ def compare_strip(original: np.ndarray, enhanced: np.ndarray, light: np.ndarray,
 
 def enhance_one(job: Job, enhancer: CLIPLITEnhancer, args: argparse.Namespace) -> float:
     """Enhance and write one job; returns its megapixels. Warnings go to stderr; errors are raised."""
+    if is_video_file(job.source):
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        report = enhance_video(
+            job.source,
+            job.output,
+            lambda frames: enhancer.enhance(frames, strength=args.strength),
+            args.codec,
+            args.crf,
+        )
+        return report.megapixels
     pixels, metadata, warnings = read_photo(job.source)
     if args.strip_metadata:
         metadata = Metadata()
@@ -173,6 +187,8 @@ def enhance_photos(args: argparse.Namespace) -> int:
     (1 if any image failed). Usage errors raise :class:`UsageError` before anything is written."""
     input_path, output_dir = Path(args.input), Path(args.output)
     jobs = plan_jobs(collect_inputs(input_path, args.recursive, output_dir), input_path, args)
+    if (args.save_light_map or args.compare) and any(is_video_file(job.source) for job in jobs):
+        print('warning: --save-light-map and --compare apply to photos only, not to videos', file=sys.stderr)
     prepare_output(output_dir)
     enhancer = CLIPLITEnhancer(args.ckpt, args.device, args.precision, args.tile, args.engine)
     started, megapixels, failed, skipped = time.perf_counter(), 0.0, [], []
