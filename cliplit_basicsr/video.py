@@ -126,6 +126,7 @@ def _read(path: Path, video_index: int, copied: List[int], depth: int) -> Iterat
 
     items: queue.Queue = queue.Queue(maxsize=depth)
     failure: List[BaseException] = []
+    stop = threading.Event()  # the consumer has gone (an error, an interruption): stop reading
 
     def read() -> None:
         try:
@@ -133,10 +134,13 @@ def _read(path: Path, video_index: int, copied: List[int], depth: int) -> Iterat
                 streams = [container.streams[video_index]] + [container.streams[i] for i in copied]
                 for packet in container.demux(streams):
                     if packet.stream.index == video_index:
-                        for frame in packet.decode():
-                            items.put(('frame', frame))
-                    elif packet.dts is not None:  # the demuxer's flush packets carry nothing
-                        items.put(('packet', packet))
+                        decoded = [('frame', frame) for frame in packet.decode()]
+                    else:  # the demuxer's flush packets (no timestamp) carry nothing
+                        decoded = [('packet', packet)] if packet.dts is not None else []
+                    for item in decoded:
+                        if stop.is_set():
+                            return
+                        items.put(item)
         except BaseException as error:
             failure.append(error)
         finally:
@@ -144,12 +148,20 @@ def _read(path: Path, video_index: int, copied: List[int], depth: int) -> Iterat
 
     thread = threading.Thread(target=read, name='cliplit-video-reader', daemon=True)
     thread.start()
-    while True:
-        item = items.get()
-        if item is _END:
-            break
-        yield item
-    thread.join()
+    try:
+        while True:
+            item = items.get()
+            if item is _END:
+                break
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # make room for the reader's last put, so that it sees the stop
+            try:
+                items.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
     if failure:
         raise failure[0]
 
