@@ -24,8 +24,7 @@ Variants, each run in its own process so that its peak RSS (VmHWM: models + acti
   their modules each load (train.py, clip_score.py and three data loaders) held in memory;
 * ``ours``: this package's losses and prompt pair (one batched CLIP pass per image set, image features
   without autograd, text transformer up to the pooled token, one shared ViT and RN101), and the
-  network in its training layout (:func:`cliplit_basicsr.archs.training_layout.prepare_for_training`:
-  channels-last; same gradients); ``--plain-network`` runs it unconverted; the enhancement step runs
+  network as the training model builds it; the enhancement step runs
   forward/backward ``--micro-batch`` images at a time as the training model does (``train.micro_batch``,
   default ``auto``: one on CPU; gradients accumulate to the batch's). It runs in the process environment
   the training commands give themselves: glibc keeping freed memory
@@ -211,7 +210,7 @@ def turn_off(path: str) -> None:
         text_blocks.linear = F.linear
     elif path == 'bf16_tower':
         accel.bf16_image_tower = lambda *args: None
-    elif path != 'training_layout':  # the network as built: --plain-network
+    else:
         raise ValueError(f'unknown fast path {path}')
 
 
@@ -245,10 +244,6 @@ def run_child(args) -> None:
             CLIPLITNet(padding='zeros'), REPO_ROOT / 'cliplit_basicsr' / 'weights' / 'init_enhancement_model.pth'
         )
         x = torch.rand(args.batch, 3, args.size, args.size, generator=gen)
-        if variant.startswith('ours') and not args.plain_network and 'training_layout' not in (args.off or ()):
-            from cliplit_basicsr.archs.training_layout import prepare_for_training
-
-            prepare_for_training(net)
         clip_fn = CLIPLITEnhanceLoss(loss_weight=320.0, clip_pretrained=None, amp=amp)
         identity_fn = CLIPLITIdentityLoss(loss_weight=25.0, clip_pretrained=None, amp=amp)
         with torch.no_grad():
@@ -348,7 +343,7 @@ def _run_variant(args, variant, step, workdir, round_index=0):
     cmd = [sys.executable, os.path.abspath(__file__), '--child', variant, step, '--grads-out', str(grads)]
     for flag in ('batch', 'size', 'prompt_batch', 'prompt_size', 'iters', 'warmup', 'micro_batch'):
         cmd += [f'--{flag.replace("_", "-")}', str(getattr(args, flag))]
-    cmd += ['--plain-network'] * args.plain_network + ['--no-feature-cache'] * args.no_feature_cache
+    cmd += ['--no-feature-cache'] * args.no_feature_cache
     env = dict(os.environ, HF_HUB_OFFLINE='1', PYTHONPATH=f'{REPO_ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
     if variant != 'authors':  # as the training commands run: see restart_keeping_freed_memory
         env = keep_freed_memory_environment(env) or env
@@ -402,9 +397,6 @@ def main() -> None:
         help="also run the authors' structure with glibc keeping freed memory, as ours runs",
     )
     parser.add_argument(
-        '--plain-network', action='store_true', help='ours: the network as built, without prepare_for_training'
-    )
-    parser.add_argument(
         '--no-feature-cache',
         action='store_true',
         help='ours, prompt steps: encode every image (no kept features of recurring images)',
@@ -425,8 +417,7 @@ def main() -> None:
         f'{args.iters} timed iteration(s) after {args.warmup} warm-up, median of {args.rounds} round(s); '
         f'{len(os.sched_getaffinity(0))} CPUs '
         f'(OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "unset")}); '
-        f'ours network: {"plain" if args.plain_network else "prepare_for_training (channels-last)"}, '
-        f'micro-batch {args.micro_batch}; ours runs with '
+        f'ours: micro-batch {args.micro_batch}; ours runs with '
         f'{" ".join(f"{k}={v}" for k, v in KEEP_FREED_MEMORY.items())} (as cliplit-train), authors without'
     )
     header = (

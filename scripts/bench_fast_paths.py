@@ -13,7 +13,7 @@ that ran this, or acts on a GPU as well (it computes less, not differently).
   24 MP. ``engine`` compares the tiled engine with a plain exact tiler that calls the network's own
   modules (:func:`plain_exact_tiler`): what the engine's size buys.
 * ``allocator``: glibc's malloc defaults instead of the environment CPU training runs in
-  (``MALLOC_MMAP_MAX_=0``...); ``training_layout``: the network as built instead of channels-last.
+  (``MALLOC_MMAP_MAX_=0``...).
 
 Writes every measurement to ``--csv`` (step, path, round, on_s, off_s) and prints the table
 (step / path / on / off / ratio / verdict). Example: ``python scripts/bench_fast_paths.py --rounds 3``.
@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 KEEP_RATIO = 1.3
 ACTS_ON_GPU = {'class_token', 'text_blocks'}  # they compute less on every device
 PATHS = {
-    'enhance': ('class_token', 'training_layout', 'allocator'),
+    'enhance': ('class_token', 'allocator'),
     'refine': ('fused_vit', 'text_blocks', 'text_onednn', 'allocator'),
     'init': ('fused_vit', 'text_blocks', 'allocator'),
     'refine-bf16': ('bf16_tower',),

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.checkpoint import load_checkpoint
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.losses.cliplit_loss import CLIPLITEnhanceLoss, CLIPLITIdentityLoss
@@ -41,7 +40,7 @@ def test_micro_batches_give_the_batch_terms_and_gradients(parity_dir, micro_batc
     gen = torch.Generator().manual_seed(0)
     text = torch.randn(2, clip_fn.clip('cpu').text_projection.shape[1], generator=gen)
     x = torch.rand(4, 3, 40, 36, generator=gen)
-    whole = prepare_for_training(load_checkpoint(CLIPLITNet(padding='zeros'), INIT_WEIGHTS))
+    whole = load_checkpoint(CLIPLITNet(padding='zeros'), INIT_WEIGHTS)
     split = copy.deepcopy(whole)
 
     expected = backward_in_micro_batches(x, None, _enhancement_terms(whole, clip_fn, identity_fn, text), 'total')

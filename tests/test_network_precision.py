@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 import cliplit_basicsr
-from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.checkpoint import load_checkpoint
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.losses.cliplit_loss import CLIPLITEnhanceLoss, CLIPLITIdentityLoss
@@ -65,7 +64,7 @@ def exact_fp32_on_cuda():
 def enhancement_step(precision: NetworkPrecision, lq: torch.Tensor, losses):
     """The model's network step on the authors' initial network: loss, unscaled gradients, optimizer."""
     net = load_checkpoint(CLIPLITNet(padding='zeros'), PACKAGE / 'weights' / 'init_enhancement_model.pth')
-    net = prepare_for_training(net).to(lq.device)
+    net = net.to(lq.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     with precision.autocast():
         light_map = net(lq)

@@ -32,10 +32,8 @@ from basicsr.data import build_dataset
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
-from torch import nn
 from torch.utils.data import Dataset, default_collate
 
-from cliplit_basicsr.archs.training_layout import prepare_for_training
 from cliplit_basicsr.atomic_io import atomic_torch_save
 from cliplit_basicsr.checkpoint import OFFICIAL_CHECKPOINT
 from cliplit_basicsr.choices import AUTO
@@ -43,7 +41,6 @@ from cliplit_basicsr.cpu_allocator import allocator_note
 from cliplit_basicsr.data.augment import augment_batch
 from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
 from cliplit_basicsr.errors import OptionError
-from cliplit_basicsr.network import CLIPLITNet
 from cliplit_basicsr.options import TrainOptions, schedule_options, starting_point
 
 from .cliplit_eval_model import CLIPLITEvalModel
@@ -94,11 +91,6 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         if opt['path']['pretrain_network_g'] == 'init':
             opt['path']['pretrain_network_g'] = str(INIT_CHECKPOINT)
         super().__init__(opt)
-
-    def build_network_g(self, network_opt: dict) -> nn.Module:
-        """The network in its training layout (channels-last; same maths), before DDP."""
-        net = super().build_network_g(network_opt)
-        return prepare_for_training(net) if isinstance(net, CLIPLITNet) else net  # others: refused by the base
 
     def init_training_settings(self) -> None:
         train_opt = TrainOptions.of(self.opt)
