@@ -120,8 +120,8 @@ class _Pipeline:
 
 
 def _read(path: Path, video_index: int, copied: List[int], depth: int) -> Iterator[tuple]:
-    """('frame', frame) for each decoded frame of the video stream and ('packet', packet) for each packet of
-    the ``copied`` streams, in the file's order; decoded by a reader thread ``depth`` items ahead."""
+    """('frame', frame) for each decoded frame of the video stream and ('packet', (stream index, packet)) for
+    each packet of the ``copied`` streams, in the file's order; decoded by a reader thread ``depth`` items ahead."""
     import av
 
     items: queue.Queue = queue.Queue(maxsize=depth)
@@ -136,7 +136,7 @@ def _read(path: Path, video_index: int, copied: List[int], depth: int) -> Iterat
                     if packet.stream.index == video_index:
                         decoded = [('frame', frame) for frame in packet.decode()]
                     else:  # the demuxer's flush packets (no timestamp) carry nothing
-                        decoded = [('packet', packet)] if packet.dts is not None else []
+                        decoded = [('packet', (packet.stream.index, packet))] if packet.dts is not None else []
                     for item in decoded:
                         if stop.is_set():
                             return
@@ -258,8 +258,9 @@ def enhance_video(
             def write(item) -> None:
                 kind, value = item
                 if kind == 'packet':
-                    value.stream = copies[value.stream.index]
-                    destination.mux(value)
+                    index, packet = value
+                    packet.stream = copies[index]
+                    destination.mux(packet)
                     return
                 for packet in encoder.encode(value):  # value None: the encoder's last packets
                     destination.mux(packet)
