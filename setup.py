@@ -62,7 +62,7 @@ setup(
         'pyyaml',
         'pyiqa',
         'pillow-heif',
-        'av',
+        'av>=18,<19',  # the display-matrix and colour API of PyAV 18
         'tqdm',
         'numpy',
     ],

@@ -25,6 +25,7 @@ from cliplit_basicsr.network import CLIPLITNet
 
 EXPORT_PRECISIONS = ('fp32', 'fp16')
 DEFAULT_OPSET = 18
+OPSETS = (18, 25)  # what torch's exporter (through onnxscript) converts to
 LICENCE = 'S-Lab License 1.0 (non-commercial use only), the authors of CLIP-LIT'
 
 
@@ -84,11 +85,14 @@ def export_onnx(
     """
     try:
         import onnx
+        import onnxscript  # noqa: F401  (torch's exporter needs it)
     except ImportError:
         raise UsageError("cliplit-export needs onnx and onnxscript: pip install 'cliplit_basicsr[export]'") from None
 
     if precision not in EXPORT_PRECISIONS:
         raise UsageError(f'--precision {precision}: expected one of {", ".join(EXPORT_PRECISIONS)}')
+    if not OPSETS[0] <= opset <= OPSETS[1]:
+        raise UsageError(f'--opset {opset}: the exporter writes opsets {OPSETS[0]} to {OPSETS[1]}')
     path = resolve_checkpoint(ckpt)
     model = ImageToImage(load_checkpoint(CLIPLITNet(padding='reflect'), path))
     dtype = torch_dtype(precision)

@@ -78,10 +78,13 @@ def _decode_heif(data: bytes, name: str) -> Tuple[np.ndarray, Metadata]:
         pixels = np.ascontiguousarray(pixels[:, :, [2, 1, 0, 3][: pixels.shape[2]]])
     metadata = Metadata(icc_profile=heif.info.get('icc_profile') or None)
     if heif.info.get('exif'):
-        exif = Image.Exif()
-        exif.load(heif.info['exif'])
-        exif[ORIENTATION_TAG] = 1
-        metadata.exif = exif.tobytes()
+        try:
+            exif = Image.Exif()
+            exif.load(heif.info['exif'])
+            exif[ORIENTATION_TAG] = 1
+            metadata.exif = exif.tobytes()
+        except Exception:  # Pillow raises many types for a malformed EXIF block: the photo goes on without it
+            metadata.exif = None
     return pixels, metadata
 
 

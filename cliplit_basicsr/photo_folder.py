@@ -150,8 +150,11 @@ def compare_strip(original: np.ndarray, enhanced: np.ndarray, light: np.ndarray,
 
 def enhance_one(job: Job, enhancer: CLIPLITEnhancer, args: argparse.Namespace) -> float:
     """Enhance and write one job; returns its megapixels. Warnings go to stderr; errors are raised."""
-    if is_video_file(job.source):
+    try:
         job.output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ImageWriteError(f'{job.output.parent}: cannot create the folder ({err.strerror or err})') from None
+    if is_video_file(job.source):
         report = enhance_video(
             job.source,
             job.output,
@@ -167,10 +170,6 @@ def enhance_one(job: Job, enhancer: CLIPLITEnhancer, args: argparse.Namespace) -
         enhanced, light = enhancer.enhance(pixels, strength=args.strength), None
     else:
         enhanced, light = enhancer.enhance(pixels, strength=args.strength, return_light_map=True)
-    try:
-        job.output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ImageWriteError(f'{job.output.parent}: cannot create the folder ({err.strerror or err})') from None
     warnings += [f'{job.output}: {note}' for note in write_image(job.output, enhanced, job.fmt, args.quality, metadata)]
     if job.light_map is not None:
         notes = write_image(job.light_map, light_map_image(light, enhanced.dtype), job.fmt, args.quality)
@@ -192,7 +191,8 @@ def enhance_photos(args: argparse.Namespace) -> int:
     prepare_output(output_dir)
     enhancer = CLIPLITEnhancer(args.ckpt, args.device, args.precision, args.tile, args.engine)
     started, megapixels, failed, skipped = time.perf_counter(), 0.0, [], []
-    for job in tqdm(jobs, desc='cliplit-enhance', unit='image'):
+    noun = 'files' if any(is_video_file(job.source) for job in jobs) else 'images'
+    for job in tqdm(jobs, desc='cliplit-enhance', unit=noun[:-1]):
         existing = [p for p in job.targets() if p.exists()]
         if existing and not args.overwrite:
             tqdm.write(f'skipping {job.source}: {existing[0]} exists (--overwrite replaces it)', file=sys.stderr)
@@ -204,7 +204,7 @@ def enhance_photos(args: argparse.Namespace) -> int:
             tqdm.write(f'error: {one_line_message(err)}', file=sys.stderr)
             failed.append(job.source)
     done = len(jobs) - len(failed) - len(skipped)
-    summary = f'cliplit-enhance: {done} of {len(jobs)} images enhanced, {megapixels:.1f} MP in '
+    summary = f'cliplit-enhance: {done} of {len(jobs)} {noun} enhanced, {megapixels:.1f} MP in '
     summary += f'{time.perf_counter() - started:.1f} s'
     if skipped:
         summary += f'; {len(skipped)} skipped (outputs exist)'

@@ -9,6 +9,7 @@ encoding overlap and memory stays bounded whatever the length. The file is writt
 interrupted run or a failure leaves no truncated output.
 """
 
+import contextlib
 import os
 import queue
 import threading
@@ -30,6 +31,7 @@ VIDEO_EXTENSIONS = tuple(CONTAINERS)
 # The encoder that writes each decoded codec again; a codec not listed here is written as H.264.
 ENCODERS = {'h264': 'libx264', 'hevc': 'libx265', 'vp9': 'libvpx-vp9', 'vp8': 'libvpx', 'av1': 'libsvtav1'}
 WEBM_CODECS = ('vp8', 'vp9', 'av1')
+TRUNCATED_SHARE = 0.9  # fewer frames than this share of what the container announces: a truncated file
 DEFAULT_CRF = {'libx264': 18, 'libx265': 20, 'libvpx-vp9': 24, 'libvpx': 10, 'libsvtav1': 30}
 _END = object()
 
@@ -61,22 +63,28 @@ def _encoder_name(decoded: str, container: str, requested: Optional[str]) -> str
     encoder for it exists (and WebM holds it), else H.264 (VP9 in WebM)."""
     import av
 
-    name = ENCODERS.get(requested, requested) if requested else ENCODERS.get(decoded, 'libx264')
+    fallback = 'libvpx-vp9' if container == 'webm' else 'libx264'
+    name = ENCODERS.get(requested, requested) if requested else ENCODERS.get(decoded, fallback)
     if container == 'webm' and not requested and decoded not in WEBM_CODECS:
-        name = 'libvpx-vp9'
+        name = fallback
     try:
         codec = av.codec.Codec(name, 'w')
     except Exception:
-        raise VideoError(f'--codec {requested or name}: no such video encoder in this FFmpeg') from None
+        if requested:
+            raise VideoError(f'--codec {requested}: no such video encoder in this FFmpeg') from None
+        name, codec = fallback, av.codec.Codec(fallback, 'w')
     if container == 'webm' and codec.name not in ('libvpx', 'libvpx-vp9', 'libsvtav1', 'libaom-av1'):
         raise VideoError(f'--codec {requested}: WebM holds VP8, VP9 or AV1 video only')
     return name
 
 
-def _pixel_format(encoder, decoded_format: str) -> str:
-    """The input's pixel format where the encoder takes it (10-bit stays 10-bit), else 8-bit 4:2:0."""
+def _pixel_format(encoder, decoded_format: str, same_codec: bool) -> str:
+    """The input's pixel format where the encoder takes it and the codec is the input's (10-bit stays 10-bit);
+    else 4:2:0, which every player decodes (10 bits where the input had more than 8 and the encoder takes it)."""
     supported = [f.name for f in (encoder.codec.video_formats or [])]
-    return decoded_format if decoded_format in supported else 'yuv420p'
+    if same_codec and decoded_format in supported:
+        return decoded_format
+    return 'yuv420p10le' if _deep(decoded_format) and 'yuv420p10le' in supported else 'yuv420p'
 
 
 def _deep(pixel_format: str) -> bool:
@@ -113,10 +121,15 @@ class _Pipeline:
         if self.error is not None:
             raise self.error
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Wait for the items put so far; with ``abort`` (an error elsewhere, which the caller raises) drop them
+        and raise nothing."""
+        if abort:
+            self.error = self.error or RuntimeError('aborted')
         self.items.put(_END)
         self.thread.join()
-        self.check()
+        if not abort:
+            self.check()
 
 
 def _read(path: Path, video_index: int, copied: List[int], depth: int) -> Iterator[tuple]:
@@ -202,14 +215,14 @@ def enhance_video(
         with av.open(os.fspath(source)) as probe:
             if not probe.streams.video:
                 raise VideoError(f'{source}: no video stream')
-            stream = probe.streams.video[0]
+            stream = probe.streams.best('video')
             first = next(probe.decode(stream), None)
             if first is None:
                 raise VideoError(f'{source}: the video stream has no decodable frame')
             rate = stream.average_rate or stream.guessed_rate or Fraction(30)
             info = {
                 'index': stream.index,
-                'codec': stream.codec_context.name,
+                'codec': stream.codec_context.codec.canonical_name,  # 'av1', not its decoder 'libdav1d'
                 'time_base': stream.time_base,
                 'rate': rate,
                 'width': first.width,
@@ -217,9 +230,9 @@ def enhance_video(
                 'format': first.format.name,
                 'rotation': first.rotation,
                 'colour': {k: getattr(first, k) for k in ('color_primaries', 'color_trc', 'colorspace', 'color_range')},
-                'frames': stream.frames
-                or (round(float(stream.duration * stream.time_base * rate)) if stream.duration else 0),
+                'frames': stream.frames,  # 0 where the container does not say (Matroska, WebM)
                 'copied': [s.index for s in probe.streams if s.type in ('audio', 'subtitle')],
+                'seconds': float(probe.duration) / 1e6 if probe.duration else 0.0,
             }
     except VideoError:
         raise
@@ -227,29 +240,38 @@ def enhance_video(
         raise VideoError(f'{source}: cannot read the video ({one_line_message(error, 200)})') from None
 
     encoder_name = _encoder_name(info['codec'], container, codec)
+    estimate = info['frames'] or round(info['seconds'] * float(info['rate']))  # for the progress bar
     written = 0
     try:
         with atomic_write_path(output) as temporary, av.open(temporary, 'w', format=container) as destination:
             with av.open(os.fspath(source)) as template:
-                copies = {i: destination.add_stream_from_template(template.streams[i]) for i in info['copied']}
+                destination.metadata.update(template.metadata)  # creation time, make, location...
+                copies = {}
+                for index in info['copied']:
+                    copies[index] = destination.add_stream_from_template(template.streams[index])
+                    copies[index].metadata.update(template.streams[index].metadata)  # language, title
+                    copies[index].disposition = template.streams[index].disposition
             encoder = destination.add_stream(encoder_name, rate=info['rate'])
             encoder.width, encoder.height = info['width'], info['height']
             encoder.time_base = info['time_base']
             encoder.codec_context.time_base = info['time_base']
-            encoder.pix_fmt = _pixel_format(encoder, info['format'])
+            same_codec = ENCODERS.get(info['codec']) == encoder_name
+            encoder.pix_fmt = _pixel_format(encoder, info['format'], same_codec)
             colour = info['colour']
-            for key, value in colour.items():
+            for key, value in colour.items():  # the tags; the conversion below keeps the values they describe
                 setattr(encoder.codec_context, key, value)
             to_output = {
                 'format': encoder.pix_fmt,
                 'dst_colorspace': colour['colorspace'],
                 'dst_color_range': colour['color_range'],
-                'dst_color_trc': colour['color_trc'],
-                'dst_color_primaries': colour['color_primaries'],
             }
             encoder.options = {'crf': str(DEFAULT_CRF.get(encoder_name, 20) if crf is None else crf)}
             if encoder_name in ('libvpx-vp9', 'libvpx'):
                 encoder.options['b'] = '0'  # constant quality
+            if encoder_name == 'libx265':
+                encoder.options['x265-params'] = 'log-level=error'
+                if container in ('mp4', 'mov'):
+                    encoder.codec_tag = 'hvc1'  # the tag Apple's players need for HEVC
             if info['rotation']:
                 encoder.set_display_rotation(info['rotation'])
             deep = _deep(encoder.pix_fmt) or _deep(info['format'])
@@ -266,7 +288,7 @@ def enhance_video(
                     destination.mux(packet)
 
             writer = _Pipeline('cliplit-video-writer', write, depth=4 * batch)
-            bar = tqdm(total=info['frames'] or None, unit='frame', desc=source.name, disable=not progress, leave=False)
+            bar = tqdm(total=estimate or None, unit='frame', desc=source.name, disable=not progress, leave=False)
             pending: List[tuple] = []
             span: List[Optional[int]] = [None, None]  # the first and the last frame's timestamps
 
@@ -293,18 +315,24 @@ def enhance_video(
                 pending.clear()
 
             try:
-                for item in _read(source, info['index'], info['copied'], depth=4 * batch):
-                    pending.append(item)
-                    if sum(kind == 'frame' for kind, _ in pending) == batch:
-                        flush()
+                with contextlib.closing(_read(source, info['index'], info['copied'], depth=4 * batch)) as items:
+                    for item in items:
+                        pending.append(item)
+                        if sum(kind == 'frame' for kind, _ in pending) == batch:
+                            flush()
                 flush()
+                if written < info['frames'] * TRUNCATED_SHARE:  # where the container says how many there are
+                    raise VideoError(f'{source}: truncated ({written} of {info["frames"]} frames could be decoded)')
                 writer.put(('frame', None))
+            except BaseException:
+                writer.close(abort=True)
+                raise
             finally:
-                writer.close()
                 bar.close()
+            writer.close()
     except VideoError:
         raise
-    except av.FFmpegError as error:
+    except (av.FFmpegError, ValueError, OSError) as error:
         raise VideoError(f'{source}: cannot enhance the video ({one_line_message(error, 200)})') from None
     duration = 0.0 if span[0] is None else float((span[1] - span[0]) * info['time_base']) + 1 / float(info['rate'])
     return VideoReport(
