@@ -24,7 +24,11 @@ def light_to_output(image: torch.Tensor, light: torch.Tensor, strength: float = 
     the input itself at 0, less brightening below 1 and more above."""
     if strength == 1:
         return torch.clamp(image / light, 0, 1)
-    return torch.clamp(image / light.pow(strength), 0, 1)
+    # L^s in float64, then rounded: float32 pow gives a different last bit on a quarter of the values in
+    # its vectorised kernel and in its scalar one (AVX-512), so the result would depend on where a value
+    # falls in a tile. Rounded from float64 it is the same whatever the layout (the nearest float32 but
+    # where L^s lies within 1e-16 of a tie), so the web app's outputs equal cliplit-enhance's.
+    return torch.clamp(image / light.double().pow(strength).float(), 0, 1)
 
 
 def quantise(values: torch.Tensor, peak: float) -> torch.Tensor:
