@@ -9,7 +9,7 @@ import torch
 
 from cliplit_basicsr.checkpoint import OFFICIAL_CHECKPOINT, load_checkpoint
 from cliplit_basicsr.cli import main
-from cliplit_basicsr.enhancer import CLIPLITEnhancer, DeviceError
+from cliplit_basicsr.enhancer import CLIPLITEnhancer, DeviceError, apply_light_map
 from cliplit_basicsr.image_io import ImageWriteError, read_image, write_png
 from cliplit_basicsr.network import CLIPLITNet
 
@@ -81,6 +81,30 @@ def test_rgba_keeps_alpha(enhancer):
     assert out.shape == (H, W, 4)
     assert np.array_equal(out[:, :, 3], alpha)
     assert np.array_equal(out[:, :, :3], enhancer.enhance(bgr))
+
+
+@pytest.mark.parametrize('strength', [1.0, 0.6, 1.37])
+def test_apply_light_map_is_enhance(strength):
+    """The output at any strength, from the light map alone, is enhance()'s, bit for bit (tiles of 24: the
+    engine's regions are not apply_light_map's rows)."""
+    enhancer = CLIPLITEnhancer('official', 'cpu', tile=24)
+    alpha = np.random.default_rng(1).integers(0, 65536, (H, W), dtype=np.uint16)
+    for image in (
+        backlit_bgr(),
+        backlit_bgr(np.uint16),
+        backlit_bgr()[:, :, 1],
+        np.dstack([backlit_bgr(np.uint16), alpha]),
+    ):
+        _, light = enhancer.enhance(image, return_light_map=True)
+        assert np.array_equal(apply_light_map(image, light, strength), enhancer.enhance(image, strength=strength))
+    with pytest.raises(ValueError, match='light map'):
+        apply_light_map(backlit_bgr(), light[1:], strength)
+
+
+def test_progress_counts_the_regions_written():
+    fractions = []
+    CLIPLITEnhancer('official', 'cpu', tile=24).enhance(backlit_bgr(), progress=fractions.append)
+    assert len(fractions) == 6 and fractions == sorted(fractions) and fractions[-1] == 1.0
 
 
 @pytest.mark.parametrize('batched', [False, True])
