@@ -18,11 +18,10 @@ from cliplit_basicsr.choices import AUTO, DEFAULT_TILES, ENGINES, OUTPUT_FORMATS
 from cliplit_basicsr.errors import UsageError, exit_on_user_error
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog='cliplit-enhance', description=__doc__.splitlines()[0])
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options that build a :class:`~cliplit_basicsr.enhancer.CLIPLITEnhancer` (``--ckpt``, ``--device``,
+    ``--precision``, ``--tile``, ``--engine``), shared by ``cliplit-enhance`` and ``cliplit-app``."""
     add = parser.add_argument
-    add('-i', '--input', required=True, help='an image file or a folder of images')
-    add('-o', '--output', required=True, help='folder for the enhanced images (created if needed)')
     add('--ckpt', default='official', help="'official' (the authors' model) or a checkpoint path")
     add('--device', default=AUTO, help='auto, cpu, cuda or cuda:N (default: auto)')
     add('--precision', default='fp32', choices=list(PRECISIONS), help='fp32 (exact, default), bf16 or fp16')
@@ -34,6 +33,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         f'{", ".join(f"{n} on {d.upper()}" for d, n in DEFAULT_TILES.items())}; 0 = whole image)',
     )
     add('--engine', default='tiled', choices=list(ENGINES), help="tiled (default) or reference (the network's forward)")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='cliplit-enhance', description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add('-i', '--input', required=True, help='an image file or a folder of images')
+    add('-o', '--output', required=True, help='folder for the enhanced images (created if needed)')
+    add_model_options(parser)
     add('--ext', default='png', choices=[AUTO, *OUTPUT_FORMATS], help="output format; auto keeps the input's")
     add('--quality', type=int, default=95, help='JPEG, WebP and HEIC quality, 1-100 (default 95)')
     add('--suffix', default='', help='appended to each output file stem, e.g. _enhanced')
