@@ -68,7 +68,17 @@ setup(
     ],
     extras_require={
         'export': ['onnx>=1.16', 'onnxscript', 'onnxruntime'],
-        'test': ['pytest', 'pytest-timeout', 'psutil', 'ruff==0.17.6', 'onnx>=1.16', 'onnxscript', 'onnxruntime'],
+        'app': ['gradio>=6,<7'],
+        'test': [
+            'pytest',
+            'pytest-timeout',
+            'psutil',
+            'ruff==0.17.6',
+            'onnx>=1.16',
+            'onnxscript',
+            'onnxruntime',
+            'playwright',  # drives the system's Chromium in the web app's test (no browser download)
+        ],
         'dev': ['pre-commit'],
     },
     entry_points={
@@ -77,6 +87,7 @@ setup(
             'cliplit-train=cliplit_basicsr.train:main',
             'cliplit-test=cliplit_basicsr.test:main',
             'cliplit-export=cliplit_basicsr.export:main',
+            'cliplit-app=cliplit_basicsr.app:main',
         ]
     },
     cmdclass={'build_py': BuildPyWithHook},
