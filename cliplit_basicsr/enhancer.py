@@ -139,8 +139,8 @@ class CLIPLITEnhancer:
           on the input's device, not quantised.
 
         With ``return_light_map``, also the light map ``L``: float32, HxW for numpy inputs, (1,H,W) or
-        (B,1,H,W) for tensors. ``progress`` (numpy inputs) is called with the fraction of the output written,
-        after each region the engine writes.
+        (B,1,H,W) for tensors. ``progress`` (numpy inputs) is called with the fraction of the work done, after
+        each tile of each of the engine's passes.
         """
         if isinstance(image, torch.Tensor):
             output, light = self._enhance_tensor(image, strength, return_light_map)
@@ -169,18 +169,13 @@ class CLIPLITEnhancer:
         _check_array(image)
         out = _output_like(image)
         light_map = np.empty(image.shape[:2], np.float32) if keep_light_map else None
-        done, total = 0, image.shape[0] * image.shape[1]
 
         def write(region: Region, enhanced: torch.Tensor, light: torch.Tensor) -> None:
-            nonlocal done
             y0, y1, x0, x1 = region
             _write_region(out, region, enhanced)
             if light_map is not None:
                 light_map[y0:y1, x0:x1] = light[0, 0].cpu().numpy()
-            if progress is not None:
-                done += (y1 - y0) * (x1 - x0)
-                progress(done / total)
 
         read = lambda region: _read_region(image, region, self.device)  # noqa: E731
-        self.engine.run(read, write, 1, image.shape[0], image.shape[1], strength)
+        self.engine.run(read, write, 1, image.shape[0], image.shape[1], strength, progress)
         return out, light_map

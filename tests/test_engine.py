@@ -138,3 +138,11 @@ def test_strength_is_the_same_whatever_the_layout():
     for strength in (0.6, 1.37):
         whole = light_to_output(image, light, strength)
         assert torch.equal(light_to_output(image[..., 5:136], light[..., 5:136], strength), whole[..., 5:136])
+
+
+def test_progress_of_a_batch():
+    fractions = []
+    engine = TiledEngine(CLIPLITNet('reflect').eval(), torch.device('cpu'), tile=16)
+    img = torch.rand(2, 3, 20, 40, generator=torch.Generator().manual_seed(0))
+    engine.run(lambda r: img[:, :, r[0] : r[1], r[2] : r[3]], lambda *_: None, 2, 20, 40, 1.0, fractions.append)
+    assert fractions == pytest.approx([step / 24 for step in range(1, 25)])  # 6 tiles, two passes, two images

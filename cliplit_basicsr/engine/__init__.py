@@ -45,12 +45,22 @@ class Engine(Protocol):
 
     device: torch.device
 
-    def run(self, read: Reader, write: Writer, batch: int, height: int, width: int, strength: float = 1.0) -> None:
+    def run(
+        self,
+        read: Reader,
+        write: Writer,
+        batch: int,
+        height: int,
+        width: int,
+        strength: float = 1.0,
+        progress: Optional[Callable[[float], None]] = None,
+    ) -> None:
         """Enhance an image of ``batch`` x 3 x ``height`` x ``width``.
 
         ``read(region)`` returns the input over ``region`` (``(y0, y1, x0, x1)``) as float32 (B,3,h,w) in
         [0,1] on the engine's device; ``write(region, enhanced, light)`` receives ``clamp(I / L^strength, 0,
         1)`` and the light map ``L`` (B,1,h,w), float32, over regions that partition the image, each once.
+        ``progress``, if given, is called with the fraction of the work done, ending with 1.0.
         """
 
 

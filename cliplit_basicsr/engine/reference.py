@@ -24,8 +24,9 @@ class ReferenceEngine:
         self.device, self.precision, self.dtype = torch.device(device), precision, torch_dtype(precision)
         self.net = copy.deepcopy(net).to(self.device).eval()
 
-    def run(self, read, write, batch: int, height: int, width: int, strength: float = 1.0) -> None:
-        """Enhance the whole image at once (:class:`cliplit_basicsr.engine.Engine`)."""
+    def run(self, read, write, batch: int, height: int, width: int, strength: float = 1.0, progress=None) -> None:
+        """Enhance the whole image at once (:class:`cliplit_basicsr.engine.Engine`); ``progress`` gets 1.0 at
+        the end."""
         if height < 2 or width < 2:
             raise ValueError(f'image is {height}x{width}; CLIP-LIT needs at least 2x2 pixels')
         region = (0, height, 0, width)
@@ -34,3 +35,5 @@ class ReferenceEngine:
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not torch.float32):
                 light = self.net(image).float()
             write(region, light_to_output(image, light, strength), light)
+        if progress is not None:
+            progress(1.0)

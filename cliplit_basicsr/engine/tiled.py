@@ -21,7 +21,7 @@ in reduced precision, with the pooling statistics and the final division in fp32
 """
 
 import contextlib
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -203,7 +203,7 @@ class TiledEngine:
 
     # --- driving it -------------------------------------------------------------------------------
     def _pooled_averages(
-        self, read, batch: int, height: int, width: int, cache: Optional[torch.Tensor]
+        self, read, batch: int, height: int, width: int, cache: Optional[torch.Tensor], tile_done: Callable[[], None]
     ) -> List[torch.Tensor]:
         """First pass: the pyramid's averages of the whole image's head features, tile by tile; with
         ``cache`` (B,H,W,C), the head features of every pixel are also kept there."""
@@ -214,6 +214,7 @@ class TiledEngine:
             if cache is not None:
                 cache[:, core[0] : core[1], core[2] : core[3]] = feat.permute(0, 2, 3, 1)
             self.pyramid.add_region_sums(sums, feat, core)
+            tile_done()
         return self.pyramid.averages(sums)
 
     def _head_cache(self, batch: int, height: int, width: int) -> Optional[torch.Tensor]:
@@ -232,9 +233,19 @@ class TiledEngine:
         finally:
             self._buffers.clear()
 
-    def run(self, read, write, batch: int, height: int, width: int, strength: float = 1.0) -> None:
+    def run(
+        self,
+        read,
+        write,
+        batch: int,
+        height: int,
+        width: int,
+        strength: float = 1.0,
+        progress: Optional[Callable[[float], None]] = None,
+    ) -> None:
         """Enhance an image of ``batch`` x 3 x ``height`` x ``width`` given only by region access
-        (:class:`cliplit_basicsr.engine.Engine`)."""
+        (:class:`cliplit_basicsr.engine.Engine`); ``progress`` gets the fraction done after each tile of
+        each pass."""
         if height < 2 or width < 2:
             raise ValueError(f'image is {height}x{width}; CLIP-LIT needs at least 2x2 pixels')
         if batch > 1:  # one image at a time: a window's rows are then contiguous in memory
@@ -247,6 +258,7 @@ class TiledEngine:
                     height,
                     width,
                     strength,
+                    progress and (lambda fraction, i=index: progress((i + fraction) / batch)),
                 )
             for region, parts in outputs.items():
                 write(region, *(torch.cat(maps) for maps in zip(*parts)))
@@ -260,9 +272,19 @@ class TiledEngine:
                 taps = self.pyramid.taps([F.adaptive_avg_pool2d(feat.float(), b) for b in self.layout.pyramid.bins])
                 light = self._tail(feat.permute(0, 2, 3, 1), rows, taps, size, region, EVERYWHERE)
                 write(region, light_to_output(image, light, strength), light)
+                if progress is not None:
+                    progress(1.0)
                 return
+            steps, done = 2 * len(tiles(height, width, self.tile, 0)), 0  # the two passes, tile by tile
+
+            def tile_done() -> None:
+                nonlocal done
+                done += 1
+                if progress is not None:
+                    progress(done / steps)
+
             cache = self._head_cache(batch, height, width)
-            taps = self.pyramid.taps(self._pooled_averages(read, batch, height, width, cache))
+            taps = self.pyramid.taps(self._pooled_averages(read, batch, height, width, cache, tile_done))
             halo = self.layout.tail_halo + (self.layout.head_halo if cache is None else 0)
             for core, window, border in tiles(height, width, self.tile, halo):
                 image = read(window)
@@ -274,3 +296,4 @@ class TiledEngine:
                     feat, rows = cache[:, y0:y1, x0:x1], (0, y1 - y0)
                 light = crop(self._tail(feat, rows, taps, size, window, border), core, window)
                 write(core, light_to_output(crop(image, core, window), light, strength), light)
+                tile_done()
