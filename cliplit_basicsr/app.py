@@ -140,7 +140,12 @@ def build_app(enhancer=None, preview_side: Optional[int] = None):
                 )
                 status = gr.Markdown(elem_id='status')
                 gallery = gr.Gallery(
-                    label='Your photos (pick one)', columns=4, height=160, allow_preview=False, visible=False
+                    label='Your photos (pick one)',
+                    columns=4,
+                    height=160,
+                    allow_preview=False,
+                    visible=False,
+                    elem_id='gallery',
                 )
                 make = gr.Button('Full-resolution PNG', variant='primary', elem_id='make-download')
                 result = gr.File(label='Download', interactive=False, height=110, elem_id='download')

@@ -197,11 +197,14 @@ def _chromium() -> str:
     return browser
 
 
+CHANGED = 'src => document.querySelectorAll("#compare img")[1]?.getAttribute("src") !== src'  # a new "after"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_page_in_a_browser(tmp_path, server):
-    """Drop a sample photo, wait for the result, move the strength slider with the keyboard, download: the file
-    is cliplit-enhance's at that strength. Nothing is fetched from outside the machine."""
+    """Drop a sample photo and another, pick each in the gallery, move the strength slider with the keyboard,
+    download: the file is cliplit-enhance's at that strength. Nothing is fetched from outside the machine."""
     from playwright.sync_api import expect, sync_playwright
 
     browser_path = _chromium()
@@ -215,18 +218,20 @@ def test_page_in_a_browser(tmp_path, server):
                 'request', lambda r: None if r.url.startswith((server, 'data:', 'blob:')) else outside.append(r.url)
             )
             page.goto(server)
-            page.locator('#photos input[type=file]').set_input_files(SMALLEST_SAMPLE)
-            expect(page.locator('#status')).to_contain_text('1 of 1 photo enhanced', timeout=90_000)
+            page.locator('#photos input[type=file]').set_input_files([SMALLEST_SAMPLE, _photo(tmp_path, 'small.jpg')])
+            expect(page.locator('#status')).to_contain_text('2 of 2 photos enhanced', timeout=90_000)
             after = page.locator('#compare img').last
             expect(after).to_be_visible()
-            enhanced_src = after.get_attribute('src')
+            for pick in (1, 0):  # the other photo, then the sample again
+                shown = after.get_attribute('src')
+                page.locator('#gallery button.thumbnail-item').nth(pick).click()
+                page.wait_for_function(CHANGED, arg=shown)
             page.locator('#strength input[type=range]').focus()
+            shown = after.get_attribute('src')
             for _ in range(8):  # 1.0 - 8 steps of 0.05
                 page.keyboard.press('ArrowLeft')
             expect(page.locator('#strength input[type=number]')).to_have_value('0.6')
-            page.wait_for_function(
-                'src => document.querySelectorAll("#compare img")[1]?.getAttribute("src") !== src', arg=enhanced_src
-            )
+            page.wait_for_function(CHANGED, arg=shown)
             page.locator('#make-download').click()
             with page.expect_download(timeout=60_000) as download:
                 page.locator('#download a').first.click()
