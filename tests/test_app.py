@@ -135,9 +135,20 @@ def test_command_line(capsys):
 
 
 # --- the page -------------------------------------------------------------------------------------------------
+def _missing(what: str) -> None:
+    """Skip with one line; fail in CI, where the page's tests must run."""
+    if os.environ.get('CI'):
+        pytest.fail(f'{what}; CI must run the web app tests', pytrace=False)
+    pytest.skip(what)
+
+
 @pytest.fixture(scope='module')
 def server(enhancer):
-    pytest.importorskip('gradio', reason="Gradio is not installed (pip install -e '.[app]')")
+    try:
+        import gradio  # noqa: F401
+        import gradio_client  # noqa: F401
+    except ImportError:
+        _missing("Gradio is not installed (pip install -e '.[app]')")
     from cliplit_basicsr.app import build_app
 
     with socket.socket() as probe:
@@ -181,19 +192,14 @@ def test_two_people_at_once(tmp_path, server, enhancer):
 
 
 def _chromium() -> str:
-    """Debian's Chromium for Playwright, or a one-line skip (a failure in CI, where the browser test must run)."""
-    missing = None
+    """Debian's Chromium and Playwright to drive it."""
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        missing = "playwright is not installed (pip install -e '.[test]')"
+        _missing("playwright is not installed (pip install -e '.[test]')")
     browser = shutil.which('chromium') or shutil.which('chromium-browser')
-    if not missing and not browser:
-        missing = 'no Chromium: sudo apt-get install chromium (scripts/install.sh does it as root)'
-    if missing and os.environ.get('CI'):
-        pytest.fail(f'{missing}; CI must run the browser test', pytrace=False)
-    if missing:
-        pytest.skip(missing)
+    if not browser:
+        _missing('no Chromium: sudo apt-get install chromium (scripts/install.sh does it as root)')
     return browser
 
 
