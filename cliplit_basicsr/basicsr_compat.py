@@ -137,8 +137,8 @@ def load_resume_state(opt: dict) -> Optional[dict]:
 
 
 def create_train_val_dataloader(opt: dict, logger):
-    """BasicSR's, with the train loader built as CLIP-LIT trains (last partial batch kept, workers started
-    before the model loads CLIP; :func:`~cliplit_basicsr.data.loaders.training_loader`). With
+    """BasicSR's, with the train loader built as CLIP-LIT trains (last partial batch kept, no workers:
+    :func:`~cliplit_basicsr.data.loaders.training_loader`). With
     ``train.total_iter: auto`` the run ends where its :class:`~cliplit_basicsr.models.run_length.RunEnd`
     says: the loader then stops yielding batches, and BasicSR's bounds become upper bounds."""
     from .data.loaders import training_loader

@@ -43,9 +43,7 @@ def _options(workdir: Path, data: Path, parity_dir: Path, processes: int) -> Pat
     option_file = write_options(workdir, data, parity_dir)
     opt = yaml.safe_load(option_file.read_text())
     for section in (opt['datasets']['train'], opt['prompt_dataset']):
-        section.update(
-            batch_size_per_gpu=GLOBAL_BATCH // processes, augment=False, num_worker_per_gpu=0, persistent_workers=False
-        )
+        section.update(batch_size_per_gpu=GLOBAL_BATCH // processes, augment=False)
     opt['train']['optim_g'].update(lr=1.0, eps=1.0)  # gradients are ~1e-4 here: steps of ~1e-4
     opt['train']['optim_prompt'].update(lr=0.01, eps=1.0)
     option_file.write_text(yaml.safe_dump(opt, sort_keys=False))

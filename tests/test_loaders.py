@@ -1,14 +1,12 @@
-"""CLIP-LIT's training loaders: the last partial batch kept, workers started early without fetching, and
-the same random streams whether the workers started early or not."""
+"""CLIP-LIT's training loaders: the last partial batch kept, no worker processes, their own seeded order."""
 
 import numpy as np
-import psutil
 import torch
 from basicsr.data import build_dataloader
 from basicsr.data.data_sampler import EnlargedSampler
 from torch.utils.data import Dataset
 
-from cliplit_basicsr.data.loaders import build_training_loader, start_workers_now, stop_workers, training_loader
+from cliplit_basicsr.data.loaders import build_training_loader, training_loader
 
 
 class RandomItems(Dataset):
@@ -50,30 +48,6 @@ def _epochs(loader, count=2):
     return batches
 
 
-def test_workers_start_without_fetching_and_epochs_are_unchanged():
-    early, late = _basicsr_loader(), _basicsr_loader()
-    assert start_workers_now(early)
-    workers = psutil.Process().children()
-    assert len(workers) >= 2  # the two workers are running
-    assert early._iterator._send_idx == 0  # no batch was requested
-    assert len(early.sampler) == 6 and early.sampler.total_size == 6
-    assert _epochs(early) == _epochs(late)
-
-
-def test_loaders_without_persistent_workers_are_left_alone():
-    assert not start_workers_now(_basicsr_loader(workers=0))
-    assert not start_workers_now(_basicsr_loader(persistent=False))
-
-
-def test_stop_workers_ends_the_worker_processes():
-    loader = _basicsr_loader()
-    start_workers_now(loader)
-    pids = set(w.pid for w in loader._iterator._workers)
-    stop_workers(loader)
-    assert loader._iterator is None
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
-
-
 def test_the_last_partial_batch_is_kept():
     dataset = RandomItems()
     loader = build_training_loader(dataset, _options(workers=0, batch=4), RUN, EnlargedSampler(dataset, 1, 0, 1))
@@ -81,26 +55,13 @@ def test_the_last_partial_batch_is_kept():
     assert len(loader) == 2
 
 
-def _run(early: bool):
-    """A stand-in run: seed, build the loader (workers started early or not), build a 'model' from the global
-    stream, train two epochs drawing from the global stream too."""
-    torch.manual_seed(0)
-    dataset = RandomItems()
-    loader = build_dataloader(
-        dataset, _options(), num_gpu=0, dist=False, sampler=EnlargedSampler(dataset, 1, 0, 1), seed=3
-    )
-    loader = training_loader(loader, RUN, start_workers=early)
-    model = torch.rand(3)
-    batches, draws = [], []
-    for epoch in range(2):
-        loader.sampler.set_epoch(epoch)
-        for batch in loader:
-            batches.append(batch['draw'].tolist())
-            draws.append(torch.rand(()).item())
-    return model, batches, draws
-
-
-def test_starting_workers_early_changes_no_random_stream():
-    early, late = _run(early=True), _run(early=False)
-    assert torch.equal(early[0], late[0])
-    assert early[1:] == late[1:]
+def test_workers_asked_for_are_not_started_and_the_order_is_seeded():
+    """Items are indices and draws (the images are resident): the loader runs in this process, and its
+    shuffle comes from its own generator seeded by manual_seed, whatever torch's global stream did."""
+    loaders = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        loaders.append(training_loader(_basicsr_loader(workers=2), RUN))
+    assert [loader.num_workers for loader in loaders] == [0, 0]
+    first, second = ([b[0] for b in _epochs(loader)] for loader in loaders)
+    assert first == second

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from basicsr.data import build_dataset
-from torch.utils.data import DataLoader
+from torch.utils.data import default_collate
 
 import cliplit_basicsr  # noqa: F401  (registers the dataset)
 from cliplit_basicsr.data.prompt_init_pool import BACKLIT, WELLLIT, PromptInitPool
@@ -98,20 +98,6 @@ def test_items_carry_their_pair(roots):
         assert Path(sample['backlit_path']).stem == str(sample['index'])
 
 
-def test_a_new_pairing_reaches_persistent_workers(roots):
-    """Workers hold a copy of the dataset: the pairing lives in shared memory, so the next epoch sees it."""
-    dataset = build_dataset(_prompt_opt(roots, augment=False))
-    loader = DataLoader(dataset, batch_size=len(dataset), num_workers=1, persistent_workers=True)
-
-    def indices():
-        batch = next(iter(loader))
-        return list(zip(batch['index'].tolist(), batch['welllit_index'].tolist()))
-
-    assert indices() == _pairs(dataset)  # workers started with the cycled pairing
-    dataset.redraw_pairing((1, 2))
-    assert indices() == _pairs(dataset)
-
-
 def test_initialisation_pool_holds_both_padded_lists_with_labels(roots):
     pool = PromptInitPool(build_dataset(_prompt_opt(roots)))
     items = [pool[i] for i in range(len(pool))]
@@ -119,7 +105,14 @@ def test_initialisation_pool_holds_both_padded_lists_with_labels(roots):
     assert len(pool) == 2 * length
     assert [item['label'] for item in items] == [BACKLIT] * length + [WELLLIT] * length
     assert [item['index'] for item in items] == [i % N_BACKLIT for i in range(length)] + list(range(N_WELLLIT))
-    assert all(item['image'].shape == (3, 8, 8) for item in items)
+    batch = default_collate(items)
+    images = pool.images(batch, torch.device('cpu'))  # each image a flat colour that names it
+    colours = (images[:, 0, 0, 0] * 255).round().long().tolist()
+    expected = [10 + item['index'] if item['label'] == BACKLIT else 100 + item['index'] for item in items]
+    assert images.shape == (len(items), 3, 8, 8) and colours == expected
+    shuffled = torch.randperm(len(items), generator=torch.Generator().manual_seed(0))
+    reordered = pool.images(default_collate([items[i] for i in shuffled]), torch.device('cpu'))
+    assert torch.equal(reordered, images[shuffled])
 
 
 def test_initialisation_batches_mix_the_classes_with_the_authors_frequency(roots):
@@ -138,11 +131,3 @@ def test_initialisation_batches_mix_the_classes_with_the_authors_frequency(roots
     assert sum(mixes) / images == pytest.approx(0.5, abs=0.02)  # each epoch holds the pool: 7 + 7 images
     assert draws == {True}  # every image its own draw
     assert images < 4 * 60  # the last partial batch of an epoch is kept
-
-
-def test_initialisation_loader_stops_after_its_phase(roots):
-    loaders = PromptLoaders(_run_opt(roots, num_worker_per_gpu=1, persistent_workers=True))
-    assert set(loaders.state_dict()) == {'rank', 'init'}
-    loaders.follow(Phase.ENHANCEMENT)
-    assert set(loaders.state_dict()) == {'rank'}
-    assert torch.is_tensor(loaders.next_batch(Phase.PROMPT_REFINEMENT)['backlit'])

@@ -86,14 +86,11 @@ def write_options(workdir: Path, data: Path, parity_dir: Path, backend: str = 'd
     suffix = '.lmdb' if backend == 'lmdb' else ''
     opt.update(name='tiny', num_gpu=0, manual_seed=5)
     opt.pop('dist_params')
-    # LMDB: no reading in the main process (an LMDB opened there cannot be opened by the workers it forks)
     opt['datasets']['train'].update(
         dataroot_backlit=str(data / f'backlit{suffix}'),
         io_backend={'type': backend},
         image_size=32,
         batch_size_per_gpu=2,
-        num_worker_per_gpu=int(backend == 'lmdb'),
-        persistent_workers=backend == 'lmdb',
     )
     opt['datasets']['val'].update(dataroot_lq=str(data / 'val_lq'), dataroot_gt=str(data / 'val_gt'))
     opt['prompt_dataset'].update(
@@ -102,7 +99,6 @@ def write_options(workdir: Path, data: Path, parity_dir: Path, backend: str = 'd
         io_backend={'type': backend},
         image_size=32,
         batch_size_per_gpu=2,
-        num_worker_per_gpu=1,
     )
     opt['network_prompt']['clip_pretrained'] = vit
     opt['path']['pretrain_network_g'] = None  # from scratch: reconstruction runs
@@ -447,7 +443,16 @@ def test_unknown_option_through_basicsr_train(tmp_path, data_dir, parity_dir):
     assert 'Traceback' not in result.stderr
 
 
-def test_fixed_prompts_ablation_trains_only_the_network(tmp_path, parity_dir):
+def network_batch(size: int) -> dict:
+    """A ``datasets.train`` batch as its loader yields it: backlit indices and (identity) draws."""
+    from torch.utils.data import default_collate
+
+    from cliplit_basicsr.data.augment import AugmentParams
+
+    return default_collate([{'index': i, 'aug': AugmentParams().as_dict()} for i in range(size)])
+
+
+def test_fixed_prompts_ablation_trains_only_the_network(tmp_path, data_dir, parity_dir):
     """``prompt_learning: false``: the pair stays the init texts' embedding, rounds are enhancement only, and the
     default ``pretrain_network_g: init`` (the authors' network after reconstruction) skips reconstruction."""
     from cliplit_basicsr.checkpoint import read_state_dict
@@ -460,7 +465,7 @@ def test_fixed_prompts_ablation_trains_only_the_network(tmp_path, parity_dir):
         opt['path']['pretrain_network_g'] = 'init'
         del opt['prompt_dataset']
 
-    option_file = write_options(tmp_path, tmp_path, parity_dir)
+    option_file = write_options(tmp_path, data_dir, parity_dir)
     model = restored_model_fresh(tmp_path, option_file, fixed_prompts)
     prompt = model.get_bare_model(model.net_prompt).embedding.detach().clone()
     initial = read_state_dict(INIT_CHECKPOINT)
@@ -469,7 +474,7 @@ def test_fixed_prompts_ablation_trains_only_the_network(tmp_path, parity_dir):
     phases = []
     for it in range(1, 6):
         phases.append((model.schedule.phase, model.schedule.round))
-        model.feed_data({'backlit': torch.rand(2, 3, 32, 32)})
+        model.feed_data(network_batch(2))
         model.optimize_parameters(it)
     assert phases == [(Phase.ENHANCEMENT, 1)] * 2 + [(Phase.ENHANCEMENT, 2)] * 2 + [(Phase.ENHANCEMENT, 3)]
     assert torch.equal(model.get_bare_model(model.net_prompt).embedding, prompt)
@@ -550,7 +555,7 @@ def test_each_refinement_phase_and_its_resume_rank_the_rounds_pairs(tmp_path, da
     while len(pairings) < 2:
         iteration += 1
         if model.schedule.phase.trains_network:
-            model.feed_data({'backlit': torch.rand(2, 3, 32, 32)})
+            model.feed_data(network_batch(2))
         model.optimize_parameters(iteration)
         if model.schedule.phase is Phase.PROMPT_REFINEMENT:
             pairings.setdefault(model.schedule.round, model.prompt_loaders.pairs.pairing.clone())

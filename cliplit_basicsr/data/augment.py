@@ -1,22 +1,31 @@
-"""The authors' training augmentation: one random draw applied identically to several images.
+"""The authors' training augmentation, drawn per image and applied to whole batches in torch on the device.
 
 CLIP-LIT augments every training image with (in this order) a horizontal flip, a vertical flip and a
 transpose (p = 0.5 each), a zoom about the centre with per-axis factors uniform in a range (p = 0.3),
-and a rotation uniform in +-90 degrees (p = 0.3). Zoom and rotation are ``cv2.warpAffine`` with
-bilinear interpolation and ``BORDER_REFLECT`` borders, keeping the image size, exactly as the authors'
-``dataloader_images.py`` / ``dataloader_prompt_margin.py`` do. Two differences that change no
-distribution: one numpy stream draws everything (the authors mix Python's ``random`` and numpy), and
-the warps run on float32 images (the authors' run on uint8 and round to 1/255). The ranking tuple
-(I_b, I_t, I_{t-1}, I_w) shares one draw, so a draw is an object (`AugmentParams`) that can be taken
-in a data-loader worker, collated into a batch, and re-applied to other images in the model.
+and a rotation uniform in +-90 degrees (p = 0.3), as the authors' ``dataloader_images.py`` /
+``dataloader_prompt_margin.py`` do with ``cv2.warpAffine`` (bilinear, ``BORDER_REFLECT``, same size).
+
+A draw (`AugmentParams`) is made per image where the batch is indexed, with numpy (BasicSR seeds its
+global state); collated, the draws of a batch are a few small tensors that travel with the batch's indices,
+so the host knows which images are exact flips of their source (the feature cache's keys) without reading
+anything back from the device. :func:`augment_batch` then applies a batch's draws in one go: flips and the
+transpose by indexing, zoom and rotation each as one ``grid_sample`` of the whole batch. The ranking tuple
+(I_b, I_w, I_t, I_{t-1}) shares one draw per position: it is augmented as one batch with its draws repeated.
+
+Differences that change no distribution (``docs/differences.md``): one numpy stream draws everything (the
+authors mix Python's ``random`` and numpy); the warps interpolate in float32 with exact coordinates, where
+the authors' warp uint8 images with OpenCV's 1/32-pixel fixed-point weights and round the result to 1/255.
 """
 
+import math
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence, Tuple, Union
+from typing import Mapping, Tuple, Union
 
-import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from cliplit_basicsr.data.resident import to_device
 
 FLIP_PROB = 0.5
 ZOOM_PROB = 0.3
@@ -44,18 +53,13 @@ class AugmentParams:
         """Plain values that torch's ``default_collate`` turns into one tensor per field."""
         return asdict(self)
 
-    @classmethod
-    def from_batch(cls, batch: Mapping[str, torch.Tensor], index: int) -> 'AugmentParams':
-        """The draw of sample ``index`` in a collated batch of `as_dict` outputs."""
-        return cls(**{name: type(default)(batch[name][index].item()) for name, default in asdict(cls()).items()})
-
 
 def draw_augmentation(zoom_range: Tuple[float, float], rng: RandomSource = None) -> AugmentParams:
     """Draw one augmentation with the authors' probabilities.
 
     ``rng`` is a numpy ``Generator``/``RandomState``; None uses numpy's global state, which BasicSR seeds
-    (``set_random_seed`` in the main process, ``worker_init_fn`` in data-loader workers). Every call
-    consumes the same number of random values, whatever is drawn.
+    (``set_random_seed``, ``manual_seed`` + rank). Every call consumes the same number of random values,
+    whatever is drawn.
     """
     source = np.random if rng is None else rng
     hflip, vflip, transpose, rotate, zoom = (
@@ -66,53 +70,85 @@ def draw_augmentation(zoom_range: Tuple[float, float], rng: RandomSource = None)
     return AugmentParams(hflip, vflip, transpose, zoom, zoom_x, zoom_y, rotate, angle)
 
 
-def _zoom(img: np.ndarray, zoom_x: float, zoom_y: float) -> np.ndarray:
-    """Scale about the point (w/2 + 0.5, h/2 + 0.5) (the authors' centre), keeping the size."""
-    h, w = img.shape[:2]
-    centre_x, centre_y = w / 2 + 0.5, h / 2 + 0.5
-    matrix = np.array([[zoom_x, 0, centre_x * (1 - zoom_x)], [0, zoom_y, centre_y * (1 - zoom_y)]])
-    return cv2.warpAffine(img, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+def repeat_draws(params: Mapping[str, torch.Tensor], times: int) -> dict:
+    """A batch's collated draws repeated ``times`` over: the draws of ``times`` image sets of that batch
+    concatenated along the batch, each set under the batch's draws."""
+    return {name: value.repeat(times) for name, value in params.items()}
 
 
-def _rotate(img: np.ndarray, angle: float) -> np.ndarray:
-    """Rotate about (w // 2, h // 2), keeping the size, reflecting at the borders."""
-    h, w = img.shape[:2]
-    matrix = cv2.getRotationMatrix2D((w // 2, h // 2), angle, 1.0)
-    return cv2.warpAffine(img, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+def _pixel_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(H*W, 3) homogeneous pixel coordinates (x, y, 1), float64, in OpenCV's convention (centres at integers)."""
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64, device=device),
+        torch.arange(width, dtype=torch.float64, device=device),
+        indexing='ij',
+    )
+    return torch.stack([xs.flatten(), ys.flatten(), torch.ones_like(xs).flatten()], dim=1)
 
 
-def _apply_one(img: np.ndarray, params: AugmentParams) -> np.ndarray:
-    ndim = img.ndim
-    if params.hflip:
-        img = img[:, ::-1]
-    if params.vflip:
-        img = img[::-1]
-    if params.transpose:
-        img = img.transpose(1, 0, *range(2, img.ndim))
-    img = np.ascontiguousarray(img)
-    if params.zoom:
-        img = _zoom(img, params.zoom_x, params.zoom_y)
-    if params.rotate:
-        img = _rotate(img, params.angle)
-    return img.reshape(img.shape[:2] + (1,)) if img.ndim < ndim else img  # cv2 drops a single channel axis
+def _warp(images: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """``cv2.warpAffine(image, M, (w, h), INTER_LINEAR, BORDER_REFLECT)`` of each image, given each ``M``'s
+    inverse (B, 2, 3) (output pixel -> source pixel), in float64.
+
+    ``grid_sample`` with ``align_corners=False`` places pixel centres as OpenCV does, and its reflection
+    padding (reflecting coordinates about the outer pixel edges) reads the same neighbours, with the same
+    weights, as OpenCV's ``BORDER_REFLECT`` (edge pixels repeated: ``fedcba|abcdef``).
+    """
+    batch, _, height, width = images.shape
+    source = _pixel_grid(height, width, images.device) @ inverse.transpose(1, 2)  # (B, H*W, 2)
+    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=torch.float64, device=images.device)
+    grid = ((source + 0.5) * scale - 1).to(images.dtype).reshape(batch, height, width, 2)
+    return F.grid_sample(images, grid, mode='bilinear', padding_mode='reflection', align_corners=False)
 
 
-def apply_augmentation(images: Sequence[np.ndarray], params: AugmentParams) -> list:
-    """Apply one draw to each HWC (or HW) image; dtype and value range are kept."""
-    return [_apply_one(img, params) for img in images]
+def _zoom_inverse(zoom_x: torch.Tensor, zoom_y: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The inverse of the authors' zoom ``diag(zx, zy)`` about (w/2 + 0.5, h/2 + 0.5): (B, 2, 3)."""
+    centre_x, centre_y = width / 2 + 0.5, height / 2 + 0.5
+    zero = torch.zeros_like(zoom_x)
+    return torch.stack(
+        [
+            torch.stack([1 / zoom_x, zero, centre_x - centre_x / zoom_x], 1),
+            torch.stack([zero, 1 / zoom_y, centre_y - centre_y / zoom_y], 1),
+        ],
+        1,
+    )
 
 
-def augment(images: Sequence[np.ndarray], zoom_range: Tuple[float, float], rng: RandomSource = None) -> list:
-    """Draw one augmentation and apply it to all ``images`` (the authors' ``preprocess_aug``)."""
-    return apply_augmentation(images, draw_augmentation(zoom_range, rng))
+def _rotation_inverse(angle: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The inverse of ``cv2.getRotationMatrix2D((w // 2, h // 2), angle, 1)``: the rotation by -angle about
+    the same centre, (B, 2, 3)."""
+    centre_x, centre_y = float(width // 2), float(height // 2)
+    radians = angle * (math.pi / 180)
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    return torch.stack(
+        [
+            torch.stack([cos, -sin, centre_x - cos * centre_x + sin * centre_y], 1),
+            torch.stack([sin, cos, centre_y - sin * centre_x - cos * centre_y], 1),
+        ],
+        1,
+    )
+
+
+def _where(flags: torch.Tensor, changed: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    return torch.where(flags.view(-1, 1, 1, 1), changed, images)
 
 
 def augment_batch(images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Apply a batch's collated draws (its ``aug`` entry) to a (B, C, H, W) tensor, draw ``b`` to sample ``b``.
+    """Apply a batch's collated draws (its ``aug`` entry) to square images (B, C, S, S), draw ``b`` to image ``b``.
 
-    The warps run with OpenCV on the CPU, the same code as the data set's, so a backlit image and its
-    enhanced versions are transformed identically; the result keeps ``images``' device and dtype.
+    ``images``: float in [0, 1], on any device; the draws are moved there without a synchronisation
+    (pinned, non-blocking where the device is a GPU). Returns float32 on ``images``' device. Images whose
+    draw has no zoom or rotation are exact flips/transposes of their input.
     """
-    hwc = images.detach().permute(0, 2, 3, 1).float().cpu().numpy()
-    out = [_apply_one(img, AugmentParams.from_batch(params, b)) for b, img in enumerate(hwc)]
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(device=images.device, dtype=images.dtype)
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f'augment_batch: square images expected, got {tuple(images.shape)}')
+    device, size = images.device, images.shape[-1]
+    draws = {name: to_device(value, device) for name, value in params.items()}
+    out = images.float()
+    out = _where(draws['hflip'], out.flip(-1), out)
+    out = _where(draws['vflip'], out.flip(-2), out)
+    out = _where(draws['transpose'], out.transpose(-1, -2), out)
+    zoom_x, zoom_y = (draws[name].to(torch.float64) for name in ('zoom_x', 'zoom_y'))
+    out = _where(draws['zoom'], _warp(out, _zoom_inverse(zoom_x, zoom_y, size, size)), out)
+    angle = draws['angle'].to(torch.float64)
+    return _where(draws['rotate'], _warp(out, _rotation_inverse(angle, size, size)), out)

@@ -8,10 +8,10 @@ its mix of the two classes varies from batch to batch, around half and half.
 
 from typing import Dict
 
-from basicsr.utils import img2tensor
+import torch
 from torch.utils.data import Dataset
 
-from cliplit_basicsr.data.augment import AugmentParams, apply_augmentation, draw_augmentation
+from cliplit_basicsr.data.resident import to_device
 from cliplit_basicsr.data.unpaired_dataset import CLIPLITUnpairedDataset
 
 BACKLIT, WELLLIT = 0, 1  # the authors' labels (cross-entropy targets)
@@ -21,9 +21,8 @@ class PromptInitPool(Dataset):
     """The images of a backlit + well-lit :class:`CLIPLITUnpairedDataset` as one labelled pool.
 
     Items ``0 .. n-1`` are the backlit list cycled to ``n = len(pairs)`` (label 0), items ``n .. 2n-1`` the
-    well-lit list likewise (label 1); the sampler shuffles them. An item holds ``image`` ((3, S, S) RGB
-    float32 in [0, 1], under its own augmentation draw), ``label``, ``index`` (in its own list), ``path``
-    and ``aug`` (the draw, `AugmentParams.as_dict`).
+    well-lit list likewise (label 1); the sampler shuffles them. An item holds ``label``, ``index`` (in its
+    own list), ``path`` and ``aug`` (its own draw); :meth:`images` gathers a batch's pixels.
     """
 
     def __init__(self, pairs: CLIPLITUnpairedDataset) -> None:
@@ -39,12 +38,12 @@ class PromptInitPool(Dataset):
         position = item - label * len(self.pairs)
         source = self.pairs.backlit if label == BACKLIT else self.pairs.welllit
         index = position % len(source)
-        params = draw_augmentation(self.pairs.zoom_range) if self.pairs.augment else AugmentParams()
-        (image,) = apply_augmentation([self.pairs.load(source, index)], params)
-        return {
-            'image': img2tensor(image, bgr2rgb=False),
-            'label': label,
-            'index': index,
-            'path': source.names[index],
-            'aug': params.as_dict(),
-        }
+        return {'label': label, 'index': index, 'path': source.names[index], 'aug': self.pairs.draw()}
+
+    def images(self, batch: dict, device: torch.device) -> torch.Tensor:
+        """The un-augmented images of a collated ``batch``, in its order: (B, 3, S, S) float32 on ``device``."""
+        resident = self.pairs.resident(device)
+        backlit = batch['label'] == BACKLIT
+        parts = [resident['backlit'].take(batch['index'][backlit]), resident['welllit'].take(batch['index'][~backlit])]
+        order = torch.cat([backlit.nonzero(), (~backlit).nonzero()]).flatten()  # batch position of each row
+        return torch.cat(parts)[to_device(torch.argsort(order), device)]

@@ -9,10 +9,11 @@ Each BasicSR iteration is one step of the phase that :class:`~.schedule.Training
   same step with a fraction of the activation memory (:mod:`.micro_batch`).
 * ``prompt_init`` / ``prompt_refinement``: the prompt pair ``net_prompt`` learns from the loaders of the
   top-level ``prompt_dataset`` section (:mod:`.prompt_loaders`), ranking against the outputs of the kept
-  best networks of the newest rounds (:mod:`.kept_networks`). BasicSR's loop still fetches a
-  ``datasets.train`` batch every iteration; during prompt phases its images are not loaded
-  (:func:`~cliplit_basicsr.data.unpaired_dataset.set_network_batch_loading`), and a batch left unloaded that
-  arrives in a network phase is loaded here.
+  best networks of the newest rounds (:mod:`.kept_networks`).
+
+Data: every training set is decoded once and kept on the training device
+(:mod:`cliplit_basicsr.data.resident`); the loaders yield indices and augmentation draws, and a batch is a
+gather and one batched augmentation on the device (:func:`~cliplit_basicsr.data.augment.augment_batch`).
 
 Distributed: both learnable parts are wrapped in DDP (``model_to_device``); every value the schedule
 decides on is all-reduced (mean over ranks) first, so all ranks take the same branch; only rank 0 writes
@@ -32,14 +33,13 @@ from basicsr.data import build_dataset
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
-from torch.utils.data import Dataset, default_collate
 
 from cliplit_basicsr.atomic_io import atomic_torch_save
 from cliplit_basicsr.checkpoint import OFFICIAL_CHECKPOINT
 from cliplit_basicsr.choices import AUTO
 from cliplit_basicsr.cpu_allocator import allocator_note
-from cliplit_basicsr.data.augment import augment_batch
-from cliplit_basicsr.data.unpaired_dataset import set_network_batch_loading
+from cliplit_basicsr.data.augment import augment_batch, repeat_draws
+from cliplit_basicsr.data.resident import ResidentImages, as_float, to_device
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.options import TrainOptions, schedule_options, starting_point
 
@@ -99,7 +99,6 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         self.schedule_options = schedule_options(self.opt)
         learn = self.schedule_options.prompt_learning
         prompt_init, reconstruction = starting_point(self.opt, learn)
-        # before anything loads CLIP, so that their workers do not map it (cliplit_basicsr.data.loaders)
         self.prompt_loaders = PromptLoaders(self.opt) if learn else None
         self.net_prompt = self.model_to_device(build_prompt_pair(self.opt))
         self.schedule = TrainingSchedule(self.schedule_options, prompt_init=prompt_init, reconstruction=reconstruction)
@@ -120,15 +119,17 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
             self.setup_schedulers()  # BasicSR gives every optimizer the same schedule
 
         padding = self.get_bare_model(self.net_g).padding
-        self.kept = KeptNetworks(self.opt.get('prompt_dataset') or {}, padding, self.device)
+        self.kept = KeptNetworks(lambda: self._prompt_images()['backlit'], padding, self.device)
         self._text_features: Optional[torch.Tensor] = None
-        self._network_set: Optional[Dataset] = None  # loads datasets.train batches left unloaded
+        # datasets.train's images: BasicSR's loader has its own instance of the set, which only indexes
+        self.network_images = build_dataset(dict(self.opt['datasets']['train'], phase='train')).resident(self.device)
+        if learn:
+            self._prompt_images()
         cache = train_opt.prompt_feature_cache
         if not isinstance(cache, bool):
             raise OptionError(f'train.prompt_feature_cache: expected true or false, got {cache!r}')
         self._feature_cache = FeatureCache() if cache else None
         self.log_dict = OrderedDict()
-        self._follow_phase(started=False)  # a resume may still restore prompt initialisation
         self.run_end = self.opt.get('run_length') if isinstance(self.opt.get('run_length'), RunEnd) else None
         if self.run_end is not None:
             self.run_end.start(self.schedule.phase)
@@ -138,30 +139,18 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
             logger.info(allocator_note())
 
     # -- data ----------------------------------------------------------------------------------------
+    def _prompt_images(self) -> Dict[str, ResidentImages]:
+        return self.prompt_loaders.pairs.resident(self.device)
+
     def feed_data(self, data: dict) -> None:
-        """Training batches carry ``backlit`` (or ``deferred_item``: not loaded, see the module docstring);
-        validation ones BasicSR's ``lq`` (and ``gt``)."""
-        if 'deferred_item' in data:
-            self.lq = self._load_deferred(data['deferred_item']) if self.schedule.phase.trains_network else None
-        elif 'backlit' in data:
-            self.lq = data['backlit'].to(self.device)
-        else:
+        """Training batches carry backlit ``index`` and ``aug`` (gathered and augmented here, in network
+        phases); validation ones BasicSR's ``lq`` (and ``gt``)."""
+        if 'lq' in data:
             super().feed_data(data)
-
-    def _follow_phase(self, started: bool = True) -> None:
-        """Have ``datasets.train``'s workers load images only while the current phase trains the network, and,
-        once training has ``started`` (a step was taken or a state restored), stop the prompt-initialisation
-        loader's workers if the schedule is past that phase."""
-        set_network_batch_loading(self.schedule.phase.trains_network)
-        if started and self.prompt_loaders is not None:
-            self.prompt_loaders.follow(self.schedule.phase)
-
-    def _load_deferred(self, items: torch.Tensor) -> torch.Tensor:
-        """The backlit images of a ``datasets.train`` batch whose loading was skipped, loaded in this process."""
-        if self._network_set is None:
-            self._network_set = build_dataset(dict(self.opt['datasets']['train'], phase='train'))
-        batch = default_collate([self._network_set.load_item(item) for item in items.tolist()])
-        return batch['backlit'].to(self.device)
+        elif self.schedule.phase.trains_network:
+            self.lq = augment_batch(self.network_images['backlit'].take(data['index']), data['aug'])
+        else:
+            self.lq = None  # BasicSR's loop fetches a datasets.train batch in prompt phases too
 
     def _ranked_outputs(self, slot: int) -> torch.Tensor:
         """The enhanced training set of ``slot`` (:meth:`KeptNetworks.outputs`); the features of outputs of
@@ -220,19 +209,21 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         return terms
 
     def _image_sets(self, phase: Phase, batch: dict) -> list:
-        """The image batches a prompt step scores, in the order of its loss's arguments."""
+        """The augmented image batches a prompt step scores, in the order of its loss's arguments: one
+        augmentation of their concatenation, each set under the batch's draws."""
         if phase is Phase.PROMPT_INIT:
-            return [batch['image']]
-        sets = [batch['backlit'], batch['welllit']]
-        for slot in self.schedule.ranking_slots():
-            enhanced = self._ranked_outputs(slot)[batch['index']].float() / 255
-            sets.append(augment_batch(enhanced, batch['aug']))
-        return sets
+            return [augment_batch(self.prompt_loaders.pool.images(batch, self.device), batch['aug'])]
+        resident = self._prompt_images()
+        sets = [resident['backlit'].take(batch['index']), resident['welllit'].take(batch['welllit_index'])]
+        if self.schedule.ranking_slots():
+            index = to_device(batch['index'], self.device)
+            sets += [as_float(self._ranked_outputs(slot)[index]) for slot in self.schedule.ranking_slots()]
+        return list(augment_batch(torch.cat(sets), repeat_draws(batch['aug'], len(sets))).split(len(sets[0])))
 
     def _prompt_step(self, phase: Phase) -> Dict[str, torch.Tensor]:
         prompt = self.get_bare_model(self.net_prompt)
         batch = self.prompt_loaders.next_batch(phase)
-        sets = [images.to(self.device) for images in self._image_sets(phase, batch)]
+        sets = self._image_sets(phase, batch)
         if self._feature_cache is None:
             features = prompt.encode_images(torch.cat(sets))
         else:
@@ -243,7 +234,7 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         if phase is Phase.PROMPT_INIT:
             terms = {'l_prompt_init': self.cri_prompt_init(text, features, batch['label'])}
         else:
-            terms = {'l_prompt_rank': self.cri_ranking(text, *features.split(len(batch['backlit'])))}
+            terms = {'l_prompt_rank': self.cri_ranking(text, *features.split(len(batch['index'])))}
         self.optimizer_prompt.zero_grad()
         next(iter(terms.values())).backward()
         self.optimizer_prompt.step()
@@ -255,7 +246,6 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         reduced = self._all_reduce_mean(terms)
         outcome = self.schedule.step(current_iter, reduced[TOTAL_TERM[phase]], reduced.get('psnr_recon'))
         self._apply(outcome, current_iter, phase, round_)
-        self._follow_phase()
         self.log_dict = OrderedDict(round=float(round_), **reduced)
         if self.run_end is not None:
             self.run_end.observe(phase, outcome.transition is not None, self.schedule.phase)

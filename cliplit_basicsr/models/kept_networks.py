@@ -12,12 +12,12 @@ prompt batch instead would cost two 16 x 256² network forwards a step against o
 set a round.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from basicsr.data import build_dataset
 from basicsr.utils import get_root_logger
 
+from cliplit_basicsr.data.resident import ResidentImages
 from cliplit_basicsr.engine.maths import light_to_output, quantise
 from cliplit_basicsr.network import CLIPLITNet
 
@@ -34,34 +34,20 @@ class KeptNetworks:
     """Two result slots, each the best network of a round, and the slots' enhanced training sets.
 
     Args:
-        prompt_dataset_opt: ``prompt_dataset`` options: their backlit images, at their image size, are
-            what the kept networks enhance.
+        backlit: gives the prompt set's resident backlit images (at the prompt size), what the kept
+            networks enhance; called when outputs are first needed.
         padding: the padding variant of the network being trained.
-        device: where the kept networks run.
+        device: where the kept networks run and their outputs are kept.
     """
 
-    def __init__(self, prompt_dataset_opt: dict, padding: str, device: torch.device) -> None:
-        self.prompt_dataset_opt, self.padding, self.device = prompt_dataset_opt, padding, device
+    def __init__(self, backlit: Callable[[], ResidentImages], padding: str, device: torch.device) -> None:
+        self.backlit, self.padding, self.device = backlit, padding, device
         self.states: List[Optional[State]] = [None, None]
-        self._outputs: Dict[int, Tuple[int, torch.Tensor]] = {}  # slot -> (round, uint8 (N,3,S,S) on the CPU)
-        self._backlit: Optional[torch.Tensor] = None
+        self._outputs: Dict[int, Tuple[int, torch.Tensor]] = {}  # slot -> (round, uint8 (N,3,S,S) on the device)
 
     def snapshot(self, slot: int, net: torch.nn.Module) -> None:
         """Keep a copy of ``net``'s weights in ``slot``."""
         self.states[slot] = {k: v.detach().clone() for k, v in net.state_dict().items()}
-
-    def backlit_at_prompt_size(self) -> torch.Tensor:
-        """Every backlit training image, resized to the prompt size, un-augmented, as uint8 (N,3,S,S).
-
-        Read once, in this process, from a copy of the prompt set: a data-loader worker forked now would map
-        this process's memory (CLIP and the kept heap), and the copy keeps this process's file handles (LMDB)
-        apart from the set the persistent workers read.
-        """
-        if self._backlit is None:
-            dataset = build_dataset(dict(self.prompt_dataset_opt, phase='train'))
-            images = [to_png_levels(torch.from_numpy(dataset.load_backlit(i))) for i in range(dataset.num_backlit)]
-            self._backlit = torch.stack(images).permute(0, 3, 1, 2)
-        return self._backlit
 
     def has_outputs(self, slot: int, round_: int) -> bool:
         """Whether ``slot``'s outputs for ``round_`` are made already."""
@@ -76,10 +62,10 @@ class KeptNetworks:
             return self._outputs[slot][1]
         net = CLIPLITNet(padding=self.padding).to(self.device)
         net.load_state_dict(self.states[slot])
-        enhanced = []
-        for chunk in self.backlit_at_prompt_size().split(INFERENCE_BATCH):
-            x = chunk.to(self.device).float() / 255
-            enhanced.append(to_png_levels(light_to_output(x, net(x))).cpu())  # the authors' inference: no eps
+        enhanced, backlit = [], self.backlit()
+        for start in range(0, len(backlit), INFERENCE_BATCH):
+            x = backlit.take(torch.arange(start, min(start + INFERENCE_BATCH, len(backlit))))
+            enhanced.append(to_png_levels(light_to_output(x, net(x))))  # the authors' inference: no eps
         self._outputs[slot] = (round_, torch.cat(enhanced))
         get_root_logger().info(
             f'Enhanced {len(self._outputs[slot][1])} backlit images with the best network of round {round_} '

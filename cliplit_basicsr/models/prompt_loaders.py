@@ -1,4 +1,4 @@
-"""The prompt phases' data: the loaders of ``prompt_dataset``, their epochs, workers and pairings.
+"""The prompt phases' data: the loaders of ``prompt_dataset``, their epochs and pairings.
 
 The training model builds them itself (BasicSR's loop only knows ``datasets.train``), with BasicSR's
 ``build_dataset`` / ``build_dataloader`` and an ``EnlargedSampler``, so LMDB and distributed sampling serve
@@ -8,8 +8,7 @@ both prompt phases, as the authors' code has them:
   pairs a batch; each refinement phase pairs the two lists anew (:meth:`PromptLoaders.pair_for_round`), as
   the authors rebuild their ranking loader, reproducibly from the run's seed and the round;
 * prompt initialisation draws ``batch_size_per_gpu`` images a batch from the backlit and well-lit images
-  pooled (:class:`~cliplit_basicsr.data.prompt_init_pool.PromptInitPool`), its workers stopped once the
-  schedule is past that phase.
+  pooled (:class:`~cliplit_basicsr.data.prompt_init_pool.PromptInitPool`).
 
 Each phase starts a fresh epoch (:meth:`PromptLoaders.end_epochs`), as the authors' loops restart their
 loaders; the epoch counts are part of the training state, so a resumed run shuffles as the original.
@@ -21,7 +20,7 @@ from typing import Dict
 from basicsr.data import build_dataset
 from basicsr.data.data_sampler import EnlargedSampler
 
-from cliplit_basicsr.data.loaders import build_training_loader, stop_workers
+from cliplit_basicsr.data.loaders import build_training_loader
 from cliplit_basicsr.data.prompt_init_pool import PromptInitPool
 from cliplit_basicsr.errors import OptionError
 
@@ -45,11 +44,9 @@ class PromptLoaders:
         self.pairs = build_dataset(dataset_opt)
         if not getattr(self.pairs, 'use_welllit', False):
             raise OptionError('prompt_dataset.use_welllit: the prompt phases need well-lit images')
-        # Workers kept across epochs by default: re-forking this process (CLIP included) at every epoch end
-        # stalls the step, and fresh workers would replay the same augmentation draws (BasicSR re-seeds them).
-        dataset_opt.setdefault('persistent_workers', bool(dataset_opt.get('num_worker_per_gpu')))
+        self.pool = PromptInitPool(self.pairs)
         self._loaders: Dict[str, dict] = {}
-        for name, dataset in ((RANK, self.pairs), (INIT, PromptInitPool(self.pairs))):
+        for name, dataset in ((RANK, self.pairs), (INIT, self.pool)):
             sampler = EnlargedSampler(dataset, opt['world_size'], opt['rank'], 1)
             loader = build_training_loader(dataset, dataset_opt, opt, sampler)
             self._loaders[name] = {'loader': loader, 'sampler': sampler, 'epoch': 0, 'iter': None}
@@ -76,11 +73,6 @@ class PromptLoaders:
         """Pair the backlit and well-lit lists for the prompt refinement of ``round_``: the same pairs for the
         same seed and round, on every process and after a resume. Call it before the phase's first batch."""
         self.pairs.redraw_pairing((self.seed, round_))
-
-    def follow(self, phase: Phase) -> None:
-        """Stop the initialisation loader's workers once the schedule is past that phase (it never returns)."""
-        if phase is not Phase.PROMPT_INIT and INIT in self._loaders:
-            stop_workers(self._loaders.pop(INIT)['loader'])
 
     def state_dict(self) -> Dict[str, int]:
         """Each loader's epoch: plain values for the training state."""

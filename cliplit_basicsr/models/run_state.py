@@ -72,5 +72,4 @@ class RunStateMixin:
             if self.schedule.phase is Phase.PROMPT_REFINEMENT:
                 self.prompt_loaders.pair_for_round(self.schedule.round)
         self._text_features = None
-        self._follow_phase()
         get_root_logger().info(f'Resumed CLIP-LIT schedule: {self.schedule.describe()}')
