@@ -6,11 +6,11 @@
 
 It generates random JPEG "photos" (backlit and well-lit), writes an option file from
 ``options/train_cliplit.yml`` with full-size **random-weight** ViT-B/32 and RN101 (``clip_pretrained: ~``,
-no download), the default batch sizes, resolutions and loader workers, and a schedule of two rounds
+no download), the default batch sizes and resolutions, and a schedule of two rounds
 (prompt init, reconstruction, enhancement, refinement ranking I_t, enhancement, refinement ranking I_t and
 I_{t-1}) with ``--iters`` + 1 iterations per network phase (the first is warm-up) and ``--prompt-iters``
-timed ones per prompt phase after ``--warmup-epochs`` epochs of its loader (the prompt loaders' workers keep
-resized images, ``cache_resized``: a long run decodes each image once, so the steady state is what counts),
+timed ones per prompt phase after ``--warmup-epochs`` epochs of its loader (kept CLIP features of recurring
+images fill up over a long run, so the steady state is what counts),
 then runs ``basicsr.train.train_pipeline`` in this process (restarted first as the training commands are,
 with glibc keeping freed memory) with timers around the model's steps and data
 fetches. Printed per phase:
@@ -106,9 +106,6 @@ def write_options(work: Path, args) -> Path:
     if args.quick:
         train_set.update(image_size=64, batch_size_per_gpu=2)
         prompt_set.update(image_size=64, batch_size_per_gpu=4)
-    if args.workers is not None:
-        train_set['num_worker_per_gpu'] = prompt_set['num_worker_per_gpu'] = args.workers
-        train_set['persistent_workers'] = prompt_set['persistent_workers'] = args.workers > 0
     clip = {'ViT-B-32-quickgelu': args.vit, 'RN101-quickgelu': args.rn}
     opt['network_prompt'].update(clip_model=args.vit_model, clip_pretrained=clip[args.vit_model])
     train = opt['train']
@@ -258,7 +255,7 @@ def main():
         type=int,
         default=4,
         help="untimed epochs of the prompt loaders first (prompt init and round 1's refinement), "
-        "so that their workers' resize caches are mostly filled, as in a long run",
+        'so that the kept CLIP features are mostly filled, as in a long run',
     )
     parser.add_argument(
         '--images',
@@ -268,7 +265,6 @@ def main():
         'and every epoch starts with an empty prefetch queue)',
     )
     parser.add_argument('--photo-size', type=int, nargs=2, default=[900, 1200], help='H W of generated photos')
-    parser.add_argument('--workers', type=int, default=None, help='override num_worker_per_gpu of both loaders')
     parser.add_argument('--vit', default=None, help="ViT weights (default: random, 'openai', or a file)")
     parser.add_argument('--rn', default=None, help="RN weights (default: random, 'openai', or a file)")
     parser.add_argument('--vit-model', default='ViT-B-32-quickgelu', help=argparse.SUPPRESS)

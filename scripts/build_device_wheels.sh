@@ -12,9 +12,11 @@ binary=(--only-binary=:all: --python-version 3.12 --implementation cp "${platfor
 
 "$PYTHON" -m pip wheel --no-deps --no-build-isolation -w "$out" basicsr==1.4.2  # pure Python, from its sdist
 "$PYTHON" -m pip wheel --no-deps --no-build-isolation -w "$out" .              # this package (and its hook)
-"$PYTHON" -m pip download --no-deps -d "$out" "${binary[@]}" lmdb              # compiled: the device's Python
+# the versions tested here, so that the device runs what CI ran
+pinned() { "$PYTHON" -c "import importlib.metadata as m, sys; print(f'{sys.argv[1]}=={m.version(sys.argv[1])}')" "$1"; }
+"$PYTHON" -m pip download --no-deps -d "$out" "${binary[@]}" "$(pinned lmdb)"  # compiled: the device's Python
 for pure in open_clip_torch ftfy wcwidth; do
-    "$PYTHON" -m pip download --no-deps -d "$out" --only-binary=:all: "$pure"
+    "$PYTHON" -m pip download --no-deps -d "$out" --only-binary=:all: "$(pinned "$pure")"
 done
 rm -rf .device/reference && cp -r ../shared/reference .device/reference
 du -sh .device

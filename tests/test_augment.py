@@ -139,6 +139,7 @@ def test_the_zoom_is_the_authors_centred_affine():
     assert not np.allclose(out[0], img[0])
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 def test_on_cuda_the_same_as_on_the_cpu_without_a_synchronisation():
     rng = np.random.default_rng(4)

@@ -133,3 +133,37 @@ def test_parity_fixtures_on_cuda(parity_dir, parity_fixtures):
         )
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def test_steady_state_steps_wait_for_nothing_on_the_host(tmp_path, data_dir, parity_dir):
+    """Every phase's steps between its first (set-up: text features, the kept networks' outputs) and its
+    last (the schedule reads the loss to end or extend it) run under ``set_sync_debug_mode('error')``: no
+    ``.item()``, no blocking copy, no data-dependent shape. Check iterations are out of reach here."""
+    from test_train_e2e import network_batch, restored_model_fresh
+
+    from cliplit_basicsr.models.schedule import Phase
+
+    lengths = dict(prompt_init_iters=5, reconstruction_iters=5, enhancement_iters=5, prompt_refinement_iters=5)
+    option_file = write_options(
+        tmp_path, data_dir, parity_dir, **lengths, restart_after=1000, check_period=1000, prompt_check_period=1000
+    )
+    opt = yaml.safe_load(option_file.read_text())
+    opt['num_gpu'] = 1
+    option_file.write_text(yaml.safe_dump(opt, sort_keys=False))
+    model = restored_model_fresh(tmp_path, option_file)
+    assert model.device.type == 'cuda'
+    checked = set()
+    for iteration in range(1, 31):
+        schedule = model.schedule
+        steady = 2 <= schedule.phase_iter + 1 < schedule.phase_length
+        phase = schedule.phase
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode('error' if steady else 0)
+        try:
+            model.feed_data(network_batch(2))
+            model.optimize_parameters(iteration)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        if steady:
+            checked.add((phase, schedule.round if phase is not Phase.PROMPT_REFINEMENT else 'refinement'))
+    assert {phase for phase, _ in checked} == set(Phase)

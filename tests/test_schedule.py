@@ -313,3 +313,61 @@ def test_snapshot_on_the_last_enhancement_step_fills_the_slot_refinement_ranks()
         assert schedule.ranking_slots() == expected_ranking
         assert outcome.snapshot_slot == expected_ranking[0]  # I_t: the newest round's best
         schedule.step(it + 1, 1.0)
+
+
+def test_tensor_values_decide_as_numbers_and_are_read_only_where_a_decision_needs_them(monkeypatch):
+    """Losses kept on the device (0-dim tensors) give the same phase sequence, switch iterations, snapshots,
+    saves, restarts and state as the same values as numbers, and are read only at check iterations, at
+    scheduled phase ends and in reconstruction once its restart test applies."""
+    import cliplit_basicsr.models.schedule as schedule_module
+
+    generator = torch.Generator().manual_seed(0)
+    losses = (torch.rand(400, generator=generator) * 120).tolist()  # float32 values, some above 60 and 90
+    psnrs = (torch.rand(400, generator=generator) * 8 + 3).tolist()  # around the restart threshold of 8 dB
+
+    def trace_of(as_tensor):
+        reads = []
+        real_read = schedule_module.read_value
+
+        def counted(value):
+            reads.append(current[0])
+            return real_read(value)
+
+        monkeypatch.setattr(schedule_module, 'read_value', counted)
+        options = tiny(
+            reconstruction_iters=9,
+            check_period=5,
+            prompt_check_period=5,
+            restart_psnr=8.0,
+            enhancement_loss_threshold=90.0,
+            prompt_loss_threshold=60.0,
+        )
+        schedule, current, outcomes = TrainingSchedule(options, prompt_init=True, reconstruction=True), [0], []
+        for it in range(1, 401):
+            current[0] = (
+                it,
+                schedule.phase,
+                schedule.phase_iter + 1,
+                schedule.phase_length,
+                schedule._s.steps_since_restart + 1,
+            )
+            value = torch.tensor(losses[it - 1]) if as_tensor else losses[it - 1]
+            psnr = torch.tensor(psnrs[it - 1]) if as_tensor else psnrs[it - 1]
+            outcomes.append(
+                (schedule.phase, schedule.round, schedule.step(it, value, psnr if schedule.phase is RECON else None))
+            )
+        return outcomes, schedule.state_dict(), reads
+
+    numbers, tensors = trace_of(False), trace_of(True)
+    assert tensors[0] == numbers[0] and tensors[1] == numbers[1]
+    assert len({phase for phase, _, _ in numbers[0]}) == 4 and any(o.extended for _, _, o in numbers[0])
+    assert any(o.restart_network for _, _, o in numbers[0]) and any(
+        o.snapshot_slot is not None for _, _, o in numbers[0]
+    )
+    options = tiny(check_period=5, prompt_check_period=5)
+    for it, phase, phase_iter, length, since_restart in tensors[2]:
+        check = options.check_period if phase is ENH else options.prompt_check_period
+        at_end = phase_iter >= length
+        in_restart_test = phase is RECON and since_restart > options.restart_after
+        assert (phase is not RECON and it % check == 0) or at_end or in_restart_test, (it, phase)
+    assert len(tensors[2]) <= 300  # these tiny phases end often; still, many steps read nothing

@@ -11,6 +11,7 @@ grayscale is replicated to RGB, an alpha channel is dropped (as ``PIL.Image.conv
 """
 
 import os
+import threading
 from typing import Dict, List, Optional
 
 import cv2
@@ -56,6 +57,7 @@ def resize_lanczos(img: np.ndarray, size: int) -> np.ndarray:
 
 _lmdb_clients: Dict[str, FileClient] = {}
 _lmdb_clients_pid: Optional[int] = None
+_lmdb_clients_lock = threading.Lock()  # resident sets are decoded by several threads
 
 
 def _lmdb_client(root: str, backend: dict) -> FileClient:
@@ -64,6 +66,11 @@ def _lmdb_client(root: str, backend: dict) -> FileClient:
     py-lmdb refuses a second handle on an environment that is open in the process, also in a child forked
     after the parent opened it; so each process opens each LMDB once, and closes inherited handles first.
     """
+    with _lmdb_clients_lock:
+        return _lmdb_client_locked(root, backend)
+
+
+def _lmdb_client_locked(root: str, backend: dict) -> FileClient:
     global _lmdb_clients_pid
     if _lmdb_clients_pid != os.getpid():
         for client in _lmdb_clients.values():

@@ -1,16 +1,18 @@
 """CLIP-LIT's enhancement network as a BasicSR model: checkpoint loading, the authors' inference, metrics.
 
 ``basicsr.test`` (and validation during training) runs it; the training model ``CLIPLITModel``
-subclasses it. Everything not specific to CLIP-LIT (``feed_data``, visuals, logging of metric values,
-rank-0 ``dist_validation``) is BasicSR's ``SRModel``.
+subclasses it. Everything not specific to CLIP-LIT (``feed_data``, visuals, logging of metric values) is
+BasicSR's ``SRModel``.
 """
 
 import os
 from collections import defaultdict
+from datetime import timedelta
 from os import path as osp
 from typing import Dict, Optional
 
 import torch
+import torch.distributed as dist
 from basicsr.archs import build_network
 from basicsr.metrics import calculate_metric
 from basicsr.models.base_model import BaseModel
@@ -29,6 +31,11 @@ from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.image_io import write_png
 from cliplit_basicsr.metrics import needs_reference
 from cliplit_basicsr.network import CLIPLITNet
+
+# How long the other ranks wait for rank 0's validation: longer than any validation, unlike the process
+# group's own timeout (NCCL: 10 minutes by default), which a full-resolution validation set can outlast.
+VALIDATION_WAIT = timedelta(hours=24)
+_validation_group = None
 
 
 @MODEL_REGISTRY.register()
@@ -109,6 +116,14 @@ class CLIPLITEvalModel(SRModel):
         suffix = self.opt['val'].get('suffix') or self.opt['name']
         return osp.join(folder, dataset_name, f'{img_name}_{suffix}.png')
 
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
+        """Rank 0 validates (BasicSR's way) while the other ranks wait for it at a barrier of a gloo group
+        with a timeout of ``VALIDATION_WAIT``. In BasicSR's own ``dist_validation`` they go straight on to
+        their next collective, which fails once the validation outlasts the process group's timeout."""
+        if self.opt['rank'] == 0:
+            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+        dist.barrier(group=validation_group())
+
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
         """SRModel's validation, except that full-reference metrics are skipped on images without ``gt``.
 
@@ -157,3 +172,11 @@ class CLIPLITEvalModel(SRModel):
             self._update_best_metric_result(dataset_name, name, value, current_iter)
         if self.metric_results:
             self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+
+def validation_group() -> dist.ProcessGroup:
+    """The gloo group the ranks wait in for validation (made on first use, by every rank at once)."""
+    global _validation_group
+    if _validation_group is None:
+        _validation_group = dist.new_group(backend='gloo', timeout=VALIDATION_WAIT)
+    return _validation_group

@@ -161,12 +161,14 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         return self.kept.outputs(slot, round_)
 
     # -- one step ------------------------------------------------------------------------------------
-    def _all_reduce_mean(self, values: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    def _all_reduce_mean(self, values: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The mean over ranks of each value, as 0-dim tensors on the device: nothing is read here (the
+        schedule reads what it decides on, BasicSR's logger what it prints)."""
         stacked = torch.stack([v.detach().float().reshape(()) for v in values.values()])
         if self.opt['dist']:
             dist.all_reduce(stacked)
             stacked /= self.opt['world_size']
-        return dict(zip(values, stacked.tolist()))
+        return dict(zip(values, stacked.unbind()))
 
     def _text_features_frozen(self) -> torch.Tensor:
         if self._text_features is None:

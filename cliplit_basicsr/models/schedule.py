@@ -38,11 +38,20 @@ one transition, and both are tested and resumed as one.
 import math
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
 
 from cliplit_basicsr.errors import OptionError
 
 PROMPT_BEST_START = 100.0  # the authors' initial ``min_prompt_loss``: larger losses never count as best
+
+Value = Union[float, torch.Tensor]  # a step's loss or PSNR: a number, or a 0-dim tensor on the training device
+
+
+def read_value(value: Value) -> float:
+    """A step's value as a Python number: for a tensor on a GPU, the one point where the host waits for it."""
+    return float(value)
 
 
 class ScheduleError(OptionError):
@@ -229,6 +238,7 @@ class TrainingSchedule:
         s, o = self._s, self.options
         s.phase, s.phase_iter, s.extensions = phase.value, 0, 0
         s.window, s.window_pos = [0.0] * o.window, 0
+        self._window: Optional[torch.Tensor] = None  # the window on the values' device, once one is a tensor
         if phase is Phase.PROMPT_INIT:
             s.phase_length = o.prompt_init_iters
         elif phase is Phase.RECONSTRUCTION:
@@ -254,18 +264,31 @@ class TrainingSchedule:
     def _reconstruction_pending(self) -> bool:
         return self._s.round == 0 and self._reconstruction
 
-    def _push(self, value: float) -> float:
+    def _push(self, value: Value) -> None:
+        """Put ``value`` in the running window; a tensor stays where it is (no read)."""
         s = self._s
-        s.window[s.window_pos] = value
+        if torch.is_tensor(value) and self._window is None:
+            self._window = torch.tensor(s.window, dtype=torch.float64, device=value.device)
+        if self._window is not None:
+            self._window[s.window_pos] = value
+        else:
+            s.window[s.window_pos] = float(value)
         s.window_pos = (s.window_pos + 1) % len(s.window)
-        return sum(s.window) / len(s.window)
 
-    def step(self, iteration: int, loss: float, psnr: Optional[float] = None) -> StepOutcome:
+    def _window_mean(self) -> float:
+        s = self._s
+        if self._window is None:
+            return sum(s.window) / len(s.window)
+        return read_value(self._window.sum()) / len(s.window)
+
+    def step(self, iteration: int, loss: Value, psnr: Optional[Value] = None) -> StepOutcome:
         """Account for the step at global ``iteration`` (1-based, BasicSR's ``current_iter``).
 
         ``loss`` is the step's total loss of the current phase; ``psnr`` (reconstruction only) the mean
         PSNR of output vs input. Both must already be averaged over ranks so that every rank decides
-        alike.
+        alike. Either may be a tensor on the training device: it is read (:func:`read_value`) only where a
+        decision needs it: at the phase's check iterations, at its scheduled end, and, in reconstruction,
+        once the restart test applies.
         """
         s, o, phase = self._s, self.options, self.phase
         out = StepOutcome()
@@ -273,21 +296,25 @@ class TrainingSchedule:
         if phase is Phase.RECONSTRUCTION:
             if psnr is None:
                 raise ValueError('the reconstruction phase needs the step PSNR')
-            mean_psnr = self._push(float(psnr))
+            self._push(psnr)
             s.steps_since_restart += 1
-            if mean_psnr < o.restart_psnr and s.steps_since_restart > o.restart_after:
+            if s.steps_since_restart > o.restart_after and self._window_mean() < o.restart_psnr:
                 out.restart_network = True
                 s.steps_since_restart, s.restarts = 0, s.restarts + 1
                 s.phase_length += o.restart_extension
         elif phase is Phase.ENHANCEMENT:
-            mean = self._push(-float(loss))
-            if iteration % o.check_period == 0 and mean > s.best_score:
-                s.best_score, s.best_iter = mean, iteration
-                s.slots[s.pointer] = s.round
-                out.snapshot_slot = s.pointer
-        elif iteration % o.prompt_check_period == 0 and loss < s.min_prompt_loss:
-            s.min_prompt_loss, s.best_prompt_iter = float(loss), iteration
-            out.save_prompt = True
+            self._push(-loss)
+            if iteration % o.check_period == 0:
+                mean = self._window_mean()
+                if mean > s.best_score:
+                    s.best_score, s.best_iter = mean, iteration
+                    s.slots[s.pointer] = s.round
+                    out.snapshot_slot = s.pointer
+        elif iteration % o.prompt_check_period == 0:
+            value = read_value(loss)
+            if value < s.min_prompt_loss:
+                s.min_prompt_loss, s.best_prompt_iter = value, iteration
+                out.save_prompt = True
 
         if s.phase_iter >= s.phase_length:
             threshold, extension = {
@@ -295,7 +322,7 @@ class TrainingSchedule:
                 Phase.PROMPT_INIT: (o.prompt_loss_threshold, o.prompt_extension),
                 Phase.PROMPT_REFINEMENT: (o.prompt_loss_threshold, o.prompt_extension),
             }.get(phase, (math.inf, 0))
-            if loss > threshold and extension > 0:
+            if extension > 0 and read_value(loss) > threshold:
                 s.phase_length += extension
                 s.extensions += 1
                 out.extended = True
@@ -309,6 +336,8 @@ class TrainingSchedule:
     def state_dict(self) -> Dict:
         """Plain Python values only (loadable with ``torch.load(weights_only=True)``)."""
         state = asdict(self._s)
+        if self._window is not None:
+            state['window'] = self._window.tolist()
         state['reconstruction'] = self._reconstruction
         return state
 
@@ -317,4 +346,5 @@ class TrainingSchedule:
         self._reconstruction = bool(state.pop('reconstruction'))
         self._s = _State(**state)
         self._s.window = [float(v) for v in self._s.window]
+        self._window = None
         self._s.slots = list(self._s.slots)
