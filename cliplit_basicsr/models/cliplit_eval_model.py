@@ -7,10 +7,12 @@ BasicSR's ``SRModel``.
 
 import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from os import path as osp
 from typing import Dict, Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from basicsr.archs import build_network
@@ -36,6 +38,8 @@ from cliplit_basicsr.network import CLIPLITNet
 # group's own timeout (NCCL: 10 minutes by default), which a full-resolution validation set can outlast.
 VALIDATION_WAIT = timedelta(hours=24)
 _validation_group = None
+# BasicSR's numpy metrics and their tensor versions (same formulas, float64; PSNR's adds 1e-8 to the MSE)
+DEVICE_METRICS = {'calculate_psnr': 'calculate_psnr_pt', 'calculate_ssim': 'calculate_ssim_pt'}
 
 
 @MODEL_REGISTRY.register()
@@ -125,53 +129,89 @@ class CLIPLITEvalModel(SRModel):
         dist.barrier(group=validation_group())
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
-        """SRModel's validation, except that full-reference metrics are skipped on images without ``gt``.
+        """SRModel's validation, except that full-reference metrics are skipped on images without ``gt``,
+        and that during training PSNR and SSIM run on the device.
 
         So no-reference metrics (NIQE, MUSIQ) also run on sets without ground truth (BasicSR's
-        ``SingleImageDataset``); a metric is averaged over the images it could be computed on.
+        ``SingleImageDataset``); a metric is averaged over the images it could be computed on. While
+        training, ``calculate_psnr`` / ``calculate_ssim`` are computed by BasicSR's tensor versions on the
+        8-bit output (:data:`DEVICE_METRICS`), images are written by a background thread, and nothing is
+        read back per image but what a host metric or a written image needs; ``basicsr.test`` runs BasicSR's
+        own numpy metrics, the paper's tables.
         """
         dataset_name = dataloader.dataset.opt['name']
         metric_opts: Dict[str, dict] = self.opt['val'].get('metrics') or {}
         if metric_opts:
             self._initialize_best_metric_results(dataset_name)
+        on_device = {
+            name: DEVICE_METRICS[opt['type']]
+            for name, opt in metric_opts.items()
+            if self.opt['is_train'] and opt['type'] in DEVICE_METRICS
+        }
         totals, counts = defaultdict(float), defaultdict(int)
         pbar = tqdm(total=len(dataloader), unit='image') if self.opt['val'].get('pbar', False) else None
 
-        for val_data in dataloader:
-            img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
-            self.feed_data(val_data)
-            self.test()
-            visuals = self.get_current_visuals()
-            metric_data = {'img': tensor2img([visuals['result']])}
-            if 'gt' in visuals:
-                metric_data['img2'] = tensor2img([visuals['gt']])
-                del self.gt  # the next set may have no ground truth
-            del self.lq, self.output
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-
-            if save_img:
-                path = self._visualization_path(dataset_name, img_name, current_iter)
-                os.makedirs(osp.dirname(path), exist_ok=True)
-                write_png(path, metric_data['img'])
-            for name, metric_opt in metric_opts.items():
-                if 'img2' in metric_data or not needs_reference(metric_opt['type']):
-                    totals[name] += calculate_metric(metric_data, metric_opt)
+        with ThreadPoolExecutor(1) as writer:
+            written = []
+            for val_data in dataloader:
+                img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
+                self.feed_data(val_data)
+                self.test()
+                result = torch.round(self.output.detach().clamp(0, 1) * 255) / 255  # tensor2img's 8-bit levels
+                gt = getattr(self, 'gt', None)
+                del self.lq, self.output
+                if gt is not None:
+                    del self.gt  # the next set may have no ground truth
+                host = _HostImages(result, gt)
+                if save_img:
+                    path = self._visualization_path(dataset_name, img_name, current_iter)
+                    written.append(writer.submit(_write_visual, path, host.result()))
+                for name, metric_opt in metric_opts.items():
+                    if gt is None and needs_reference(metric_opt['type']):
+                        continue
+                    if name in on_device:
+                        value = calculate_metric({'img': result, 'img2': gt}, dict(metric_opt, type=on_device[name]))
+                        totals[name] += value.sum()  # a tensor: read once, after the loop
+                    else:
+                        totals[name] += calculate_metric(host.metric_data(), metric_opt)
                     counts[name] += 1
-            if pbar is not None:
-                pbar.update(1)
-                pbar.set_description(f'Test {img_name}')
+                if pbar is not None:
+                    pbar.update(1)
+                    pbar.set_description(f'Test {img_name}')
+            for future in written:
+                future.result()  # a failed write is raised here, not lost in the thread
         if pbar is not None:
             pbar.close()
 
         skipped = [name for name in metric_opts if not counts[name]]
         if skipped:
             get_root_logger().warning(f'{dataset_name} has no ground truth: skipped {", ".join(skipped)}')
-        self.metric_results = {name: totals[name] / counts[name] for name in metric_opts if counts[name]}
+        self.metric_results = {name: float(totals[name]) / counts[name] for name in metric_opts if counts[name]}
         for name, value in self.metric_results.items():
             self._update_best_metric_result(dataset_name, name, value, current_iter)
         if self.metric_results:
             self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+
+class _HostImages:
+    """An image's output (and ground truth) as BasicSR's numpy metrics and writers take them, copied to the
+    host once, when first asked for."""
+
+    def __init__(self, result: torch.Tensor, gt: Optional[torch.Tensor]) -> None:
+        self._tensors, self._data = {'img': result, 'img2': gt}, None
+
+    def metric_data(self) -> Dict[str, np.ndarray]:
+        if self._data is None:
+            self._data = {key: tensor2img([t]) for key, t in self._tensors.items() if t is not None}
+        return self._data
+
+    def result(self) -> np.ndarray:
+        return self.metric_data()['img']
+
+
+def _write_visual(path: str, image: np.ndarray) -> None:
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    write_png(path, image)
 
 
 def validation_group() -> dist.ProcessGroup:
