@@ -8,8 +8,9 @@ from torch.utils.data import default_collate
 
 from cliplit_basicsr.data.augment import AugmentParams, augment_batch, draw_augmentation, repeat_draws
 
-# float32 interpolation of the same bilinear weights; measured: max 1.03e-05 on uniform noise, borders included
-OPENCV_TOLERANCE = 3e-5
+# The same bilinear weights up to float32 sampling coordinates (their error grows with the image side).
+# Measured on uniform noise, 200 draws, borders included: max 1.5e-5 at 64², 5.6e-5 at 256² (0.014/255).
+OPENCV_TOLERANCE = 1e-4
 
 
 def opencv_augment(img: np.ndarray, params: AugmentParams) -> np.ndarray:
@@ -45,7 +46,7 @@ def _numpy(images: torch.Tensor) -> np.ndarray:
     return images.permute(0, 2, 3, 1).numpy()
 
 
-@pytest.mark.parametrize('size', [64, 65])
+@pytest.mark.parametrize('size', [65, 256])
 def test_every_draw_matches_opencv_inside_and_at_the_borders(size):
     rng = np.random.default_rng(0)
     images = rng.random((40, size, size, 3), dtype=np.float32)  # uniform noise: the largest interpolation error

@@ -9,7 +9,7 @@ A draw (`AugmentParams`) is made per image where the batch is indexed, with nump
 global state); collated, the draws of a batch are a few small tensors that travel with the batch's indices,
 so the host knows which images are exact flips of their source (the feature cache's keys) without reading
 anything back from the device. :func:`augment_batch` then applies a batch's draws in one go: flips and the
-transpose by indexing, zoom and rotation each as one ``grid_sample`` of the whole batch. The ranking tuple
+transpose by indexing, zoom and rotation each as one ``grid_sample`` of the images drawn for it. The ranking tuple
 (I_b, I_w, I_t, I_{t-1}) shares one draw per position: it is augmented as one batch with its draws repeated.
 
 Differences that change no distribution (``docs/differences.md``): one numpy stream draws everything (the
@@ -19,7 +19,7 @@ the authors' warp uint8 images with OpenCV's 1/32-pixel fixed-point weights and 
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Mapping, Tuple, Union
+from typing import Callable, Mapping, Tuple, Union
 
 import numpy as np
 import torch
@@ -76,28 +76,26 @@ def repeat_draws(params: Mapping[str, torch.Tensor], times: int) -> dict:
     return {name: value.repeat(times) for name, value in params.items()}
 
 
-def _pixel_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
-    """(H*W, 3) homogeneous pixel coordinates (x, y, 1), float64, in OpenCV's convention (centres at integers)."""
-    ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64, device=device),
-        torch.arange(width, dtype=torch.float64, device=device),
-        indexing='ij',
-    )
-    return torch.stack([xs.flatten(), ys.flatten(), torch.ones_like(xs).flatten()], dim=1)
+def _normalised_theta(inverse: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``affine_grid``'s theta (B, 2, 3) for inverse maps given in pixel coordinates (output -> source pixel,
+    OpenCV's convention: pixel centres at integers), with ``align_corners=False`` (x_n = (2x + 1) / W - 1)."""
+    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=torch.float64)
+    offset = torch.tensor([1.0 / width - 1, 1.0 / height - 1], dtype=torch.float64)
+    linear = inverse[:, :, :2] * scale[None, :, None] / scale[None, None, :]  # A M A^-1
+    shift = inverse[:, :, 2] * scale + offset - (linear @ offset[:, None])[:, :, 0]
+    return torch.cat([linear, shift[:, :, None]], dim=2)
 
 
 def _warp(images: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     """``cv2.warpAffine(image, M, (w, h), INTER_LINEAR, BORDER_REFLECT)`` of each image, given each ``M``'s
-    inverse (B, 2, 3) (output pixel -> source pixel), in float64.
+    inverse (B, 2, 3) on the host (output pixel -> source pixel).
 
     ``grid_sample`` with ``align_corners=False`` places pixel centres as OpenCV does, and its reflection
     padding (reflecting coordinates about the outer pixel edges) reads the same neighbours, with the same
     weights, as OpenCV's ``BORDER_REFLECT`` (edge pixels repeated: ``fedcba|abcdef``).
     """
-    batch, _, height, width = images.shape
-    source = _pixel_grid(height, width, images.device) @ inverse.transpose(1, 2)  # (B, H*W, 2)
-    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=torch.float64, device=images.device)
-    grid = ((source + 0.5) * scale - 1).to(images.dtype).reshape(batch, height, width, 2)
+    theta = _normalised_theta(inverse, images.shape[-2], images.shape[-1]).to(images.dtype)
+    grid = F.affine_grid(to_device(theta, images.device), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode='bilinear', padding_mode='reflection', align_corners=False)
 
 
@@ -129,26 +127,35 @@ def _rotation_inverse(angle: torch.Tensor, height: int, width: int) -> torch.Ten
     )
 
 
-def _where(flags: torch.Tensor, changed: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    return torch.where(flags.view(-1, 1, 1, 1), changed, images)
+def _apply(images: torch.Tensor, flags: torch.Tensor, transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+    """``images`` with ``transform(chosen images, their batch indices)`` applied where the host ``flags`` are
+    set: only those images are transformed, and their number is known without a device read."""
+    chosen = flags.nonzero().flatten()
+    if len(chosen) == 0:
+        return images
+    if len(chosen) == len(images):
+        return transform(images, chosen)
+    on_device = to_device(chosen, images.device)
+    return images.index_copy(0, on_device, transform(images.index_select(0, on_device), chosen))
 
 
 def augment_batch(images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Apply a batch's collated draws (its ``aug`` entry) to square images (B, C, S, S), draw ``b`` to image ``b``.
 
-    ``images``: float in [0, 1], on any device; the draws are moved there without a synchronisation
-    (pinned, non-blocking where the device is a GPU). Returns float32 on ``images``' device. Images whose
-    draw has no zoom or rotation are exact flips/transposes of their input.
+    ``images``: float in [0, 1], on any device; ``params``: the collated draws, on the host (as the loader
+    yields them), so that which images each transform touches is known without reading the device. Only
+    those images are transformed; index and warp parameters go to the device without a synchronisation
+    (pinned, non-blocking, on a GPU). Returns float32 on ``images``' device. Images whose draw has no zoom
+    or rotation are exact flips/transposes of their input.
     """
     if images.shape[-1] != images.shape[-2]:
         raise ValueError(f'augment_batch: square images expected, got {tuple(images.shape)}')
-    device, size = images.device, images.shape[-1]
-    draws = {name: to_device(value, device) for name, value in params.items()}
+    size = images.shape[-1]
+    draws = {name: value.cpu() for name, value in params.items()}
     out = images.float()
-    out = _where(draws['hflip'], out.flip(-1), out)
-    out = _where(draws['vflip'], out.flip(-2), out)
-    out = _where(draws['transpose'], out.transpose(-1, -2), out)
-    zoom_x, zoom_y = (draws[name].to(torch.float64) for name in ('zoom_x', 'zoom_y'))
-    out = _where(draws['zoom'], _warp(out, _zoom_inverse(zoom_x, zoom_y, size, size)), out)
-    angle = draws['angle'].to(torch.float64)
-    return _where(draws['rotate'], _warp(out, _rotation_inverse(angle, size, size)), out)
+    out = _apply(out, draws['hflip'], lambda chosen, _: chosen.flip(-1))
+    out = _apply(out, draws['vflip'], lambda chosen, _: chosen.flip(-2))
+    out = _apply(out, draws['transpose'], lambda chosen, _: chosen.transpose(-1, -2))
+    zoom_x, zoom_y, angle = (draws[name].to(torch.float64) for name in ('zoom_x', 'zoom_y', 'angle'))
+    out = _apply(out, draws['zoom'], lambda chosen, i: _warp(chosen, _zoom_inverse(zoom_x[i], zoom_y[i], size, size)))
+    return _apply(out, draws['rotate'], lambda chosen, i: _warp(chosen, _rotation_inverse(angle[i], size, size)))
