@@ -54,8 +54,9 @@ class TrainOptions:
     ``optim_prompt``: Adam for the network and the prompt pair; ``scheduler``: BasicSR's, for both;
     ``schedule``: :class:`~cliplit_basicsr.models.schedule.ScheduleOptions`; ``*_opt``: the four losses and
     the reconstruction loss; ``micro_batch``: images per forward/backward (``auto``, a number, or ``~`` for
-    the whole batch); ``network_amp``: ``~`` (fp32), ``bf16`` or ``fp16``; ``prompt_feature_cache``: keep the
-    CLIP features of prompt images that recur exactly.
+    the whole batch); ``network_amp``: ``~`` (fp32), ``bf16`` or ``fp16``; ``compile_network``: the
+    light-map network through ``torch.compile``; ``prompt_feature_cache``: keep the CLIP features of prompt
+    images that recur exactly.
     """
 
     total_iter: Union[int, str] = AUTO
@@ -70,6 +71,7 @@ class TrainOptions:
     ranking_opt: Optional[dict] = None
     micro_batch: Union[int, str, None] = AUTO
     network_amp: Optional[str] = None
+    compile_network: bool = False
     prompt_feature_cache: bool = True
     warmup_iter: int = -1  # read by BasicSR's loop: learning-rate warm-up
 

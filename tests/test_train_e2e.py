@@ -576,3 +576,28 @@ def build_dataset_copy(option_file: Path):
 
     opt = yaml.safe_load(option_file.read_text())
     return build_dataset(dict(opt['prompt_dataset'], phase='train'))
+
+
+@pytest.mark.slow
+def test_compiled_network_takes_the_same_step(tmp_path, data_dir, parity_dir):
+    """``train.compile_network: true`` (torch.compile in place): checkpoints keep their keys, and an
+    enhancement step moves the network as the eager one does (only float rounding may differ)."""
+    option_file = write_options(tmp_path, data_dir, parity_dir)
+    models = []
+    for compiled in (False, True):
+
+        def edit(opt, compiled=compiled):
+            opt['path']['pretrain_network_g'] = 'init'  # straight to enhancement
+            opt['path']['pretrain_network_prompt'] = None
+            opt['train']['compile_network'] = compiled
+            opt['train']['schedule']['prompt_learning'] = False
+            del opt['prompt_dataset']
+
+        model = restored_model_fresh(tmp_path / str(compiled), option_file, edit)
+        torch.manual_seed(0)
+        model.feed_data(network_batch(2))
+        model.optimize_parameters(1)
+        models.append(model.get_bare_model(model.net_g).state_dict())
+    assert list(models[0]) == list(models[1])
+    for key in models[0]:
+        torch.testing.assert_close(models[1][key], models[0][key], rtol=1e-5, atol=1e-7)

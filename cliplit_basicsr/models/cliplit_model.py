@@ -105,6 +105,11 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
 
         self.micro_batch = micro_batch_option(train_opt.micro_batch, self.device)
         self.network_precision = network_precision_option(train_opt.network_amp, self.device)
+        if not isinstance(train_opt.compile_network, bool):
+            raise OptionError(f'train.compile_network: expected true or false, got {train_opt.compile_network!r}')
+        if train_opt.compile_network:  # in place: the state dict keeps its keys
+            self.get_bare_model(self.net_g).compile()
+            logger.info('train.compile_network: the light-map network runs through torch.compile')
         self.cri_clip = build_loss(self.opt, 'clip_opt', self.device)
         self.cri_identity = build_loss(self.opt, 'identity_opt', self.device)
         self.cri_reconstruction = build_loss(self.opt, 'reconstruction_opt', self.device)
