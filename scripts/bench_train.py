@@ -172,6 +172,7 @@ def loss_only_step(model, phase: str) -> None:
 def instrument(records, warmup: dict, skip_loss_only: bool):
     """Timers around the model's step, its prompt-batch fetches and BasicSR's batch fetches; after each step
     of a recorded phase, a timed `loss_only_step` (interleaved: this CPU's speed drifts within minutes)."""
+    import torch
     from basicsr.data.prefetch_dataloader import CPUPrefetcher
 
     from cliplit_basicsr.models.cliplit_model import CLIPLITModel
@@ -190,9 +191,16 @@ def instrument(records, warmup: dict, skip_loss_only: bool):
     step, fetch_prompt, enhance = CLIPLITModel.optimize_parameters, PromptLoaders.next_batch, KeptNetworks.outputs
     prefetch_next = CPUPrefetcher.next
 
+    def synchronised() -> float:
+        """Now, once the GPU has run what was queued: the step no longer waits for the device itself, so
+        without this its GPU time would land in whichever later section reads a value."""
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     def timed_next(self):
         """An iteration runs from the fetch of its BasicSR batch to the next fetch."""
-        t = time.perf_counter()
+        t = synchronised()
         if state['stepped'] and state['phase']:
             records[state['phase']].append(
                 (
@@ -213,10 +221,10 @@ def instrument(records, warmup: dict, skip_loss_only: bool):
             phase += f' r{self.schedule.round}'  # round 1 ranks I_t; round 2 also I_{t-1}
         if phase == 'enhancement' and self.schedule.round > 1:
             phase = None  # round 2's enhancement only leads to the 4-set refinement
-        t, fetched, outputs = time.perf_counter(), state['fetch'], state['outputs']
+        t, fetched, outputs = synchronised(), state['fetch'], state['outputs']
         result = step(self, current_iter)
         waits = state['fetch'] - fetched + state['outputs'] - outputs  # prompt-batch wait, I_t pass
-        state.update(phase=phase, stepped=True, step=time.perf_counter() - t - waits)
+        state.update(phase=phase, stepped=True, step=synchronised() - t - waits)
         t = time.perf_counter()
         timed = phase and len(records[phase]) >= warmup[phase] and state['outputs'] == outputs
         if timed and not skip_loss_only:
@@ -225,17 +233,17 @@ def instrument(records, warmup: dict, skip_loss_only: bool):
         return result
 
     def timed_fetch(self, phase):
-        t = time.perf_counter()
+        t = synchronised()
         batch = fetch_prompt(self, phase)
-        state['fetch'] += time.perf_counter() - t
+        state['fetch'] += synchronised() - t
         return batch
 
     def timed_outputs(self, slot, round_):
         cached = self._outputs.get(slot)
-        t = time.perf_counter()
+        t = synchronised()
         out = enhance(self, slot, round_)
         if self._outputs.get(slot) is not cached:  # the pass ran (not a cache hit)
-            state['outputs'] += time.perf_counter() - t
+            state['outputs'] += synchronised() - t
         return out
 
     CPUPrefetcher.next = timed_next

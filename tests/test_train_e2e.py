@@ -594,6 +594,7 @@ def test_compiled_network_takes_the_same_step(tmp_path, data_dir, parity_dir):
             del opt['prompt_dataset']
 
         model = restored_model_fresh(tmp_path / str(compiled), option_file, edit)
+        assert (model.get_bare_model(model.net_g)._compiled_call_impl is not None) == compiled
         torch.manual_seed(0)
         model.feed_data(network_batch(2))
         model.optimize_parameters(1)

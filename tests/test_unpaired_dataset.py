@@ -243,3 +243,21 @@ def test_bad_options_and_roots_are_one_line_errors(tmp_path, options, pattern):
     with pytest.raises(CLIPLITError, match=pattern) as info:
         _dataset(**{'backlit': opt.pop('dataroot_backlit')}, **opt)
     assert '\n' not in str(info.value)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+@pytest.mark.parametrize('share', [0.25, 0.0], ids=['on the GPU', 'in pinned host memory'])
+def test_resident_images_on_cuda_as_basicsr_names_the_device(tmp_path, monkeypatch, share):
+    """BasicSR's model device is ``cuda`` without an index; a set too large for the device (here: any)
+    stays in pinned host memory. Either way a gather gives the CPU's pixels, on the GPU."""
+    import cliplit_basicsr.data.resident as resident_module
+
+    monkeypatch.setattr(resident_module, 'DEVICE_SHARE', share)
+    ds = _dataset(_folder(tmp_path / 'b', 3, 'b', np.random.default_rng(40)))
+    images = resident_module.ResidentImages(ds.backlit, SIZE, torch.device('cuda'), 'dataroot_backlit')
+    assert images.on_device == (share > 0) and images.images.is_pinned() == (share == 0)
+    picked = images.take(torch.tensor([2, 0]))
+    assert picked.is_cuda
+    expected = resident_module.ResidentImages(ds.backlit, SIZE, torch.device('cpu'), 'b').take(torch.tensor([2, 0]))
+    assert torch.equal(picked.cpu(), expected)

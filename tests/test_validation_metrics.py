@@ -78,3 +78,16 @@ def test_a_failed_write_is_raised(tmp_path, monkeypatch):
     monkeypatch.setattr(eval_model, 'write_png', refuse)
     with pytest.raises(OSError, match='disk full'):
         _validate(tmp_path, training=True, y_channel=False)
+
+
+def test_the_reconstruction_psnr_is_basicsr_y_psnr_exactly():
+    """The reconstruction phase's PSNR (its restart test) keeps its Y weights on the device; the value is
+    BasicSR's ``calculate_psnr_pt(..., test_y_channel=True)`` averaged over the batch, bit for bit."""
+    from basicsr.metrics.psnr_ssim import calculate_psnr_pt
+
+    from cliplit_basicsr.models.training_setup import y_psnr
+
+    generator = torch.Generator().manual_seed(0)
+    output, target = torch.rand(3, 3, 24, 20, generator=generator), torch.rand(3, 3, 24, 20, generator=generator)
+    expected = calculate_psnr_pt(output, target, crop_border=0, test_y_channel=True).mean().float()
+    assert torch.equal(y_psnr(output, target), expected)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cliplit_basicsr.data.resident import to_device
+from cliplit_basicsr.transfer import to_device
 
 FLIP_PROB = 0.5
 ZOOM_PROB = 0.3

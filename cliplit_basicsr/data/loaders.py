@@ -9,8 +9,8 @@ CLIP-LIT's datasets hold their images resident on the training device and their 
 augmentation draws (:mod:`cliplit_basicsr.data.unpaired_dataset`): a batch costs microseconds in this
 process, so the loaders run without worker processes whatever ``num_worker_per_gpu`` says.
 
-Each loader draws its workers' base seed from its own generator, seeded by ``manual_seed``, not from
-torch's global one: starting workers early (or not) then changes no random stream of the run.
+Each loader draws the base seed a DataLoader takes at every epoch from its own generator, seeded by
+``manual_seed``, not from torch's global one, which the training step's random numbers come from.
 """
 
 from typing import Callable, Iterator, Optional
@@ -46,7 +46,7 @@ class StoppingLoader(DataLoader):
 
     BasicSR's training loop runs ``while batch is not None`` inside ``for epoch in range(...)``: an epoch
     that yields nothing more ends the ``while`` at once, and the ``for`` then runs through its remaining
-    epochs without a step. Batches the workers have already loaded are not yielded.
+    epochs without a step.
     """
 
     def __init__(self, *args, stop: Callable[[], bool], **kwargs) -> None:

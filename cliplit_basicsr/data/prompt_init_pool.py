@@ -11,8 +11,8 @@ from typing import Dict
 import torch
 from torch.utils.data import Dataset
 
-from cliplit_basicsr.data.resident import to_device
 from cliplit_basicsr.data.unpaired_dataset import CLIPLITUnpairedDataset
+from cliplit_basicsr.transfer import to_device
 
 BACKLIT, WELLLIT = 0, 1  # the authors' labels (cross-entropy targets)
 

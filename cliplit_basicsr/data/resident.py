@@ -16,6 +16,7 @@ import torch
 from basicsr.utils import get_root_logger
 
 from cliplit_basicsr.data.image_source import ImageSource
+from cliplit_basicsr.transfer import to_device
 
 # Share of the device's free memory a resident set may take; a larger set stays in pinned host memory.
 DEVICE_SHARE = 0.25
@@ -36,6 +37,7 @@ class ResidentImages:
             images = [img.astype(np.float32) / 255 if img.dtype == np.uint8 else img for img in images]
         pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
         self.images = self._place(pixels)
+        self.on_device = not self.images.is_pinned()  # else gathered on the host and sent per batch
         megabytes = pixels.numel() * pixels.element_size() / 2**20
         where = self.images.device if not self.images.is_pinned() else 'pinned host memory (too large for the device)'
         get_root_logger().info(
@@ -55,8 +57,8 @@ class ResidentImages:
 
     def take(self, indices: torch.Tensor) -> torch.Tensor:
         """The images at ``indices`` (a host or device tensor) on the training device, float32 in [0, 1]."""
-        if self.images.device == self.device:
-            picked = self.images[to_device(indices, self.device)]
+        if self.on_device:
+            picked = self.images[to_device(indices, self.images.device)]
         else:
             picked = self.images[indices.cpu()].pin_memory().to(self.device, non_blocking=True)
         return as_float(picked)
@@ -65,15 +67,6 @@ class ResidentImages:
 def as_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 levels or floats as float32 in [0, 1]."""
     return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
-
-
-def to_device(value: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``value`` on ``device``; a host tensor goes to a GPU through pinned memory, without a synchronisation."""
-    if value.device == device:
-        return value
-    if device.type == 'cuda' and value.device.type == 'cpu':
-        return value.pin_memory().to(device, non_blocking=True)
-    return value.to(device)
 
 
 def _decode(source: ImageSource, index: int, size: int) -> np.ndarray:

@@ -116,7 +116,8 @@ class CLIPLITUnpairedDataset(data.Dataset):
         return max(len(self.backlit), len(self.welllit)) if self.use_welllit else len(self.backlit)
 
     def resident(self, device: torch.device) -> Dict[str, ResidentImages]:
-        """The ``backlit`` (and ``welllit``) images, resized, decoded on the first call and kept on ``device``."""
+        """The ``backlit`` (and ``welllit``) images, resized, decoded on the first call and kept for ``device``
+        (:class:`ResidentImages`: on it, or in pinned host memory when too large); later calls return them."""
         if not self._resident:
             self._resident['backlit'] = ResidentImages(self.backlit, self.image_size, device, 'dataroot_backlit')
             if self.use_welllit:

@@ -42,6 +42,7 @@ from cliplit_basicsr.clip import (
     require_resnet,
     resnet_feature_maps,
 )
+from cliplit_basicsr.transfer import to_device
 
 DEFAULT_LAYER_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 0.5)  # RN maps [stem, layer1, layer2, layer3, layer4]
 DEFAULT_MARGINS = {'rank2': (1.0, 0.2), 'rank3': (0.9, 0.2), 'rank4': (0.9, 0.1)}  # (large, small)
@@ -181,7 +182,7 @@ class CLIPLITPromptInitLoss(nn.Module):
 
     def forward(self, text_features: torch.Tensor, image_features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = prompt_logits(image_features, text_features, self.logit_scale)
-        return self.loss_weight * F.cross_entropy(logits, labels.to(logits.device).long())
+        return self.loss_weight * F.cross_entropy(logits, to_device(labels, logits.device).long())
 
 
 @LOSS_REGISTRY.register()

@@ -62,16 +62,25 @@ class CLIPLITEvalModel(SRModel):
         if load_path is not None:
             self.load_network_g(load_path)
         self._inference_net: Optional[CLIPLITNet] = None
+        if self.opt['dist']:
+            validation_group()  # by every rank at once, before rank 0 can be busy validating
         if self.is_train:
             self.init_training_settings()
 
     def model_to_device(self, net: nn.Module) -> nn.Module:
-        """BaseModel's, except that a distributed run on a CPU gets DDP without device ids (BasicSR asks for
-        the current CUDA device)."""
-        if self.opt['dist'] and self.device.type == 'cpu':
-            find_unused = self.opt.get('find_unused_parameters', False)
-            return DistributedDataParallel(net.to(self.device), find_unused_parameters=find_unused)
-        return super().model_to_device(net)
+        """BaseModel's, except in a distributed run: DDP without device ids on a CPU (BasicSR asks for the
+        current CUDA device), and without broadcasting buffers before each forward, as CLIP-LIT's buffers are
+        constants (a broadcast would also invalidate what is cached from them, such as the prompt pair's
+        pooled length, and read it back every step)."""
+        if not self.opt['dist']:
+            return super().model_to_device(net)
+        device_ids = None if self.device.type == 'cpu' else [torch.cuda.current_device()]
+        return DistributedDataParallel(
+            net.to(self.device),
+            device_ids=device_ids,
+            find_unused_parameters=self.opt.get('find_unused_parameters', False),
+            broadcast_buffers=False,
+        )
 
     def build_network_g(self, network_opt: dict) -> nn.Module:
         """The bare ``network_g`` before it is moved to the device (and wrapped in DDP)."""
@@ -215,7 +224,7 @@ def _write_visual(path: str, image: np.ndarray) -> None:
 
 
 def validation_group() -> dist.ProcessGroup:
-    """The gloo group the ranks wait in for validation (made on first use, by every rank at once)."""
+    """The gloo group the ranks wait in for validation (made once, by every rank at once)."""
     global _validation_group
     if _validation_group is None:
         _validation_group = dist.new_group(backend='gloo', timeout=VALIDATION_WAIT)

@@ -39,9 +39,10 @@ from cliplit_basicsr.checkpoint import OFFICIAL_CHECKPOINT
 from cliplit_basicsr.choices import AUTO
 from cliplit_basicsr.cpu_allocator import allocator_note
 from cliplit_basicsr.data.augment import augment_batch, repeat_draws
-from cliplit_basicsr.data.resident import ResidentImages, as_float, to_device
+from cliplit_basicsr.data.resident import ResidentImages, as_float
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.options import TrainOptions, schedule_options, starting_point
+from cliplit_basicsr.transfer import to_device
 
 from .cliplit_eval_model import CLIPLITEvalModel
 from .feature_cache import FeatureCache, prompt_feature_keys
@@ -126,8 +127,9 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         padding = self.get_bare_model(self.net_g).padding
         self.kept = KeptNetworks(lambda: self._prompt_images()['backlit'], padding, self.device)
         self._text_features: Optional[torch.Tensor] = None
-        # datasets.train's images: BasicSR's loader has its own instance of the set, which only indexes
-        self.network_images = build_dataset(dict(self.opt['datasets']['train'], phase='train')).resident(self.device)
+        # datasets.train's backlit images: BasicSR's loader has its own instance of the set, which only indexes
+        network_set = build_dataset(dict(self.opt['datasets']['train'], phase='train', use_welllit=False))
+        self.network_images = network_set.resident(self.device)
         if learn:
             self._prompt_images()
         cache = train_opt.prompt_feature_cache

@@ -57,7 +57,7 @@ class KeptNetworks:
     @torch.no_grad()
     def outputs(self, slot: int, round_: int) -> torch.Tensor:
         """The backlit training set enhanced by ``slot``'s network, the best of ``round_`` (made once per
-        round): uint8 (N,3,S,S) on the CPU, by backlit index."""
+        round): uint8 (N,3,S,S) on the device, by backlit index."""
         if self.has_outputs(slot, round_):
             return self._outputs[slot][1]
         net = CLIPLITNet(padding=self.padding).to(self.device)

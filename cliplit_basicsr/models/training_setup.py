@@ -1,13 +1,13 @@
 """What the training model builds from its options: losses, optimizers, the prompt pair, the micro-batch
 setting; each refuses a bad option with one line naming it."""
 
+import functools
 from copy import deepcopy
 from typing import Iterable, Optional
 
 import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss as basicsr_build_loss
-from basicsr.metrics.psnr_ssim import calculate_psnr_pt
 from basicsr.utils import get_root_logger
 from torch import nn
 
@@ -17,9 +17,23 @@ from cliplit_basicsr.errors import OptionError
 from .micro_batch import auto_micro_batch
 
 
+@functools.lru_cache(maxsize=None)
+def _y_weights(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """BT.601 RGB -> Y weights (3, 1) of BasicSR's ``rgb2ycbcr_pt``, made once per device: a step copies
+    nothing from the host (``rgb2ycbcr_pt`` builds them at every call)."""
+    return torch.tensor([[65.481], [128.553], [24.966]], dtype=dtype, device=device)
+
+
 def y_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean PSNR (dB) over the batch on the BT.601 Y channel, the formula of the authors' pyiqa metric."""
-    return calculate_psnr_pt(output, target, crop_border=0, test_y_channel=True).mean().float()
+    """Mean PSNR (dB) over the batch on the BT.601 Y channel, the formula of the authors' pyiqa metric:
+    BasicSR's ``calculate_psnr_pt(..., crop_border=0, test_y_channel=True)``, operation for operation."""
+
+    def luma(images: torch.Tensor) -> torch.Tensor:
+        weights = _y_weights(images.device, images.dtype)
+        return ((images.permute(0, 2, 3, 1) @ weights).permute(0, 3, 1, 2) + 16.0) / 255.0
+
+    mse = torch.mean((luma(output).double() - luma(target).double()) ** 2, dim=[1, 2, 3])
+    return (10.0 * torch.log10(1.0 / (mse + 1e-8))).mean().float()
 
 
 def micro_batch_option(value, device: torch.device) -> Optional[int]:
