@@ -128,15 +128,12 @@ def _rotation_inverse(angle: torch.Tensor, height: int, width: int) -> torch.Ten
 
 
 def _apply(images: torch.Tensor, flags: torch.Tensor, transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
-    """``images`` with ``transform(chosen images, their batch indices)`` applied where the host ``flags`` are
-    set: only those images are transformed, and their number is known without a device read."""
+    """Replace, in place, the ``images`` whose host ``flags`` are set by ``transform(those images, their batch
+    indices)``: only they are read and written, and their number is known without a device read."""
     chosen = flags.nonzero().flatten()
-    if len(chosen) == 0:
-        return images
-    if len(chosen) == len(images):
-        return transform(images, chosen)
-    on_device = to_device(chosen, images.device)
-    return images.index_copy(0, on_device, transform(images.index_select(0, on_device), chosen))
+    if len(chosen):
+        on_device = to_device(chosen, images.device)
+        images.index_copy_(0, on_device, transform(images.index_select(0, on_device), chosen))
 
 
 def augment_batch(images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -152,10 +149,11 @@ def augment_batch(images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> t
         raise ValueError(f'augment_batch: square images expected, got {tuple(images.shape)}')
     size = images.shape[-1]
     draws = {name: value.cpu() for name, value in params.items()}
-    out = images.float()
-    out = _apply(out, draws['hflip'], lambda chosen, _: chosen.flip(-1))
-    out = _apply(out, draws['vflip'], lambda chosen, _: chosen.flip(-2))
-    out = _apply(out, draws['transpose'], lambda chosen, _: chosen.transpose(-1, -2))
+    out = images.to(torch.float32, copy=True)  # written in place below; the caller's images stay as they are
+    _apply(out, draws['hflip'], lambda chosen, _: chosen.flip(-1))
+    _apply(out, draws['vflip'], lambda chosen, _: chosen.flip(-2))
+    _apply(out, draws['transpose'], lambda chosen, _: chosen.transpose(-1, -2))
     zoom_x, zoom_y, angle = (draws[name].to(torch.float64) for name in ('zoom_x', 'zoom_y', 'angle'))
-    out = _apply(out, draws['zoom'], lambda chosen, i: _warp(chosen, _zoom_inverse(zoom_x[i], zoom_y[i], size, size)))
-    return _apply(out, draws['rotate'], lambda chosen, i: _warp(chosen, _rotation_inverse(angle[i], size, size)))
+    _apply(out, draws['zoom'], lambda chosen, i: _warp(chosen, _zoom_inverse(zoom_x[i], zoom_y[i], size, size)))
+    _apply(out, draws['rotate'], lambda chosen, i: _warp(chosen, _rotation_inverse(angle[i], size, size)))
+    return out
