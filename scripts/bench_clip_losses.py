@@ -1,4 +1,4 @@
-"""Benchmark CLIP-LIT's CLIP-side training steps against the authors' code structure (fp32 CPU by default).
+"""Benchmark CLIP-LIT's CLIP-side training steps against the authors' code structure (fp32, CPU by default).
 
 Full-size ViT-B-32-quickgelu and RN101-quickgelu with random weights (no download). Three steps:
 
@@ -35,6 +35,8 @@ Variants, each run in its own process so that its peak RSS (VmHWM: models + acti
   bf16 copy of their weights; the network stays fp32); its deviation from ``ours`` on losses and
   gradients is printed.
 
+``--device cuda`` runs every variant on the GPU (the same structure; peak GPU memory instead of RSS).
+
 A shared CPU's speed drifts by tens of percent within minutes: ``--rounds N`` runs every variant N times in
 turn and prints medians (the speed-up is the ratio of the medians), with each round's figures below.
 
@@ -66,22 +68,23 @@ def peak_rss_gib() -> float:
 
 
 # ----------------------------------------------------------------------------------------------- child side
-def _models(variant):
-    """(vit, rn, extra copies): random full-size CLIPs, seeded so every variant gets the same weights."""
+def _models(variant, device):
+    """(vit, rn, extra copies): random full-size CLIPs on ``device``, seeded so every variant gets the same
+    weights (the losses and the prompt pair fetch these same models for the device)."""
     import torch
 
     from cliplit_basicsr.clip import RN_MODEL, VIT_MODEL, load_clip
 
     torch.manual_seed(0)
-    vit = load_clip(VIT_MODEL, None)
+    vit = load_clip(VIT_MODEL, None, device)
     torch.manual_seed(1)
-    rn = load_clip(RN_MODEL, None)
+    rn = load_clip(RN_MODEL, None, device)
     copies = []
     if variant.startswith('authors'):
         import open_clip
 
         copies = [
-            open_clip.create_model(VIT_MODEL, pretrained=None).eval().requires_grad_(False)
+            open_clip.create_model(VIT_MODEL, pretrained=None).eval().requires_grad_(False).to(device)
             for _ in range(N_VIT_COPIES_AUTHORS - 1)
         ]
     return vit, rn, copies
@@ -228,9 +231,10 @@ def run_child(args) -> None:
     from cliplit_basicsr.models.feature_cache import exact_variants
 
     variant, step = args.child
+    device = torch.device(args.device)
     amp = 'bf16' if variant.endswith('bf16') else None
-    vit, rn, copies = _models(variant)
-    pair = _prompt_pair(amp)
+    vit, rn, copies = _models(variant, device)
+    pair = _prompt_pair(amp).to(device)
     authors = AuthorsStyle(vit, rn, pair) if variant.startswith('authors') else None
     gen = torch.Generator().manual_seed(3)
     result = {}
@@ -242,8 +246,8 @@ def run_child(args) -> None:
 
         net = load_checkpoint(
             CLIPLITNet(padding='zeros'), REPO_ROOT / 'cliplit_basicsr' / 'weights' / 'init_enhancement_model.pth'
-        )
-        x = torch.rand(args.batch, 3, args.size, args.size, generator=gen)
+        ).to(device)
+        x = torch.rand(args.batch, 3, args.size, args.size, generator=gen).to(device)
         clip_fn = CLIPLITEnhanceLoss(loss_weight=320.0, clip_pretrained=None, amp=amp)
         identity_fn = CLIPLITIdentityLoss(loss_weight=25.0, clip_pretrained=None, amp=amp)
         with torch.no_grad():
@@ -263,13 +267,16 @@ def run_child(args) -> None:
 
         def iteration(_):
             net.zero_grad(set_to_none=True)
-            loss = backward_in_micro_batches(x, None if authors else args.micro_batch, terms_of, 'loss')['loss']
+            micro_batch = None if authors else args.micro_batch or None  # 0: the whole batch
+            loss = backward_in_micro_batches(x, micro_batch, terms_of, 'loss')['loss']
             return loss, {n: p.grad for n, p in net.named_parameters()}
     else:
         sets = ('backlit', 'welllit', 'it', 'it1') if step == 'refine' else ('backlit', 'welllit')
         n_per_set = args.prompt_batch if step == 'refine' else args.prompt_batch // 2
         base = {
-            s: torch.randint(0, 256, (n_per_set, 3, args.prompt_size, args.prompt_size), generator=gen) / 255.0
+            s: (torch.randint(0, 256, (n_per_set, 3, args.prompt_size, args.prompt_size), generator=gen) / 255.0).to(
+                device
+            )
             for s in sets
         }
         draws = _augmentation_draws(n_per_set, args.warmup + args.iters, seed=4)
@@ -299,7 +306,7 @@ def run_child(args) -> None:
                     )
                 else:
                     logits = authors.prompt_scores(feats['backlit'] + feats['welllit'], softmax=False)
-                    labels = torch.arange(len(logits)) >= n_per_set
+                    labels = torch.arange(len(logits), device=logits.device) >= n_per_set
                     loss = torch.nn.functional.cross_entropy(logits, labels.long())
             else:
                 if cache is None:
@@ -317,20 +324,27 @@ def run_child(args) -> None:
                 if step == 'refine':
                     loss = rank_fn(text, *feats.split(n_per_set))
                 else:
-                    loss = init_fn(text, feats, (torch.arange(len(feats)) >= n_per_set).long())
+                    loss = init_fn(text, feats, (torch.arange(len(feats), device=device) >= n_per_set).long())
             loss.backward()
             return loss, {'embedding': pair.embedding.grad}
+
+    def synchronised() -> float:
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
 
     elapsed = 0.0
     for i in range(args.warmup + args.iters):
         batch = next(batches)
-        start = time.perf_counter()
+        start = synchronised()
         loss, grads = iteration(batch)
-        elapsed += (time.perf_counter() - start) * (i >= args.warmup)
+        elapsed += (synchronised() - start) * (i >= args.warmup)
     result['sec_per_iter'] = elapsed / args.iters
     if step != 'enhance' and variant.startswith('ours'):
         result['encoded_share'] = sum(encoded[-args.iters :]) / (args.iters * len(sets) * n_per_set)
-    result['peak_rss_gib'] = peak_rss_gib()
+    result['peak_rss_gib'] = (
+        torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else peak_rss_gib()
+    )
     result['loss'] = loss.item()
     torch.save({k: v.detach().float().clone() for k, v in grads.items()}, args.grads_out)
     del copies
@@ -341,7 +355,7 @@ def run_child(args) -> None:
 def _run_variant(args, variant, step, workdir, round_index=0):
     grads = Path(workdir) / f'{variant}-{step}-{round_index}.pt'
     cmd = [sys.executable, os.path.abspath(__file__), '--child', variant, step, '--grads-out', str(grads)]
-    for flag in ('batch', 'size', 'prompt_batch', 'prompt_size', 'iters', 'warmup', 'micro_batch'):
+    for flag in ('batch', 'size', 'prompt_batch', 'prompt_size', 'iters', 'warmup', 'micro_batch', 'device'):
         cmd += [f'--{flag.replace("_", "-")}', str(getattr(args, flag))]
     cmd += ['--no-feature-cache'] * args.no_feature_cache
     env = dict(os.environ, HF_HUB_OFFLINE='1', PYTHONPATH=f'{REPO_ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
@@ -379,8 +393,9 @@ def main() -> None:
     parser.add_argument(
         '--micro-batch',
         type=int,
-        default=auto_micro_batch(torch.device('cpu')),
-        help="ours, enhance: images per forward/backward (default: train.micro_batch's auto on CPU)",
+        default=None,
+        help="ours, enhance: images per forward/backward, 0 = the whole batch (default: train.micro_batch's "
+        'auto for --device: 1 on a CPU, the whole batch on a GPU)',
     )
     parser.add_argument('--iters', type=int, default=2, help='timed iterations per step')
     parser.add_argument('--warmup', type=int, default=1, help='untimed iterations first')
@@ -391,6 +406,7 @@ def main() -> None:
         help='rounds, each running every variant once in turn; s/iter and speed-ups are medians',
     )
     parser.add_argument('--bf16', action='store_true', help='also run ours with amp: bf16 for CLIP')
+    parser.add_argument('--device', default='cpu', help='cpu (default) or cuda: where every variant runs')
     parser.add_argument(
         '--authors-keep-freed-memory',
         action='store_true',
@@ -405,6 +421,8 @@ def main() -> None:
     parser.add_argument('--grads-out', help=argparse.SUPPRESS)
     parser.add_argument('--off', action='append', help=argparse.SUPPRESS)  # scripts/bench_fast_paths.py
     args = parser.parse_args()
+    if args.micro_batch is None:
+        args.micro_batch = auto_micro_batch(torch.device(args.device)) or 0
     if args.child:
         return run_child(args)
     steps = [s for s in args.steps.split(',') if s]
@@ -420,8 +438,9 @@ def main() -> None:
         f'ours: micro-batch {args.micro_batch}; ours runs with '
         f'{" ".join(f"{k}={v}" for k, v in KEEP_FREED_MEMORY.items())} (as cliplit-train), authors without'
     )
+    peak_label = 'peak GPU GiB' if args.device != 'cpu' else 'peak RSS GiB'
     header = (
-        f'{"step":8} {"variant":12} {"s/iter":>8} {"peak RSS GiB":>13} {"speed-up":>9} {"target":>7} '
+        f'{"step":8} {"variant":12} {"s/iter":>8} {peak_label:>13} {"speed-up":>9} {"target":>7} '
         f'{"loss":>12} {"loss dev":>9} {"grad dev":>9} {"encoded":>8}'
     )
     print(header)
