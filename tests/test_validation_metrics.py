@@ -91,3 +91,40 @@ def test_the_reconstruction_psnr_is_basicsr_y_psnr_exactly():
     output, target = torch.rand(3, 3, 24, 20, generator=generator), torch.rand(3, 3, 24, 20, generator=generator)
     expected = calculate_psnr_pt(output, target, crop_border=0, test_y_channel=True).mean().float()
     assert torch.equal(y_psnr(output, target), expected)
+
+
+class OnePass(Loader):
+    """A loader that can be read once: a second validation must come from the kept set."""
+
+    passes = 0
+
+    def __iter__(self):
+        type(self).passes += 1
+        assert type(self).passes == 1, 'the validation set was read again'
+        return super().__iter__()
+
+
+def test_a_training_run_decodes_each_validation_set_once(tmp_path):
+    from cliplit_basicsr.models.validation_sets import DecodedValidationSets
+
+    loader = OnePass(_pairs())
+    loader.append({'lq': torch.rand(1, 3, 8, 8), 'lq_path': ['not_8_bit.png']})  # kept as it is, not as uint8
+    sets = DecodedValidationSets()
+    first = list(sets.batches('pairs', loader))
+    again = list(sets.batches('pairs', loader))
+    assert len(first) == len(again) == 3
+    for a, b in zip(first, again):
+        assert a['lq_path'] == b['lq_path'] and set(a) == set(b)
+        for key in ('lq', 'gt'):
+            if key in a:
+                assert torch.equal(a[key], b[key]), key  # bit for bit, from uint8 or as given
+    assert sets._kept['pairs'][0]['lq'].dtype == torch.uint8 and sets._kept['pairs'][2]['lq'].dtype == torch.float32
+
+
+def test_a_set_too_large_for_memory_is_read_each_time(monkeypatch):
+    import cliplit_basicsr.models.validation_sets as validation_sets
+
+    monkeypatch.setattr(validation_sets, 'free_memory_bytes', lambda: 1000)
+    sets, loader = validation_sets.DecodedValidationSets(), _pairs()
+    assert len(list(sets.batches('pairs', loader))) == len(list(sets.batches('pairs', loader))) == 2
+    assert 'pairs' not in sets._kept

@@ -34,6 +34,8 @@ from cliplit_basicsr.image_io import write_png
 from cliplit_basicsr.metrics import needs_reference
 from cliplit_basicsr.network import CLIPLITNet
 
+from .validation_sets import DecodedValidationSets
+
 # How long the other ranks wait for rank 0's validation: longer than any validation, unlike the process
 # group's own timeout (NCCL: 10 minutes by default), which a full-resolution validation set can outlast.
 VALIDATION_WAIT = timedelta(hours=24)
@@ -62,6 +64,7 @@ class CLIPLITEvalModel(SRModel):
         if load_path is not None:
             self.load_network_g(load_path)
         self._inference_net: Optional[CLIPLITNet] = None
+        self._validation_sets = DecodedValidationSets()
         if self.opt['dist']:
             validation_group()  # by every rank at once, before rank 0 can be busy validating
         if self.is_train:
@@ -139,14 +142,15 @@ class CLIPLITEvalModel(SRModel):
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
         """SRModel's validation, except that full-reference metrics are skipped on images without ``gt``,
-        and that during training PSNR and SSIM run on the device.
+        and that during training the sets are decoded once and PSNR and SSIM run on the device.
 
         So no-reference metrics (NIQE, MUSIQ) also run on sets without ground truth (BasicSR's
         ``SingleImageDataset``); a metric is averaged over the images it could be computed on. While
-        training, ``calculate_psnr`` / ``calculate_ssim`` are computed by BasicSR's tensor versions on the
-        8-bit output (:data:`DEVICE_METRICS`), images are written by a background thread, and nothing is
-        read back per image but what a host metric or a written image needs; ``basicsr.test`` runs BasicSR's
-        own numpy metrics, the paper's tables.
+        training, each set is decoded once (:mod:`.validation_sets`), ``calculate_psnr`` /
+        ``calculate_ssim`` are computed by BasicSR's tensor versions on the 8-bit output
+        (:data:`DEVICE_METRICS`), images are written by a background thread, and nothing is read back per
+        image but what a host metric or a written image needs; ``basicsr.test`` runs BasicSR's own numpy
+        metrics, the paper's tables.
         """
         dataset_name = dataloader.dataset.opt['name']
         metric_opts: Dict[str, dict] = self.opt['val'].get('metrics') or {}
@@ -162,7 +166,8 @@ class CLIPLITEvalModel(SRModel):
 
         with ThreadPoolExecutor(1) as writer:
             written = []
-            for val_data in dataloader:
+            batches = self._validation_sets.batches(dataset_name, dataloader) if self.opt['is_train'] else dataloader
+            for val_data in batches:
                 img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
                 self.feed_data(val_data)
                 self.test()
