@@ -9,7 +9,6 @@ as a Hugging Face Space. It listens on 127.0.0.1 (this machine only) unless ``--
 """
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -51,8 +50,8 @@ def build_app(enhancer=None, preview_side: Optional[int] = None):
             official model on the best device).
         preview_side: the previews' long side in pixels (default: ``photo_session.PREVIEW_SIDE``).
     """
-    os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # no calls home: the page works offline
     import gradio as gr
+    import torch
 
     from cliplit_basicsr.enhancer import CLIPLITEnhancer
     from cliplit_basicsr.image_io import IMAGE_EXTENSIONS
@@ -88,7 +87,11 @@ def build_app(enhancer=None, preview_side: Optional[int] = None):
                 enhanced.append(enhance_photo(path, enhancer, name, step(number), preview_side))
             except (CLIPLITError, ValueError) as err:  # the page says which photo, and the others go on
                 messages.append(one_line_message(err))
-                gr.Warning(messages[-1])
+            except (MemoryError, torch.OutOfMemoryError):
+                messages.append(f'{name}: too large to enhance on this machine (out of memory)')
+            else:
+                continue
+            gr.Warning(messages[-1])
         messages += [warning for photo in enhanced for warning in photo.warnings]
         status = f'{len(enhanced)} of {len(files)} photo{"s" if len(files) > 1 else ""} enhanced.' if files else ''
         status += ''.join(f'\n- {message}' for message in messages)
@@ -100,7 +103,10 @@ def build_app(enhancer=None, preview_side: Optional[int] = None):
         return (event.index, *views(photos, event.index, strength), None)
 
     def preview(strength: float, photos: List, index: int):
-        return (photos[index].before, photos[index].preview(strength)) if photos else gr.skip()
+        """The comparison at ``strength``; a download made at another strength is taken off the page."""
+        if not photos:
+            return gr.skip(), gr.skip()
+        return (photos[index].before, photos[index].preview(strength)), None
 
     def download(strength: float, photos: List, index: int, folder: Optional[str]):
         if not photos:
@@ -115,8 +121,7 @@ def build_app(enhancer=None, preview_side: Optional[int] = None):
             raise gr.Error(one_line_message(err)) from None
         return str(path), folder
 
-    with gr.Blocks(title='CLIP-LIT', delete_cache=(3600, 3600)) as demo:
-        demo.cliplit_downloads = downloads  # lives as long as the page
+    with gr.Blocks(title='CLIP-LIT', delete_cache=(3600, 3600), analytics_enabled=False) as demo:
         photos, selected = gr.State([]), gr.State(0)
         folder = gr.State(None, delete_callback=lambda path: path and shutil.rmtree(path, ignore_errors=True))
         gr.Markdown(
@@ -134,6 +139,7 @@ def build_app(enhancer=None, preview_side: Optional[int] = None):
                     *STRENGTHS[:2],
                     value=1.0,
                     step=STRENGTHS[2],
+                    precision=2,  # the strength a person sets is the number cliplit-enhance --strength takes
                     label='Strength',
                     info="1: the model's result; 0: the photo as it is; above 1: brighter",
                     elem_id='strength',
@@ -162,6 +168,15 @@ def build_app(enhancer=None, preview_side: Optional[int] = None):
                     label='Light map', type='numpy', format='jpeg', interactive=False, height=240, elem_id='light-map'
                 )
 
+        preview_options = dict(concurrency_id='preview', concurrency_limit=PREVIEW_CONCURRENCY, show_progress='hidden')
+        strength.change(
+            preview,
+            [strength, photos, selected],
+            [compare, result],
+            api_name='preview',
+            trigger_mode='always_last',
+            **preview_options,
+        )
         files.change(
             enhance,
             [files, strength, photos],
@@ -169,6 +184,8 @@ def build_app(enhancer=None, preview_side: Optional[int] = None):
             api_name='enhance',
             concurrency_limit=1,  # one photo at a time through the network: the others queue
             show_progress_on=[compare],
+        ).then(  # the strength may have moved while the network ran
+            preview, [strength, photos, selected], [compare, result], api_visibility='private', **preview_options
         )
         gallery.select(
             select,
@@ -178,22 +195,12 @@ def build_app(enhancer=None, preview_side: Optional[int] = None):
             concurrency_id='preview',
             concurrency_limit=PREVIEW_CONCURRENCY,
         )
-        strength.change(
-            preview,
-            [strength, photos, selected],
-            [compare],
-            api_name='preview',
-            concurrency_id='preview',
-            concurrency_limit=PREVIEW_CONCURRENCY,
-            show_progress='hidden',
-            trigger_mode='always_last',
-        )
         make.click(
             download,
             [strength, photos, selected, folder],
             [result, folder],
             api_name='download',
-            concurrency_limit=1,  # one person's two clicks never overlap on their folder
+            concurrency_limit=1,  # downloads one at a time: full-resolution PNGs take memory and cores
         )
     return demo.queue(default_concurrency_limit=1)
 

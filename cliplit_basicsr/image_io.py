@@ -51,7 +51,7 @@ def _decode_jpeg(data: bytes, name: str) -> np.ndarray:
             if image.mode not in ('L', 'RGB'):
                 image = image.convert('RGB')
             pixels = np.array(image)  # writable, as OpenCV returns images
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageReadError(f'{name}: cannot decode JPEG ({err})') from None
     return pixels if pixels.ndim == 2 else np.ascontiguousarray(pixels[:, :, ::-1])
 

@@ -9,7 +9,10 @@ No Gradio here: :mod:`cliplit_basicsr.app` is the page around it.
 """
 
 import argparse
+import contextlib
+import io
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -115,8 +118,15 @@ def enhance_photo(
 
 def output_names(names: Sequence[str]) -> List[str]:
     """The names ``cliplit-enhance`` gives the outputs of photos with these file names, in one folder (PNG):
-    the stem, or the stem and its extension where two would share one (``a_jpg.png``, ``a_png.png``)."""
+    the stem, or the stem and its extension where two would share one (``a_jpg.png``, ``a_png.png``); a
+    name dropped more than once is numbered from its second time (``a_2.png``)."""
     options = argparse.Namespace(output='out', ext=OUTPUT_FORMAT, suffix='', save_light_map=False, compare=None)
     sources = [Path(Path(name).name) for name in names]
-    by_source = {job.source: job.output.name for job in plan_jobs(sources, Path('.'), options)}
-    return [by_source[source] for source in sources]
+    with contextlib.redirect_stderr(io.StringIO()):  # plan_jobs' note on shared names is for the command line
+        by_source = {job.source: Path(job.output.name) for job in plan_jobs(sorted(set(sources)), Path('.'), options)}
+    named, seen = [], Counter()
+    for source in sources:  # the same file name dropped twice: the second is _2, the third _3
+        seen[source] += 1
+        output = by_source[source]
+        named.append(output.name if seen[source] == 1 else f'{output.stem}_{seen[source]}{output.suffix}')
+    return named
