@@ -1,8 +1,8 @@
 """Benchmark the training data path per batch: resident images + batched torch augmentation against the
 data path before it (decode, resize and OpenCV warps per image in loader workers, issue 25).
 
-    git worktree add /tmp/before ee1868a   # any checkout from before resident data
-    python scripts/bench_data_path.py --before /tmp/before [--rounds 5] [--device cpu]
+    git worktree add ../before ee1868a   # any checkout from before resident data, beside the repository
+    python scripts/bench_data_path.py --before ../before [--rounds 5] [--device cpu]
 
 Per batch at the paper's sizes, interleaved in fresh processes round after round (this CPU drifts):
 
