@@ -55,8 +55,8 @@ class TrainOptions:
     ``schedule``: :class:`~cliplit_basicsr.models.schedule.ScheduleOptions`; ``*_opt``: the four losses and
     the reconstruction loss; ``micro_batch``: images per forward/backward (``auto``, a number, or ``~`` for
     the whole batch); ``network_amp``: ``~`` (fp32), ``bf16`` or ``fp16``; ``compile_network``: the
-    light-map network through ``torch.compile``; ``prompt_feature_cache``: keep the CLIP features of prompt
-    images that recur exactly.
+    light-map network through ``torch.compile``; ``cuda_graphs``: the network phases' step replayed as a CUDA
+    graph; ``prompt_feature_cache``: keep the CLIP features of prompt images that recur exactly.
     """
 
     total_iter: Union[int, str] = AUTO
@@ -72,6 +72,7 @@ class TrainOptions:
     micro_batch: Union[int, str, None] = AUTO
     network_amp: Optional[str] = None
     compile_network: bool = False
+    cuda_graphs: bool = False
     prompt_feature_cache: bool = True
     warmup_iter: int = -1  # read by BasicSR's loop: learning-rate warm-up
 

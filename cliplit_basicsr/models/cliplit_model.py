@@ -46,6 +46,7 @@ from cliplit_basicsr.transfer import to_device
 
 from .cliplit_eval_model import CLIPLITEvalModel
 from .feature_cache import FeatureCache, prompt_feature_keys
+from .graphed_step import GraphedStep, cuda_graphs_option, set_capturable
 from .kept_networks import KeptNetworks
 from .micro_batch import backward_in_micro_batches, batch_share
 from .network_precision import network_precision_option
@@ -119,6 +120,11 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
             self.cri_ranking = build_loss(self.opt, 'ranking_opt', self.device)
 
         self.optimizer_g = build_adam(self, 'optim_g', self.net_g.parameters())
+        self.graphed_step = None
+        if cuda_graphs_option(train_opt.cuda_graphs, self.opt, self.device):
+            self.graphed_step = GraphedStep()
+            set_capturable(self.optimizer_g, True)
+            logger.info("train.cuda_graphs: each network phase's step is captured once and replayed as a CUDA graph")
         self.optimizer_prompt = build_adam(self, 'optim_prompt', self.net_prompt.parameters())
         self.optimizers = [self.optimizer_g, self.optimizer_prompt]
         if train_opt.scheduler:
@@ -203,11 +209,19 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         return terms
 
     def _network_step(self, phase: Phase) -> Dict[str, torch.Tensor]:
-        """One Adam step of ``net_g`` on ``self.lq``, forward/backward ``train.micro_batch`` images at a time."""
+        """One Adam step of ``net_g`` on ``self.lq``; with ``train.cuda_graphs`` a replay of the phase's graph."""
+        if self.graphed_step is None:
+            return self._network_step_on(phase, self.lq)
+        return self.graphed_step(
+            (phase, self.lq.shape, self.lq.dtype), self.lq, lambda images: self._network_step_on(phase, images)
+        )
+
+    def _network_step_on(self, phase: Phase, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """One Adam step of ``net_g`` on ``images``, forward/backward ``train.micro_batch`` images at a time."""
         no_sync = getattr(self.net_g, 'no_sync', contextlib.nullcontext)  # DDP: reduce gradients once per step
         self.optimizer_g.zero_grad()
         terms = backward_in_micro_batches(
-            self.lq,
+            images,
             self.micro_batch,
             lambda lq, share: self._network_terms(phase, lq, share),
             TOTAL_TERM[phase],
@@ -297,6 +311,7 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
 
     def _enter(self, old: Phase, new: Phase, current_iter: int, round_: int) -> None:
         """Start phase ``new`` after ``old`` ended in ``round_``."""
+        self._end_graph()
         if self.prompt_loaders is not None:
             self.prompt_loaders.end_epochs()
         if old is Phase.ENHANCEMENT:
@@ -320,6 +335,12 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
             for tensor in net.state_dict().values():
                 dist.broadcast(tensor, 0)
         self.optimizer_g.state.clear()
+        self._end_graph()
+
+    def _end_graph(self) -> None:
+        """With ``train.cuda_graphs``: the captured step read tensors that are being replaced; capture anew."""
+        if self.graphed_step is not None:
+            self.graphed_step.reset()
 
     @master_only
     def _save_prompt_file(self, filename: str) -> None:

@@ -43,7 +43,9 @@ class NetworkPrecision:
         """The context of the network's forward: autocast to ``dtype``, or nothing in fp32."""
         if self.dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        # no cast-weight cache: each weight is cast once per forward anyway, and CUDA graph capture
+        # (train.cuda_graphs) needs it off
+        return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=False)
 
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()``, scaled first in fp16 so that small gradients survive the fp16 range."""

@@ -14,6 +14,7 @@ from basicsr.utils.dist_util import master_only
 from cliplit_basicsr.atomic_io import atomic_torch_save
 from cliplit_basicsr.errors import OptionError
 
+from .graphed_step import set_capturable
 from .schedule import Phase
 
 
@@ -72,4 +73,10 @@ class RunStateMixin:
             if self.schedule.phase is Phase.PROMPT_REFINEMENT:
                 self.prompt_loaders.pair_for_round(self.schedule.round)
         self._text_features = None
+        # Adam's loaded state carries the saving run's capturable flag (True after train.cuda_graphs), which
+        # a CPU refuses: this run's own applies
+        set_capturable(
+            self.optimizer_g, self.graphed_step is not None or self.opt['train']['optim_g'].get('capturable', False)
+        )
+        self._end_graph()
         get_root_logger().info(f'Resumed CLIP-LIT schedule: {self.schedule.describe()}')
