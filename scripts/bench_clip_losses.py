@@ -35,7 +35,13 @@ Variants, each run in its own process so that its peak RSS (VmHWM: models + acti
   bf16 copy of their weights; the network stays fp32); its deviation from ``ours`` on losses and
   gradients is printed.
 
-``--device cuda`` runs every variant on the GPU (the same structure; peak GPU memory instead of RSS).
+``--device cuda`` runs every variant on the GPU (the same structure; peak GPU memory instead of RSS), and
+offers two more:
+
+* ``ours-graphs`` (``--cuda-graphs``, enhance only): ``ours``' step captured once and replayed as a CUDA
+  graph by :class:`cliplit_basicsr.models.graphed_step.GraphedStep`, as ``train.cuda_graphs`` runs it;
+* ``ours-cl`` (``--channels-last``): ``ours`` with the CLIP towers (the fp16 RN copy included) in the
+  channels-last memory format, to measure whether it pays before the training offers it.
 
 A shared CPU's speed drifts by tens of percent within minutes: ``--rounds N`` runs every variant N times in
 turn and prints medians (the speed-up is the ratio of the medians), with each round's figures below.
@@ -234,13 +240,20 @@ def run_child(args) -> None:
     device = torch.device(args.device)
     amp = 'bf16' if variant.endswith('bf16') else None
     vit, rn, copies = _models(variant, device)
+    if variant == 'ours-cl':
+        from cliplit_basicsr.clip.loading import fp16_weights_tower
+
+        for tower in (vit.visual, rn.visual, fp16_weights_tower(rn)):
+            tower.to(memory_format=torch.channels_last)
     pair = _prompt_pair(amp).to(device)
     authors = AuthorsStyle(vit, rn, pair) if variant.startswith('authors') else None
     gen = torch.Generator().manual_seed(3)
     result = {}
+    warmup = args.warmup
 
     if step == 'enhance':
         from cliplit_basicsr.checkpoint import load_checkpoint
+        from cliplit_basicsr.models.graphed_step import WARMUP_STEPS, GraphedStep
         from cliplit_basicsr.models.micro_batch import backward_in_micro_batches, batch_share
         from cliplit_basicsr.network import CLIPLITNet
 
@@ -265,10 +278,17 @@ def run_child(args) -> None:
 
         batches = itertools.repeat(None)  # the input is made once
 
-        def iteration(_):
+        def step_on(images):
             net.zero_grad(set_to_none=True)
             micro_batch = None if authors else args.micro_batch or None  # 0: the whole batch
-            loss = backward_in_micro_batches(x, micro_batch, terms_of, 'loss')['loss']
+            return backward_in_micro_batches(images, micro_batch, terms_of, 'loss')
+
+        graphed = GraphedStep() if variant == 'ours-graphs' else None
+        if graphed is not None:  # the timed iterations replay: warm-up and capture come first
+            warmup += WARMUP_STEPS + 1
+
+        def iteration(_):
+            loss = (step_on(x) if graphed is None else graphed('enhance', x, step_on))['loss']
             return loss, {n: p.grad for n, p in net.named_parameters()}
     else:
         sets = ('backlit', 'welllit', 'it', 'it1') if step == 'refine' else ('backlit', 'welllit')
@@ -334,11 +354,11 @@ def run_child(args) -> None:
         return time.perf_counter()
 
     elapsed = 0.0
-    for i in range(args.warmup + args.iters):
+    for i in range(warmup + args.iters):
         batch = next(batches)
         start = synchronised()
         loss, grads = iteration(batch)
-        elapsed += (synchronised() - start) * (i >= args.warmup)
+        elapsed += (synchronised() - start) * (i >= warmup)
     result['sec_per_iter'] = elapsed / args.iters
     if step != 'enhance' and variant.startswith('ours'):
         result['encoded_share'] = sum(encoded[-args.iters :]) / (args.iters * len(sets) * n_per_set)
@@ -407,6 +427,8 @@ def main() -> None:
     )
     parser.add_argument('--bf16', action='store_true', help='also run ours with amp: bf16 for CLIP')
     parser.add_argument('--device', default='cpu', help='cpu (default) or cuda: where every variant runs')
+    parser.add_argument('--cuda-graphs', action='store_true', help='cuda: also ours with its step as a CUDA graph')
+    parser.add_argument('--channels-last', action='store_true', help='cuda: also ours with channels-last CLIP towers')
     parser.add_argument(
         '--authors-keep-freed-memory',
         action='store_true',
@@ -428,7 +450,10 @@ def main() -> None:
     steps = [s for s in args.steps.split(',') if s]
     if set(steps) - set(STEPS):
         parser.error(f'--steps: unknown {sorted(set(steps) - set(STEPS))}')
+    if (args.cuda_graphs or args.channels_last) and args.device != 'cuda':
+        parser.error('--cuda-graphs and --channels-last are measured on a GPU: add --device cuda')
     variants = ['authors'] + ['authors-kept'] * args.authors_keep_freed_memory + ['ours'] + ['ours-bf16'] * args.bf16
+    variants += ['ours-graphs'] * args.cuda_graphs + ['ours-cl'] * args.channels_last
     targets = {'enhance': 3.0, 'refine': 10.0, 'init': 5.0}
     print(
         f'enhance: batch {args.batch} @ {args.size}; refine/init: batch {args.prompt_batch} @ {args.prompt_size}; '
@@ -447,9 +472,10 @@ def main() -> None:
     print('-' * len(header))
     with tempfile.TemporaryDirectory() as workdir:
         for step in steps:
-            rounds = [{v: _run_variant(args, v, step, workdir, r) for v in variants} for r in range(args.rounds)]
-            seconds = {v: statistics.median(r[v]['sec_per_iter'] for r in rounds) for v in variants}
-            for variant in variants:
+            ran = [v for v in variants if v != 'ours-graphs' or step == 'enhance']  # prompt steps change shape
+            rounds = [{v: _run_variant(args, v, step, workdir, r) for v in ran} for r in range(args.rounds)]
+            seconds = {v: statistics.median(r[v]['sec_per_iter'] for r in rounds) for v in ran}
+            for variant in ran:
                 run = rounds[0][variant]  # losses and gradients are the same in every round (seeded)
                 speed = seconds['authors'] / seconds[variant]
                 loss_dev, grad_dev = _deviation(run, rounds[0]['ours'] if variant != 'ours' else rounds[0]['authors'])
@@ -464,16 +490,14 @@ def main() -> None:
             if args.rounds > 1:
                 print(
                     f'{"":8} per round, s/iter: '
-                    + '; '.join(
-                        f'{v} {" ".join(format(r[v]["sec_per_iter"], ".2f") for r in rounds)}' for v in variants
-                    )
+                    + '; '.join(f'{v} {" ".join(format(r[v]["sec_per_iter"], ".2f") for r in rounds)}' for v in ran)
                 )
                 print(
                     f"{'':8} per round, ours' speed-up: "
                     + ' '.join(f'{r["authors"]["sec_per_iter"] / r["ours"]["sec_per_iter"]:.2f}x' for r in rounds)
                 )
     print(
-        'loss/grad dev: relative deviation from ours (authors, ours-bf16) or from authors (ours); '
+        'loss/grad dev: relative deviation from ours (authors, ours-*) or from authors (ours); '
         'grad dev = max over tensors of max|a-b|/max|b|. Target for enhance peak RSS: <= 8 GiB.\n'
         'encoded: share of the prompt images ours sent through CLIP; the others recur exactly (flips/transpose '
         'only) and their features were kept, as in a long run (--no-feature-cache: none kept).'

@@ -8,8 +8,9 @@ It generates random JPEG "photos" (backlit and well-lit), writes an option file 
 ``options/train_cliplit.yml`` with full-size **random-weight** ViT-B/32 and RN101 (``clip_pretrained: ~``,
 no download), the default batch sizes and resolutions, and a schedule of two rounds
 (prompt init, reconstruction, enhancement, refinement ranking I_t, enhancement, refinement ranking I_t and
-I_{t-1}) with ``--iters`` + 1 iterations per network phase (the first is warm-up) and ``--prompt-iters``
-timed ones per prompt phase after ``--warmup-epochs`` epochs of its loader (kept CLIP features of recurring
+I_{t-1}) with ``--iters`` + 1 iterations per network phase (the first is warm-up; with ``--cuda-graphs``,
+which sets ``train.cuda_graphs``, also the eager steps before the capture) and ``--prompt-iters`` timed ones
+per prompt phase after ``--warmup-epochs`` epochs of its loader (kept CLIP features of recurring
 images fill up over a long run, so the steady state is what counts),
 then runs ``basicsr.train.train_pipeline`` in this process (restarted first as the training commands are,
 with glibc keeping freed memory) with timers around the model's steps and data
@@ -95,7 +96,8 @@ def make_images(folder: Path, count: int, size: tuple, low: int, high: int, rng)
 
 def write_options(work: Path, args) -> Path:
     opt = yaml.safe_load((REPO_ROOT / 'options' / 'train_cliplit.yml').read_text())
-    net, prompt, warmup = args.iters + 1, args.prompt_iters, warmup_iterations(args)
+    prompt, warmup = args.prompt_iters, warmup_iterations(args)
+    net = args.iters + warmup['reconstruction']
     opt.update(name='bench', num_gpu='auto', manual_seed=0)
     opt.pop('dist_params')
     opt['datasets'].pop('val')
@@ -112,6 +114,7 @@ def write_options(work: Path, args) -> Path:
     for key in ('clip_opt', 'identity_opt', 'reconstruction_opt'):
         train[key]['clip_pretrained'] = clip[train[key]['clip_model']]
     train['network_amp'] = args.network_amp
+    train['cuda_graphs'] = args.cuda_graphs
     opt['path']['pretrain_network_g'] = None  # run the reconstruction stage too
     # Round 2's refinement gets the same length as round 1's; training ends one iteration after it, since an
     # iteration's record closes at the next batch fetch.
@@ -279,6 +282,9 @@ def main():
     parser.add_argument(
         '--network-amp', default=None, choices=['bf16', 'fp16'], help="train.network_amp (default: fp32, the authors')"
     )
+    parser.add_argument(
+        '--cuda-graphs', action='store_true', help='train.cuda_graphs: the network phases replay a CUDA graph'
+    )
     parser.add_argument('--quick', action='store_true', help='tiny sizes (smoke test of this script)')
     parser.add_argument('--no-loss-only', action='store_true', help='skip the loss-only comparison steps')
     parser.add_argument('--watch', nargs=2, help=argparse.SUPPRESS)
@@ -376,15 +382,19 @@ def projected_default_run(seconds_per_iter: dict) -> str:
 
 
 def warmup_iterations(args) -> dict:
-    """Untimed first iterations of each recorded phase: 1, or ``--warmup-epochs`` epochs of the prompt loader
-    of prompt initialisation and of the first refinement (the second finds the refinement loader warm)."""
+    """Untimed first iterations of each recorded phase: 1 (network phases with ``--cuda-graphs``: also the
+    eager warm-up steps and the capture), or ``--warmup-epochs`` epochs of the prompt loader of prompt
+    initialisation and of the first refinement (the second finds the refinement loader warm)."""
+    from cliplit_basicsr.models.graphed_step import WARMUP_STEPS
+
+    network = 1 + WARMUP_STEPS * args.cuda_graphs
     if args.quick:
-        return defaultdict(lambda: 1)
+        return defaultdict(lambda: network)
     batch = yaml.safe_load((REPO_ROOT / 'options' / 'train_cliplit.yml').read_text())['prompt_dataset'][
         'batch_size_per_gpu'
     ]
     per_epoch = {'prompt_init': -(-2 * args.images // batch), 'prompt_refinement r1': -(-args.images // batch)}
-    return defaultdict(lambda: 1, {phase: args.warmup_epochs * n for phase, n in per_epoch.items()})
+    return defaultdict(lambda: network, {phase: args.warmup_epochs * n for phase, n in per_epoch.items()})
 
 
 # the trainer's phases and the step of scripts/bench_clip_losses.py that computes the same losses

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check, in one command, on a bare GPU machine (its own PyTorch, no network), in under 8 minutes:
 # installs the wheels of scripts/build_device_wheels.sh, runs the tests marked cuda, then the GPU benches
-# (inference per precision at 24 MP; each CLIP-side step against the authors' structure; every phase in
-# BasicSR's loop with its data wait, peak GPU memory and the projected default run), and prints one table. Writes its logs to $OUT (or ./device_check) when that is set.
+# (inference per precision at 24 MP; each CLIP-side step against the authors' structure, with CUDA graphs,
+# channels-last and bf16 towers; every phase in BasicSR's loop with its data wait, peak GPU memory and the
+# projected default run, in the authors' numerics and in the fastest mode), and prints one table. Writes its
+# logs to $OUT (or ./device_check) when that is set.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${OUT:-device_check}"
@@ -25,14 +27,17 @@ step() {  # name, timeout in seconds, command...
     status+=("$(printf '%-34s %-6s %5ss' "$name" "$([ $rc -eq 0 ] && echo ok || echo "rc=$rc")" $((SECONDS - start)))")
     tail -25 "$out/$name.log"
 }
-# time-outs add up to 7.2 minutes: with the install, the whole check stays under 8
-step tests_cuda 180 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py tests/test_network_precision.py \
+# time-outs add up to 7.3 minutes: with the install, the whole check stays under 8
+step tests_cuda 170 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py tests/test_network_precision.py \
     tests/test_augment.py tests/test_unpaired_dataset.py
-step bench_enhance_cuda 50 python3 scripts/bench_enhance.py --device cuda --precisions fp32 fp16 bf16 \
+step bench_enhance_cuda 40 python3 scripts/bench_enhance.py --device cuda --precisions fp32 fp16 bf16 \
     --workloads synthetic24mp --rounds 2
-step bench_clip_losses_cuda 80 python3 scripts/bench_clip_losses.py --device cuda --iters 3 --warmup 1
-step bench_train_cuda 120 python3 scripts/bench_train.py --images 32 --warmup-epochs 1 --no-loss-only
-
+step bench_clip_losses_cuda 90 python3 scripts/bench_clip_losses.py --device cuda --iters 3 --warmup 1 \
+    --bf16 --cuda-graphs --channels-last
+# the authors' numerics (the default), then the fastest mode: CUDA graphs and a bf16 network
+step bench_train_cuda 80 python3 scripts/bench_train.py --images 16 --warmup-epochs 1 --prompt-iters 4 --no-loss-only
+step bench_train_fastest_cuda 60 python3 scripts/bench_train.py --images 16 --warmup-epochs 1 --prompt-iters 2 \
+    --no-loss-only --cuda-graphs --network-amp bf16
 echo; echo "device check on $(cat "$out/gpu.txt")"
 printf '%s\n' "${status[@]}" | tee "$out/summary.txt"
 grep -h -A12 '^precision \|^phase \|^step ' "$out"/bench_*.log | tee -a "$out/summary.txt"

@@ -51,15 +51,17 @@ def _gpu_options(tmp_path, data_dir, parity_dir):
     return option_file
 
 
-@pytest.mark.parametrize('network_amp', [None, 'fp16'], ids=['fp32', 'fp16'])
-def test_training_passes_every_phase_on_cuda(tmp_path, data_dir, parity_dir, network_amp):
-    extra = () if network_amp is None else ('--force_yml', f'train:network_amp={network_amp}')
+@pytest.mark.parametrize('option', [None, 'network_amp=fp16', 'cuda_graphs=true'], ids=['fp32', 'fp16', 'graphs'])
+def test_training_passes_every_phase_on_cuda(tmp_path, data_dir, parity_dir, option):
+    extra = () if option is None else ('--force_yml', f'train:{option}')
     run_train(tmp_path, _gpu_options(tmp_path, data_dir, parity_dir), *extra)
     log = log_text(tmp_path)
     assert_every_phase(log)
     assert 'CPU training' not in log  # the CPU allocator note and restart are for CPU runs only
     assert_outputs(tmp_path)
-    if network_amp == 'fp16':  # the scaler ran (its scale or growth count moved) and is saved for a resume
+    if option == 'cuda_graphs=true':  # reconstruction (iters 3-7) captures at 6, the iteration of its restart
+        assert 'replayed as a CUDA graph' in log
+    if option == 'network_amp=fp16':  # the scaler ran (its scale or growth count moved) and is saved for a resume
         state = torch.load(tmp_path / 'experiments' / 'tiny' / 'training_states' / f'{TOTAL_ITER}.state')
         scaler = state['cliplit']['grad_scaler']
         assert (scaler['scale'], scaler['_growth_tracker']) != (FP16_INITIAL_SCALE, 0)
@@ -167,3 +169,43 @@ def test_steady_state_steps_wait_for_nothing_on_the_host(tmp_path, data_dir, par
         if steady:
             checked.add((phase, schedule.round if phase is not Phase.PROMPT_REFINEMENT else 'refinement'))
     assert {phase for phase, _ in checked} == set(Phase)
+
+
+def test_cuda_graph_steps_take_the_eager_steps(tmp_path, data_dir, parity_dir):
+    """``train.cuda_graphs: true``: enhancement steps (3 eager warm-ups, the capture, replays) move the
+    network as eager steps do on the same batches, and a replayed step waits for nothing on the host."""
+    from test_graphed_step import varied_network_batch
+    from test_train_e2e import restored_model_fresh
+
+    from cliplit_basicsr.models.schedule import Phase
+
+    option_file = write_options(tmp_path, data_dir, parity_dir, enhancement_iters=100, check_period=1000)
+    runs = []
+    for graphs in (False, True):
+
+        def edit(opt, graphs=graphs):
+            opt['num_gpu'] = 1
+            opt['path']['pretrain_network_g'] = 'init'  # straight to enhancement
+            opt['path']['pretrain_network_prompt'] = None
+            opt['train']['schedule']['prompt_learning'] = False
+            opt['train']['cuda_graphs'] = graphs
+            del opt['prompt_dataset']
+
+        model = restored_model_fresh(tmp_path / str(graphs), option_file, edit)
+        losses = []
+        for iteration in range(1, 9):
+            assert model.schedule.phase is Phase.ENHANCEMENT
+            model.feed_data(varied_network_batch(iteration))
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode('error' if graphs and iteration > 4 else 0)
+            try:
+                model.optimize_parameters(iteration)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+            losses.append(model.log_dict['l_enhance'].item())
+        assert (model.graphed_step is not None and model.graphed_step.captured) == graphs
+        runs.append((losses, model.get_bare_model(model.net_g).state_dict()))
+    (eager_losses, eager), (graph_losses, graphed) = runs
+    assert graph_losses == pytest.approx(eager_losses, rel=1e-5)
+    for key in eager:
+        torch.testing.assert_close(graphed[key], eager[key], rtol=1e-5, atol=1e-7)
