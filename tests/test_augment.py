@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from cliplit_basicsr.data.augment import AugmentParams, augment_batch, draw_augmentation, repeat_draws
+from cliplit_basicsr.data.augment import AugmentParams, augment_batch, augment_batch_, draw_augmentation, repeat_draws
 
 # The same bilinear weights up to float32 sampling coordinates (their error grows with the image side).
 # Measured on uniform noise, 200 draws, borders included: max 1.5e-5 at 64², 5.6e-5 at 256² (0.014/255).
@@ -96,6 +96,18 @@ def test_a_tuple_shares_its_draws_position_by_position():
     alone = augment_batch(images, draws)
     assert torch.equal(together[:4], alone) and torch.equal(together[8:], alone)
     torch.testing.assert_close(together[4:8], augment_batch(images.flip(1), draws), rtol=0, atol=0)
+
+
+def test_the_in_place_form_writes_the_same_images_into_its_argument():
+    rng = np.random.default_rng(4)
+    images = _torch(rng.random((6, 32, 32, 3), dtype=np.float32))
+    draws = _batch([draw_augmentation((0.5, 1.5), rng) for _ in range(6)])
+    kept = images.clone()
+    copied = augment_batch(images, draws)
+    assert torch.equal(images, kept)  # augment_batch leaves its argument alone
+    assert augment_batch_(images, draws) is images and torch.equal(images, copied)
+    with pytest.raises(ValueError, match='float32 images expected'):
+        augment_batch_(kept.double(), draws)
 
 
 def test_non_square_images_are_refused():

@@ -142,18 +142,25 @@ def augment_batch(images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> t
     ``images``: float in [0, 1], on any device; ``params``: the collated draws, on the host (as the loader
     yields them), so that which images each transform touches is known without reading the device. Only
     those images are transformed; index and warp parameters go to the device without a synchronisation
-    (pinned, non-blocking, on a GPU). Returns float32 on ``images``' device. Images whose draw has no zoom
-    or rotation are exact flips/transposes of their input.
+    (pinned, non-blocking, on a GPU). Returns float32 on ``images``' device, leaving ``images`` as they
+    are. Images whose draw has no zoom or rotation are exact flips/transposes of their input.
     """
+    return augment_batch_(images.to(torch.float32, copy=True), params)
+
+
+def augment_batch_(images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """:func:`augment_batch` written into ``images`` (float32), which it returns: for a batch the caller has
+    just gathered, which saves copying it once more."""
     if images.shape[-1] != images.shape[-2]:
         raise ValueError(f'augment_batch: square images expected, got {tuple(images.shape)}')
+    if images.dtype != torch.float32:
+        raise ValueError(f'augment_batch_: float32 images expected, got {images.dtype}')
     size = images.shape[-1]
     draws = {name: value.cpu() for name, value in params.items()}
-    out = images.to(torch.float32, copy=True)  # written in place below; the caller's images stay as they are
-    _apply(out, draws['hflip'], lambda chosen, _: chosen.flip(-1))
-    _apply(out, draws['vflip'], lambda chosen, _: chosen.flip(-2))
-    _apply(out, draws['transpose'], lambda chosen, _: chosen.transpose(-1, -2))
+    _apply(images, draws['hflip'], lambda chosen, _: chosen.flip(-1))
+    _apply(images, draws['vflip'], lambda chosen, _: chosen.flip(-2))
+    _apply(images, draws['transpose'], lambda chosen, _: chosen.transpose(-1, -2))
     zoom_x, zoom_y, angle = (draws[name].to(torch.float64) for name in ('zoom_x', 'zoom_y', 'angle'))
-    _apply(out, draws['zoom'], lambda chosen, i: _warp(chosen, _zoom_inverse(zoom_x[i], zoom_y[i], size, size)))
-    _apply(out, draws['rotate'], lambda chosen, i: _warp(chosen, _rotation_inverse(angle[i], size, size)))
-    return out
+    _apply(images, draws['zoom'], lambda chosen, i: _warp(chosen, _zoom_inverse(zoom_x[i], zoom_y[i], size, size)))
+    _apply(images, draws['rotate'], lambda chosen, i: _warp(chosen, _rotation_inverse(angle[i], size, size)))
+    return images

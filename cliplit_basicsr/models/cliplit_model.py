@@ -38,7 +38,7 @@ from cliplit_basicsr.atomic_io import atomic_torch_save
 from cliplit_basicsr.checkpoint import OFFICIAL_CHECKPOINT
 from cliplit_basicsr.choices import AUTO
 from cliplit_basicsr.cpu_allocator import allocator_note
-from cliplit_basicsr.data.augment import augment_batch, repeat_draws
+from cliplit_basicsr.data.augment import augment_batch_, repeat_draws
 from cliplit_basicsr.data.resident import ResidentImages, as_float
 from cliplit_basicsr.errors import OptionError
 from cliplit_basicsr.options import TrainOptions, schedule_options, starting_point
@@ -161,7 +161,7 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         if 'lq' in data:
             super().feed_data(data)
         elif self.schedule.phase.trains_network:
-            self.lq = augment_batch(self.network_images['backlit'].take(data['index']), data['aug'])
+            self.lq = augment_batch_(self.network_images['backlit'].take(data['index']), data['aug'])
         else:
             self.lq = None  # BasicSR's loop fetches a datasets.train batch in prompt phases too
 
@@ -235,13 +235,13 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         """The augmented image batches a prompt step scores, in the order of its loss's arguments: one
         augmentation of their concatenation, each set under the batch's draws."""
         if phase is Phase.PROMPT_INIT:
-            return [augment_batch(self.prompt_loaders.pool.images(batch, self.device), batch['aug'])]
+            return [augment_batch_(self.prompt_loaders.pool.images(batch, self.device), batch['aug'])]
         resident = self._prompt_images()
         sets = [resident['backlit'].take(batch['index']), resident['welllit'].take(batch['welllit_index'])]
         if self.schedule.ranking_slots():
             index = to_device(batch['index'], self.device)
             sets += [as_float(self._ranked_outputs(slot)[index]) for slot in self.schedule.ranking_slots()]
-        return list(augment_batch(torch.cat(sets), repeat_draws(batch['aug'], len(sets))).split(len(sets[0])))
+        return list(augment_batch_(torch.cat(sets), repeat_draws(batch['aug'], len(sets))).split(len(sets[0])))
 
     def _prompt_step(self, phase: Phase) -> Dict[str, torch.Tensor]:
         prompt = self.get_bare_model(self.net_prompt)
