@@ -10,6 +10,7 @@ as a Hugging Face Space. It listens on 127.0.0.1 (this machine only) unless ``--
 
 import argparse
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -205,6 +206,17 @@ def build_app(enhancer=None, preview_side: Optional[int] = None):
     return demo.queue(default_concurrency_limit=1)
 
 
+def launch(demo, host: str = '127.0.0.1', port: int = 0) -> str:
+    """Serve ``demo`` (from :func:`build_app`) in background threads on ``host``:``port`` and return its
+    address; ``port`` 0 takes a free one (scripts and tests). Raises ``OSError`` where it cannot listen."""
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True)
+    return f'http://{host}:{port}/'
+
+
 @exit_on_user_error
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
@@ -218,7 +230,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     demo = build_app(CLIPLITEnhancer(args.ckpt, args.device, args.precision, args.tile, args.engine))
     try:
-        demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, quiet=True)
+        launch(demo, args.host, args.port)
     except OSError:
         raise UsageError(f'cannot listen on {args.host}:{args.port} (in use? --port picks another)') from None
     print(serving_line(args.host, args.port), flush=True)

@@ -7,11 +7,10 @@ Needs Gradio, Playwright and Chromium (``scripts/install.sh``); enhances on the 
 
 import argparse
 import shutil
-import socket
 from pathlib import Path
 
 import cliplit_basicsr
-from cliplit_basicsr.app import STRENGTHS, build_app
+from cliplit_basicsr.app import STRENGTHS, build_app, launch
 from cliplit_basicsr.atomic_io import atomic_write_path
 from cliplit_basicsr.enhancer import CLIPLITEnhancer
 
@@ -27,16 +26,13 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import expect, sync_playwright
 
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        port = probe.getsockname()[1]
     demo = build_app(CLIPLITEnhancer('official', 'cpu'))
-    demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True)
+    url = launch(demo)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=shutil.which('chromium'), headless=True)
             page = browser.new_page(viewport={'width': 1280, 'height': 860})
-            page.goto(f'http://127.0.0.1:{port}/')
+            page.goto(url)
             page.locator('#photos input[type=file]').set_input_files(args.photo)
             expect(page.locator('#status')).to_contain_text('enhanced', timeout=300_000)
             page.locator('#strength input[type=range]').focus()

@@ -12,7 +12,6 @@ markdown table for docs/benchmarks.md.
 
 import argparse
 import os
-import socket
 import statistics
 import tempfile
 import threading
@@ -24,7 +23,7 @@ import numpy as np
 
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
 
-from cliplit_basicsr.app import build_app  # noqa: E402
+from cliplit_basicsr.app import build_app, launch  # noqa: E402
 from cliplit_basicsr.enhancer import CLIPLITEnhancer  # noqa: E402
 from cliplit_basicsr.image_io import read_image  # noqa: E402
 from cliplit_basicsr.photo_metadata import Metadata  # noqa: E402
@@ -51,12 +50,8 @@ def main() -> None:
         runs.append((started, time.perf_counter()))
 
     enhancer.engine.run = timed_run
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        port = probe.getsockname()[1]
     demo = build_app(enhancer)
-    demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True)
-    url, rows = f'http://127.0.0.1:{port}/', []
+    url, rows = launch(demo), []
     with tempfile.TemporaryDirectory() as folder:
         photo_12mp = Path(folder) / 'photo_12mp.jpg'
         cv2.imwrite(str(photo_12mp), cv2.resize(read_image(PHOTO_3MP), (4000, 3000), interpolation=cv2.INTER_CUBIC))

@@ -3,7 +3,6 @@ cliplit-enhance's files), the queue with two people at once, and the page in a r
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -150,14 +149,10 @@ def server(enhancer):
         import gradio_client  # noqa: F401
     except ImportError:
         _missing("Gradio is not installed (pip install -e '.[app]')")
-    from cliplit_basicsr.app import build_app
+    from cliplit_basicsr.app import build_app, launch
 
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        port = probe.getsockname()[1]
     demo = build_app(enhancer)
-    demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f'http://127.0.0.1:{port}/'
+    yield launch(demo)
     demo.close()
 
 
