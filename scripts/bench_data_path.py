@@ -118,7 +118,7 @@ def child(mode: str, data: Path, batches: int, device: str) -> dict:
         def enhancement_batch():
             items = rng.choice(len(network_set), ENHANCE_BATCH, replace=False)
             batch = default_collate([network_set[int(i)] for i in items])
-            return augment.augment_batch(network_images.take(batch['index']), batch['aug'])
+            return augment.augment_batch_(network_images.take(batch['index']), batch['aug'])  # as the model does
 
         def ranking_batch():
             items = rng.choice(len(prompt_set), RANK_BATCH, replace=False)
@@ -126,7 +126,7 @@ def child(mode: str, data: Path, batches: int, device: str) -> dict:
             index = batch['index'].to(device)
             sets = [resident['backlit'].take(batch['index']), resident['welllit'].take(batch['welllit_index'])]
             sets += [outputs[index].float() / 255] * 2
-            return augment.augment_batch(torch.cat(sets), augment.repeat_draws(batch['aug'], 4)).split(RANK_BATCH)
+            return augment.augment_batch_(torch.cat(sets), augment.repeat_draws(batch['aug'], 4)).split(RANK_BATCH)
 
     result['enhancement batch 8x512² (s)'] = timed(enhancement_batch)
     result['ranking tuple batch 16x4x256² (s)'] = timed(ranking_batch)
