@@ -28,15 +28,17 @@ step() {  # name, timeout in seconds, command...
     tail -25 "$out/$name.log"
 }
 # time-outs add up to 7.3 minutes: with the install, the whole check stays under 8
-step tests_cuda 170 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py tests/test_network_precision.py \
+step tests_cuda 160 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py tests/test_network_precision.py \
     tests/test_augment.py tests/test_unpaired_dataset.py
-step bench_enhance_cuda 40 python3 scripts/bench_enhance.py --device cuda --precisions fp32 fp16 bf16 \
+step bench_enhance_cuda 35 python3 scripts/bench_enhance.py --device cuda --precisions fp32 fp16 bf16 \
     --workloads synthetic24mp --rounds 2
-step bench_clip_losses_cuda 90 python3 scripts/bench_clip_losses.py --device cuda --iters 3 --warmup 1 \
-    --bf16 --cuda-graphs --channels-last
+step bench_clip_losses_cuda 75 python3 scripts/bench_clip_losses.py --device cuda --iters 3 --warmup 1
+# the enhancement step in the opt-in modes: replayed as a CUDA graph, channels-last towers, bf16 towers
+step bench_clip_modes_cuda 50 python3 scripts/bench_clip_losses.py --device cuda --iters 3 --warmup 1 --steps enhance \
+    --cuda-graphs --channels-last --bf16
 # the authors' numerics (the default), then the fastest mode: CUDA graphs and a bf16 network
-step bench_train_cuda 80 python3 scripts/bench_train.py --images 16 --warmup-epochs 1 --prompt-iters 4 --no-loss-only
-step bench_train_fastest_cuda 60 python3 scripts/bench_train.py --images 16 --warmup-epochs 1 --prompt-iters 2 \
+step bench_train_cuda 70 python3 scripts/bench_train.py --images 16 --warmup-epochs 1 --prompt-iters 4 --no-loss-only
+step bench_train_fastest_cuda 50 python3 scripts/bench_train.py --images 16 --warmup-epochs 1 --prompt-iters 2 \
     --no-loss-only --cuda-graphs --network-amp bf16
 echo; echo "device check on $(cat "$out/gpu.txt")"
 printf '%s\n' "${status[@]}" | tee "$out/summary.txt"

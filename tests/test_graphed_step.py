@@ -48,29 +48,34 @@ def toy_step(model, optimizer):
     return step
 
 
-def test_every_call_is_one_step_and_keys_start_afresh():
+def test_every_call_is_one_step_and_partial_batches_run_beside_the_graph():
+    """Warm-up on the full batch's shape, capture, replays; a smaller batch runs eagerly and the graph stays;
+    a larger batch or a new key captures afresh. Every call is one step, the same as an eager loop's."""
     torch.manual_seed(0)
-    batches = [torch.randn(4, 3) for _ in range(9)]
+    plan = [  # (key, batch size, captured after the call)
+        ('a', 4, False), ('a', 2, False), ('a', 4, False), ('a', 4, True), ('a', 2, True), ('a', 4, True),
+        ('a', 6, False), ('a', 6, False), ('a', 6, True), ('b', 6, False), ('b', 6, False), ('b', 6, True),
+    ]  # fmt: skip
     models = [torch.nn.Linear(3, 2) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     steps = [toy_step(m, torch.optim.Adam(m.parameters(), lr=0.1)) for m in models]
     capture, captures = replaying_capture()
     graphed = GraphedStep(capture, warmup=2)
     returned = []
-    for i, images in enumerate(batches):
-        key = 'a' if i < 6 else 'b'  # a new key: warm-up and capture again
+    for key, size, captured in plan:
+        images = torch.randn(size, 3)
         returned.append(graphed(key, images, steps[1]))
-        eager = steps[0](images)
-        assert returned[-1]['loss'].item() == eager['loss'].item()
-        assert graphed.captured == (i not in (0, 1, 6, 7))
-    assert len(captures) == 2
-    assert returned[4]['loss'] != returned[5]['loss']  # replays hand out copies, not the graph's memory
+        assert returned[-1]['loss'].item() == steps[0](images)['loss'].item()
+        assert graphed.captured == captured
+    assert len(captures) == graphed.captures == 3
+    assert returned[3]['loss'] != returned[5]['loss']  # replays hand out copies, not the graph's memory
     for a, b in zip(models[0].parameters(), models[1].parameters()):
         assert torch.equal(a, b)
 
 
-def varied_network_batch(iteration: int) -> dict:
-    """A ``datasets.train`` batch of 2 of the 5 backlit images, a different pair and draws at each iteration."""
+def varied_network_batch(iteration: int, size: int = 2) -> dict:
+    """A ``datasets.train`` batch of ``size`` of the 5 backlit images, different ones and draws at each
+    iteration."""
     import numpy as np
     from torch.utils.data import default_collate
 
@@ -78,16 +83,16 @@ def varied_network_batch(iteration: int) -> dict:
 
     rng = np.random.default_rng(iteration)
     return default_collate(
-        [{'index': (iteration + i) % 5, 'aug': draw_augmentation((0.5, 1.5), rng).as_dict()} for i in range(2)]
+        [{'index': (iteration + i) % 5, 'aug': draw_augmentation((0.5, 1.5), rng).as_dict()} for i in range(size)]
     )
 
 
 @pytest.mark.slow
 def test_graphed_training_equals_eager_through_every_phase(tmp_path, data_dir, parity_dir):
-    """The tiny run's 16 iterations (every phase, the reconstruction restart, two rounds), step by step in
-    the model with the stand-in capture: the same network and prompt as eager steps, and every captured
-    step reads the Adam state and text features it was captured with (phase changes and the restart
-    capture anew)."""
+    """The tiny run's 16 iterations (every phase, the reconstruction restart, two rounds, a partial batch),
+    step by step in the model with the stand-in capture: the same network and prompt as eager steps, and
+    every captured step reads the Adam state and text features it was captured with (phase changes and the
+    restart capture anew)."""
     option_file = write_options(tmp_path, data_dir, parity_dir)
     results, captures = [], None
     for graphed in (False, True):
@@ -105,12 +110,13 @@ def test_graphed_training_equals_eager_through_every_phase(tmp_path, data_dir, p
         restart = model._restart_network
         model._restart_network = lambda restart=restart: (torch.manual_seed(7), restart())
         for iteration in range(1, TOTAL_ITER + 1):
-            model.feed_data(varied_network_batch(iteration))
+            model.feed_data(varied_network_batch(iteration, size=1 if iteration == 6 else 2))  # 6: a partial batch
             model.optimize_parameters(iteration)
         results.append({k: v.clone() for k, v in model.get_bare_model(model.net_g).state_dict().items()})
         results[-1]['prompt'] = model.get_bare_model(model.net_prompt).embedding.detach().clone()
-    # warm-up 1: reconstruction (iters 3-7) captures at 4 and restarts at 6, enhancement (8-9, 12-13) at 9, 13
-    assert len(captures) == 3
+    # warm-up 1: reconstruction (iters 3-7) captures at 4, runs 6's partial batch beside the graph and restarts
+    # after it; enhancement (8-9, 12-13) captures at 9 and 13
+    assert len(captures) == model.graphed_step.captures == 3
     for key in results[0]:
         assert torch.equal(results[0][key], results[1][key]), key
 
@@ -120,7 +126,8 @@ def test_graphed_training_equals_eager_through_every_phase(tmp_path, data_dir, p
     [
         ({'train': {'cuda_graphs': 'yes'}}, "expected true or false, got 'yes'"),
         ({}, 'needs a CUDA GPU; this run trains on cpu'),
-        ({'dist': True}, 'captures one process'),
+        ({'dist': True}, 'runs without torchrun'),
+        ({'num_gpu': 2}, 'captures one GPU: set num_gpu: 1'),
         ({'train': {'network_amp': 'fp16'}}, "fp16's gradient scaler reads back every step"),
         ({'train': {'compile_network': True}}, 'choose it or train.compile_network'),
         ({'train': {'scheduler': {'type': 'MultiStepLR'}}}, 'remove train.scheduler'),

@@ -212,9 +212,14 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         """One Adam step of ``net_g`` on ``self.lq``; with ``train.cuda_graphs`` a replay of the phase's graph."""
         if self.graphed_step is None:
             return self._network_step_on(phase, self.lq)
-        return self.graphed_step(
-            (phase, self.lq.shape, self.lq.dtype), self.lq, lambda images: self._network_step_on(phase, images)
-        )
+        captures = self.graphed_step.captures
+        terms = self.graphed_step(phase, self.lq, lambda images: self._network_step_on(phase, images))
+        if self.graphed_step.captures != captures:
+            get_root_logger().info(
+                f'[round {self.schedule.round}] {phase.value} step captured as a CUDA graph for batches of '
+                f'{tuple(self.lq.shape)}'
+            )
+        return terms
 
     def _network_step_on(self, phase: Phase, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """One Adam step of ``net_g`` on ``images``, forward/backward ``train.micro_batch`` images at a time."""

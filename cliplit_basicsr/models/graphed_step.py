@@ -9,13 +9,14 @@ a side stream first, Adam in its ``capturable`` form (its step count on the devi
 the graph's static input before each replay.
 
 A graph reads the tensors it was captured with, so whatever replaces them ends it: a phase transition (the
-frozen text features are recomputed), the network's restart (a fresh Adam state), a resume, a batch of
-another shape or phase (which starts a new capture after its warm-up). Learning rates are baked into the
-captured Adam step, so runs with a learning-rate scheduler or warm-up are refused, as are fp16's gradient
-scaler (it reads back at every step), ``torch.compile`` (its ``reduce-overhead`` mode is its own graphs)
-and several processes.
+frozen text features are recomputed), the network's restart (a fresh Adam state), a resume. An epoch's
+last, smaller batch runs eagerly beside the graph. Learning rates are baked into the captured Adam step,
+so runs with a learning-rate scheduler or warm-up are refused, as are fp16's gradient scaler (it reads
+back at every step), ``torch.compile`` (its ``reduce-overhead`` mode is its own graphs), DDP and
+DataParallel.
 """
 
+import warnings
 from typing import Callable, Dict, Hashable, Optional, Tuple
 
 import torch
@@ -40,7 +41,8 @@ def cuda_graphs_option(value, opt: dict, device: torch.device) -> bool:
     train = opt['train']
     reasons = [
         (torch.device(device).type != 'cuda', f'needs a CUDA GPU; this run trains on {torch.device(device).type}'),
-        (opt.get('dist', False), 'captures one process (torchrun with several processes: leave it false)'),
+        (opt.get('dist', False), "runs without torchrun (DDP's gradient all-reduce is not captured)"),
+        (opt.get('num_gpu', 1) not in (0, 1), 'captures one GPU: set num_gpu: 1 (BasicSR would use DataParallel)'),
         (train.get('network_amp') == 'fp16', "fp16's gradient scaler reads back every step: use bf16 or fp32"),
         (train.get('compile_network', False), 'choose it or train.compile_network, not both'),
         (bool(train.get('scheduler')), 'the learning rate is captured as a number: remove train.scheduler'),
@@ -74,34 +76,37 @@ def capture_cuda_graph(fn: Callable[[], Terms]) -> Tuple[Callable[[], None], Ter
 
 
 def _eager_step(step: Callable[[torch.Tensor], Terms], images: torch.Tensor) -> Terms:
-    """One ordinary step; on CUDA on a side stream, where the warm-up before a capture has to run."""
-    if images.device.type != 'cuda':
-        return step(images)
-    side = torch.cuda.Stream(images.device)
-    side.wait_stream(torch.cuda.current_stream(images.device))
-    with torch.cuda.stream(side):
-        terms = step(images)
-    torch.cuda.current_stream(images.device).wait_stream(side)
-    return terms
+    """One ordinary step; on CUDA on a side stream, where the warm-up before a capture has to run. Adam's
+    warning that its capturable form runs outside a capture is silenced here, where that is intended."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*capturable=True.*without CUDA graph capture')
+        if images.device.type != 'cuda':
+            return step(images)
+        side = torch.cuda.Stream(images.device)
+        side.wait_stream(torch.cuda.current_stream(images.device))
+        with torch.cuda.stream(side):
+            terms = step(images)
+        torch.cuda.current_stream(images.device).wait_stream(side)
+        return terms
 
 
 class GraphedStep:
-    """Runs a step function as a replayed graph while its key (phase, batch shape) stays the same.
+    """Runs a step function as a replayed graph while its key (the phase) stays the same.
 
     ``step(images)`` must be a full optimizer step on ``images`` returning 0-dim loss tensors, with no host
     reads (the training step is tested for that under ``set_sync_debug_mode``). Each new key runs
-    ``warmup`` eager steps, then captures ``step`` on a static copy of the batch and replays it for that
-    batch and every later one of the key: every call is one training step.
+    ``warmup`` eager steps on batches of the largest shape seen (the loader's full batch), then captures
+    ``step`` on a static copy of the next one and replays it for that batch and every later one of that
+    shape: every call is one training step. A smaller batch (an epoch's last, partial one) runs eagerly
+    beside the graph: it updates the parameters and Adam's state in place, where the graph reads them, and
+    the graph keeps its own gradient buffers. A larger batch than the captured one is captured afresh.
     """
 
     def __init__(self, capture: Capture = capture_cuda_graph, warmup: int = WARMUP_STEPS) -> None:
         self._capture = capture
         self._warmup = warmup
-        self._key: Optional[Hashable] = None
-        self._eager_steps = 0
-        self._input: Optional[torch.Tensor] = None
-        self._replay: Optional[Callable[[], None]] = None
-        self._outputs: Terms = {}
+        self.captures = 0  # graphs captured so far (the model logs each)
+        self.reset()
 
     @property
     def captured(self) -> bool:
@@ -109,19 +114,29 @@ class GraphedStep:
 
     def reset(self) -> None:
         """Drop the graph (and its memory): the next step warms up and captures afresh."""
-        self._key, self._eager_steps, self._input, self._replay, self._outputs = None, 0, None, None, {}
+        self._key: Optional[Hashable] = None
+        self._eager_steps = 0
+        self._largest: Optional[torch.Size] = None
+        self._input: Optional[torch.Tensor] = None
+        self._replay: Optional[Callable[[], None]] = None
+        self._outputs: Terms = {}
 
     def __call__(self, key: Hashable, images: torch.Tensor, step: Callable[[torch.Tensor], Terms]) -> Terms:
-        if key != self._key:
+        if key != self._key or (self._input is not None and images.shape[0] > self._input.shape[0]):
             self.reset()
             self._key = key
+        if self._input is not None and images.shape != self._input.shape:
+            return _eager_step(step, images)  # a smaller batch, beside the graph
         if self._replay is None:
-            if self._eager_steps < self._warmup:
-                self._eager_steps += 1
+            if self._largest is None or images.shape[0] > self._largest[0]:
+                self._largest, self._eager_steps = images.shape, 0  # warm up on the shape to capture
+            if self._eager_steps < self._warmup or images.shape != self._largest:
+                self._eager_steps += images.shape == self._largest
                 return _eager_step(step, images)
             self._input = images.clone()
             static_input = self._input
             self._replay, self._outputs = self._capture(lambda: step(static_input))
+            self.captures += 1
         self._input.copy_(images)
         self._replay()
         return {name: value.clone() for name, value in self._outputs.items()}  # the next replay rewrites them
