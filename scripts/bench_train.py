@@ -299,6 +299,9 @@ def main():
     import basicsr.train
     import torch
 
+    if args.cuda_graphs and not torch.cuda.is_available():
+        parser.error('--cuda-graphs: CUDA graphs need a CUDA GPU')
+
     from cliplit_basicsr.basicsr_compat import hosting_cliplit
 
     work = Path(tempfile.mkdtemp(prefix='cliplit_bench_'))
