@@ -8,10 +8,10 @@ Per batch at the paper's sizes, interleaved in fresh processes round after round
 
 * enhancement batch: 8 backlit images at 512² (``datasets.train``). Before: 8 items of the dataset as its
   workers made them (JPEG decode, Lanczos to 512, float warps), collated. Now: 8 indices and draws, a gather
-  from the resident set and one ``augment_batch``;
+  from the resident set and one ``augment_batch_`` (in place, as the model runs it);
 * ranking tuple batch: 16 (I_b, I_w, I_t, I_{t-1}) tuples at 256². Before: 16 dataset items with
   ``cache_resized`` warm (two warps each) and ``augment_batch`` of I_t and I_{t-1} with OpenCV on the host.
-  Now: gathers and one ``augment_batch`` of the 64 images.
+  Now: gathers and one ``augment_batch_`` of the 64 images.
 
 Also printed: the one-off decoding of a resident set, per image. Photos are random 900x1200 JPEGs.
 """

@@ -390,14 +390,15 @@ def warmup_iterations(args) -> dict:
     initialisation and of the first refinement (the second finds the refinement loader warm)."""
     from cliplit_basicsr.models.graphed_step import WARMUP_STEPS
 
-    network = 1 + WARMUP_STEPS * args.cuda_graphs
+    network = dict.fromkeys(('reconstruction', 'enhancement'), 1 + WARMUP_STEPS * args.cuda_graphs)
     if args.quick:
-        return defaultdict(lambda: network)
+        return defaultdict(lambda: 1, network)
     batch = yaml.safe_load((REPO_ROOT / 'options' / 'train_cliplit.yml').read_text())['prompt_dataset'][
         'batch_size_per_gpu'
     ]
     per_epoch = {'prompt_init': -(-2 * args.images // batch), 'prompt_refinement r1': -(-args.images // batch)}
-    return defaultdict(lambda: network, {phase: args.warmup_epochs * n for phase, n in per_epoch.items()})
+    prompt = {phase: args.warmup_epochs * n for phase, n in per_epoch.items()}
+    return defaultdict(lambda: 1, {**network, **prompt})
 
 
 # the trainer's phases and the step of scripts/bench_clip_losses.py that computes the same losses

@@ -172,15 +172,19 @@ def test_steady_state_steps_wait_for_nothing_on_the_host(tmp_path, data_dir, par
 
 
 def test_cuda_graph_steps_take_the_eager_steps(tmp_path, data_dir, parity_dir):
-    """``train.cuda_graphs: true``: enhancement steps (3 eager warm-ups, the capture, replays, a partial
-    batch beside the graph) move the network as eager steps do on the same batches, and a replayed step
-    waits for nothing on the host."""
+    """``train.cuda_graphs: true`` through two enhancement rounds of 7 steps: 3 eager warm-ups, the capture,
+    replays, a partial batch beside the graph (iteration 6), the graph ended at the round's end and captured
+    again in the next. The network moves as eager steps move it on the same batches, and replays that end
+    no phase wait for nothing on the host."""
     from test_graphed_step import varied_network_batch
     from test_train_e2e import restored_model_fresh
 
     from cliplit_basicsr.models.schedule import Phase
 
-    option_file = write_options(tmp_path, data_dir, parity_dir, enhancement_iters=100, check_period=1000)
+    option_file = write_options(
+        tmp_path, data_dir, parity_dir, enhancement_iters=7, check_period=1000, enhancement_loss_threshold=1e18
+    )
+    captured_after = [False] * 3 + [True] * 3 + [False] * 4 + [True] * 3 + [False]  # reset at each round's end
     runs = []
     for graphs in (False, True):
 
@@ -194,17 +198,19 @@ def test_cuda_graph_steps_take_the_eager_steps(tmp_path, data_dir, parity_dir):
 
         model = restored_model_fresh(tmp_path / str(graphs), option_file, edit)
         losses = []
-        for iteration in range(1, 9):
-            assert model.schedule.phase is Phase.ENHANCEMENT
+        for iteration, captured in enumerate(captured_after, start=1):
+            assert (model.schedule.phase, model.schedule.round) == (Phase.ENHANCEMENT, 1 + (iteration > 7))
             model.feed_data(varied_network_batch(iteration, size=1 if iteration == 6 else 2))
             torch.cuda.synchronize()
-            torch.cuda.set_sync_debug_mode('error' if graphs and iteration in (5, 7, 8) else 0)  # replays
+            torch.cuda.set_sync_debug_mode('error' if graphs and iteration in (5, 12, 13) else 0)
             try:
                 model.optimize_parameters(iteration)
             finally:
                 torch.cuda.set_sync_debug_mode(0)
+            if graphs:
+                assert model.graphed_step.captured == captured, iteration
             losses.append(model.log_dict['l_enhance'].item())
-        assert (model.graphed_step is not None and model.graphed_step.captures == 1) == graphs
+        assert (model.graphed_step.captures == 2) if graphs else model.graphed_step is None
         runs.append((losses, model.get_bare_model(model.net_g).state_dict()))
     (eager_losses, eager), (graph_losses, graphed) = runs
     assert graph_losses == pytest.approx(eager_losses, rel=1e-5)

@@ -94,12 +94,12 @@ class GraphedStep:
     """Runs a step function as a replayed graph while its key (the phase) stays the same.
 
     ``step(images)`` must be a full optimizer step on ``images`` returning 0-dim loss tensors, with no host
-    reads (the training step is tested for that under ``set_sync_debug_mode``). Each new key runs
-    ``warmup`` eager steps on batches of the largest shape seen (the loader's full batch), then captures
-    ``step`` on a static copy of the next one and replays it for that batch and every later one of that
-    shape: every call is one training step. A smaller batch (an epoch's last, partial one) runs eagerly
-    beside the graph: it updates the parameters and Adam's state in place, where the graph reads them, and
-    the graph keeps its own gradient buffers. A larger batch than the captured one is captured afresh.
+    reads (the training step is tested for that under ``set_sync_debug_mode``). Under a new key, batches run
+    eagerly until one shape has run ``warmup`` times (the loader's full batch: at most one batch an epoch is
+    smaller); the next batch of that shape is captured, on a static copy, and replayed, and so is every
+    later one: every call is one training step. A batch of another shape (an epoch's last, partial one)
+    runs eagerly beside the graph: it updates the parameters and Adam's state in place, where the graph
+    reads them, and the graph keeps its own gradient buffers.
     """
 
     def __init__(self, capture: Capture = capture_cuda_graph, warmup: int = WARMUP_STEPS) -> None:
@@ -115,28 +115,23 @@ class GraphedStep:
     def reset(self) -> None:
         """Drop the graph (and its memory): the next step warms up and captures afresh."""
         self._key: Optional[Hashable] = None
-        self._eager_steps = 0
-        self._largest: Optional[torch.Size] = None
+        self._eager_steps: Dict[torch.Size, int] = {}  # per batch shape, since the key's first step
         self._input: Optional[torch.Tensor] = None
         self._replay: Optional[Callable[[], None]] = None
         self._outputs: Terms = {}
 
     def __call__(self, key: Hashable, images: torch.Tensor, step: Callable[[torch.Tensor], Terms]) -> Terms:
-        if key != self._key or (self._input is not None and images.shape[0] > self._input.shape[0]):
+        if key != self._key:
             self.reset()
             self._key = key
-        if self._input is not None and images.shape != self._input.shape:
-            return _eager_step(step, images)  # a smaller batch, beside the graph
-        if self._replay is None:
-            if self._largest is None or images.shape[0] > self._largest[0]:
-                self._largest, self._eager_steps = images.shape, 0  # warm up on the shape to capture
-            if self._eager_steps < self._warmup or images.shape != self._largest:
-                self._eager_steps += images.shape == self._largest
-                return _eager_step(step, images)
+        if self._replay is None and self._eager_steps.get(images.shape, 0) >= self._warmup:
             self._input = images.clone()
             static_input = self._input
             self._replay, self._outputs = self._capture(lambda: step(static_input))
             self.captures += 1
+        if self._replay is None or images.shape != self._input.shape:
+            self._eager_steps[images.shape] = self._eager_steps.get(images.shape, 0) + 1
+            return _eager_step(step, images)
         self._input.copy_(images)
         self._replay()
         return {name: value.clone() for name, value in self._outputs.items()}  # the next replay rewrites them

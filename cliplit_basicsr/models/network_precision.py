@@ -43,8 +43,8 @@ class NetworkPrecision:
         """The context of the network's forward: autocast to ``dtype``, or nothing in fp32."""
         if self.dtype is None:
             return contextlib.nullcontext()
-        # no cast-weight cache: each weight is cast once per forward anyway, and CUDA graph capture
-        # (train.cuda_graphs) needs it off
+        # no cache of the cast weights (autocast caches those that require grad: the network's): each is
+        # cast once per forward anyway, and CUDA graph capture (train.cuda_graphs) needs the cache off
         return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=False)
 
     def backward(self, loss: torch.Tensor) -> None:
