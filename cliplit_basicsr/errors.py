@@ -34,6 +34,20 @@ class ImageWriteError(DataError):
     """An output image that cannot be written; the message names the file."""
 
 
+def require_flag(value, option: str) -> bool:
+    """``value`` of ``option`` if it is a boolean (YAML's true/false), else a one-line :class:`OptionError`."""
+    if not isinstance(value, bool):
+        raise OptionError(f'{option}: expected true or false, got {value!r}')
+    return value
+
+
+def require_positive_int(value, option: str) -> int:
+    """``value`` of ``option`` if it is an integer >= 1 (not a boolean), else a one-line :class:`OptionError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise OptionError(f'{option}: expected a positive integer, got {value!r}')
+    return value
+
+
 def one_line_message(error: BaseException, limit: Optional[int] = None) -> str:
     """The message of ``error`` folded onto one line (its type's name if it has none), cut after ``limit``
     characters; also when a DataLoader worker re-raised it.

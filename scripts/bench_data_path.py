@@ -92,7 +92,7 @@ def child(mode: str, data: Path, batches: int, device: str) -> dict:
         prompt_set = build_dataset(dict(prompt_opt, cache_resized=True))
         for item in range(len(prompt_set)):  # a long run's steady state: every resized image cached
             prompt_set[item]
-        outputs = torch.randint(0, 256, (prompt_set.num_backlit, 3, RANK_SIZE, RANK_SIZE), dtype=torch.uint8)
+        outputs = torch.randint(0, 256, (len(prompt_set.backlit), 3, RANK_SIZE, RANK_SIZE), dtype=torch.uint8)
 
         def enhancement_batch():
             items = rng.choice(len(network_set), ENHANCE_BATCH, replace=False)
@@ -112,7 +112,7 @@ def child(mode: str, data: Path, batches: int, device: str) -> dict:
         result['decode once (s/image)'] = (time.perf_counter() - started) / len(network_set)
         prompt_set = build_dataset(prompt_opt)
         resident = prompt_set.resident(device)
-        outputs = torch.randint(0, 256, (prompt_set.num_backlit, 3, RANK_SIZE, RANK_SIZE), dtype=torch.uint8)
+        outputs = torch.randint(0, 256, (len(prompt_set.backlit), 3, RANK_SIZE, RANK_SIZE), dtype=torch.uint8)
         outputs = outputs.to(device)
 
         def enhancement_batch():

@@ -70,7 +70,7 @@ def _image(dataset, index: int = 0, key: str = 'backlit') -> torch.Tensor:
 def test_shorter_list_is_cycled(tmp_path, n_backlit, n_welllit):
     rng = np.random.default_rng(0)
     ds = _dataset(_folder(tmp_path / 'b', n_backlit, 'b', rng), _folder(tmp_path / 'w', n_welllit, 'w', rng))
-    assert len(ds) == max(n_backlit, n_welllit) and ds.num_backlit == n_backlit
+    assert len(ds) == max(n_backlit, n_welllit) and len(ds.backlit) == n_backlit
     for item in range(len(ds)):
         sample = ds[item]
         assert sample['index'] == item % n_backlit

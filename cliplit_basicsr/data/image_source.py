@@ -56,39 +56,26 @@ def resize_lanczos(img: np.ndarray, size: int) -> np.ndarray:
 
 
 _lmdb_clients: Dict[str, FileClient] = {}
-_lmdb_clients_pid: Optional[int] = None
 _lmdb_clients_lock = threading.Lock()  # resident sets are decoded by several threads
 
 
 def _lmdb_client(root: str, backend: dict) -> FileClient:
-    """The process's one FileClient for the LMDB at ``root``, shared by every dataset reading it.
-
-    py-lmdb refuses a second handle on an environment that is open in the process, also in a child forked
-    after the parent opened it; so each process opens each LMDB once, and closes inherited handles first.
-    """
-    with _lmdb_clients_lock:
-        return _lmdb_client_locked(root, backend)
-
-
-def _lmdb_client_locked(root: str, backend: dict) -> FileClient:
-    global _lmdb_clients_pid
-    if _lmdb_clients_pid != os.getpid():
-        for client in _lmdb_clients.values():
-            for env in client.client._client.values():
-                env.close()
-        _lmdb_clients.clear()
-        _lmdb_clients_pid = os.getpid()
+    """The process's one FileClient for the LMDB at ``root``, shared by every dataset reading it: py-lmdb
+    refuses a second handle on an environment that is open in the process. Only the training process reads
+    images (they are decoded once and kept resident; loader workers handle indices), so no handle crosses
+    a fork."""
     key = os.path.realpath(root)
-    if key not in _lmdb_clients:
-        _lmdb_clients[key] = FileClient('lmdb', db_paths=[root], client_keys=['default'], **backend)
-    return _lmdb_clients[key]
+    with _lmdb_clients_lock:
+        if key not in _lmdb_clients:
+            _lmdb_clients[key] = FileClient('lmdb', db_paths=[root], client_keys=['default'], **backend)
+        return _lmdb_clients[key]
 
 
 class ImageSource:
     """The images of one root (a folder, or an ``.lmdb`` made by ``scripts/create_lmdb.py``).
 
-    ``names`` are file paths (disk) or LMDB keys, sorted. An LMDB is opened lazily, once per reading
-    process (see ``_lmdb_client``), so no environment crosses a fork or is pickled for a spawned worker.
+    ``names`` are file paths (disk) or LMDB keys, sorted. An LMDB is opened when first read, once per
+    process (see ``_lmdb_client``).
     """
 
     def __init__(self, root: str, io_backend: dict, option: str) -> None:

@@ -55,21 +55,11 @@ class StoppingLoader(DataLoader):
 
     def __iter__(self) -> Iterator:
         if self.stop():
-            return iter(())
-        return _Stopping(super().__iter__(), self.stop)
-
-
-class _Stopping:
-    def __init__(self, batches: Iterator, stop: Callable[[], bool]) -> None:
-        self.batches, self.stop = batches, stop
-
-    def __iter__(self) -> '_Stopping':
-        return self
-
-    def __next__(self):
-        if self.stop():
-            raise StopIteration
-        return next(self.batches)
+            return
+        for batch in super().__iter__():
+            yield batch
+            if self.stop():
+                return
 
 
 def build_training_loader(dataset: Dataset, dataset_opt: dict, opt: dict, sampler: Sampler) -> DataLoader:

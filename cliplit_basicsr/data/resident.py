@@ -9,7 +9,6 @@ waiting. A batch is then a gather of indices and one batched augmentation on the
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
 
 import numpy as np
 import torch
@@ -77,9 +76,8 @@ def _decode(source: ImageSource, index: int, size: int) -> np.ndarray:
     return levels.astype(np.uint8) if np.array_equal(levels / 255, img) else img
 
 
-def _decode_all(source: ImageSource, size: int, threads: Optional[int] = None) -> list:
+def _decode_all(source: ImageSource, size: int) -> list:
     """Every image of ``source`` (:func:`_decode`), by a few threads (Pillow's decoder and resize release
     the GIL)."""
-    threads = threads or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         return list(pool.map(lambda index: _decode(source, index, size), range(len(source))))

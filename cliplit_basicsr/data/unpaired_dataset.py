@@ -11,7 +11,7 @@ from torch.utils import data
 from cliplit_basicsr.data.augment import AugmentParams, draw_augmentation
 from cliplit_basicsr.data.image_source import ImageSource
 from cliplit_basicsr.data.resident import ResidentImages
-from cliplit_basicsr.errors import OptionError
+from cliplit_basicsr.errors import OptionError, require_flag, require_positive_int
 
 # Keys BasicSR itself adds to or reads from a dataset's options (options.py, data/__init__.py).
 _BASICSR_KEYS = frozenset(
@@ -80,9 +80,9 @@ class CLIPLITUnpairedDataset(data.Dataset):
             raise OptionError(
                 f'{type(self).__name__}: unknown option(s) {", ".join(unknown)} (known: {", ".join(sorted(_OWN_KEYS))})'
             )
-        self.image_size = _positive_int(opt.get('image_size'), 'image_size')
-        self.use_welllit = _flag(opt.get('use_welllit', True), 'use_welllit')
-        self.augment = _flag(opt.get('augment', True), 'augment')
+        self.image_size = require_positive_int(opt.get('image_size'), 'image_size')
+        self.use_welllit = require_flag(opt.get('use_welllit', True), 'use_welllit')
+        self.augment = require_flag(opt.get('augment', True), 'augment')
         self.zoom_range = _zoom_range(opt.get('zoom_range')) if self.augment else None
         io_backend = opt.get('io_backend', {'type': 'disk'})
         if not isinstance(io_backend, dict):
@@ -106,11 +106,6 @@ class CLIPLITUnpairedDataset(data.Dataset):
         rng = np.random.default_rng(list(seed))
         cycled = self._cycled().numpy()
         self.pairing.copy_(torch.from_numpy(np.stack([rng.permutation(row) for row in cycled])))
-
-    @property
-    def num_backlit(self) -> int:
-        """Number of distinct backlit images (the range of ``index``)."""
-        return len(self.backlit)
 
     def __len__(self) -> int:
         return max(len(self.backlit), len(self.welllit)) if self.use_welllit else len(self.backlit)
@@ -142,18 +137,6 @@ def _root(opt: dict, key: str) -> str:
     if not root:
         raise OptionError(f'{key}: missing (a folder of images, or an .lmdb made by scripts/create_lmdb.py)')
     return str(root)
-
-
-def _positive_int(value, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise OptionError(f'{key}: expected a positive integer, got {value!r}')
-    return value
-
-
-def _flag(value, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise OptionError(f'{key}: expected true or false, got {value!r}')
-    return value
 
 
 def _zoom_range(value) -> tuple:

@@ -5,6 +5,7 @@ subclasses it. Everything not specific to CLIP-LIT (``feed_data``, visuals, logg
 BasicSR's ``SRModel``.
 """
 
+import functools
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -176,10 +177,10 @@ class CLIPLITEvalModel(SRModel):
                 del self.lq, self.output
                 if gt is not None:
                     del self.gt  # the next set may have no ground truth
-                host = _HostImages(result, gt)
+                host = functools.cache(functools.partial(_to_host, result, gt))  # copied once, when first needed
                 if save_img:
                     path = self._visualization_path(dataset_name, img_name, current_iter)
-                    written.append(writer.submit(_write_visual, path, host.result()))
+                    written.append(writer.submit(_write_visual, path, host()['img']))
                 for name, metric_opt in metric_opts.items():
                     if gt is None and needs_reference(metric_opt['type']):
                         continue
@@ -187,7 +188,7 @@ class CLIPLITEvalModel(SRModel):
                         value = calculate_metric({'img': result, 'img2': gt}, dict(metric_opt, type=on_device[name]))
                         totals[name] += value.sum()  # a tensor: read once, after the loop
                     else:
-                        totals[name] += calculate_metric(host.metric_data(), metric_opt)
+                        totals[name] += calculate_metric(host(), metric_opt)
                     counts[name] += 1
                 if pbar is not None:
                     pbar.update(1)
@@ -207,20 +208,9 @@ class CLIPLITEvalModel(SRModel):
             self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
 
 
-class _HostImages:
-    """An image's output (and ground truth) as BasicSR's numpy metrics and writers take them, copied to the
-    host once, when first asked for."""
-
-    def __init__(self, result: torch.Tensor, gt: Optional[torch.Tensor]) -> None:
-        self._tensors, self._data = {'img': result, 'img2': gt}, None
-
-    def metric_data(self) -> Dict[str, np.ndarray]:
-        if self._data is None:
-            self._data = {key: tensor2img([t]) for key, t in self._tensors.items() if t is not None}
-        return self._data
-
-    def result(self) -> np.ndarray:
-        return self.metric_data()['img']
+def _to_host(result: torch.Tensor, gt: Optional[torch.Tensor]) -> Dict[str, np.ndarray]:
+    """An image's output (and ground truth) as BasicSR's numpy metrics and writers take them."""
+    return {key: tensor2img([t]) for key, t in (('img', result), ('img2', gt)) if t is not None}
 
 
 def _write_visual(path: str, image: np.ndarray) -> None:

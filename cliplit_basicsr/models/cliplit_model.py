@@ -40,7 +40,7 @@ from cliplit_basicsr.choices import AUTO
 from cliplit_basicsr.cpu_allocator import allocator_note
 from cliplit_basicsr.data.augment import augment_batch_, repeat_draws
 from cliplit_basicsr.data.resident import ResidentImages, as_float
-from cliplit_basicsr.errors import OptionError
+from cliplit_basicsr.errors import OptionError, require_flag
 from cliplit_basicsr.options import TrainOptions, schedule_options, starting_point
 from cliplit_basicsr.transfer import to_device
 
@@ -107,9 +107,7 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
 
         self.micro_batch = micro_batch_option(train_opt.micro_batch, self.device)
         self.network_precision = network_precision_option(train_opt.network_amp, self.device)
-        if not isinstance(train_opt.compile_network, bool):
-            raise OptionError(f'train.compile_network: expected true or false, got {train_opt.compile_network!r}')
-        if train_opt.compile_network:  # in place: the state dict keeps its keys
+        if require_flag(train_opt.compile_network, 'train.compile_network'):  # in place: the state dict keeps its keys
             self.get_bare_model(self.net_g).compile()
             logger.info('train.compile_network: the light-map network runs through torch.compile')
         self.cri_clip = build_loss(self.opt, 'clip_opt', self.device)
@@ -138,9 +136,7 @@ class CLIPLITModel(RunStateMixin, CLIPLITEvalModel):
         self.network_images = network_set.resident(self.device)
         if learn:
             self._prompt_images()
-        cache = train_opt.prompt_feature_cache
-        if not isinstance(cache, bool):
-            raise OptionError(f'train.prompt_feature_cache: expected true or false, got {cache!r}')
+        cache = require_flag(train_opt.prompt_feature_cache, 'train.prompt_feature_cache')
         self._feature_cache = FeatureCache() if cache else None
         self.log_dict = OrderedDict()
         self.run_end = self.opt.get('run_length') if isinstance(self.opt.get('run_length'), RunEnd) else None

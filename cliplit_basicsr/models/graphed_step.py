@@ -21,7 +21,7 @@ from typing import Callable, Dict, Hashable, Optional, Tuple
 
 import torch
 
-from cliplit_basicsr.errors import OptionError
+from cliplit_basicsr.errors import OptionError, require_flag
 
 Terms = Dict[str, torch.Tensor]
 # capture(fn) -> (replay, outputs): records fn's work once; each replay() redoes it, rewriting outputs
@@ -34,9 +34,7 @@ WARMUP_STEPS = 3
 def cuda_graphs_option(value, opt: dict, device: torch.device) -> bool:
     """``train.cuda_graphs`` checked against the run it would capture; a one-line :class:`OptionError` says
     why a run cannot use it."""
-    if not isinstance(value, bool):
-        raise OptionError(f'train.cuda_graphs: expected true or false, got {value!r}')
-    if not value:
+    if not require_flag(value, 'train.cuda_graphs'):
         return False
     train = opt['train']
     reasons = [

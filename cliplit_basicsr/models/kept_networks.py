@@ -25,11 +25,6 @@ State = Dict[str, torch.Tensor]
 INFERENCE_BATCH = 8  # images per forward when enhancing the training set
 
 
-def to_png_levels(images: torch.Tensor) -> torch.Tensor:
-    """[0,1] floats to uint8 as the authors' PNG round trip stores them (:func:`~cliplit_basicsr.engine.quantise`)."""
-    return quantise(images, 255).to(torch.uint8)
-
-
 class KeptNetworks:
     """Two result slots, each the best network of a round, and the slots' enhanced training sets.
 
@@ -65,7 +60,8 @@ class KeptNetworks:
         enhanced, backlit = [], self.backlit()
         for start in range(0, len(backlit), INFERENCE_BATCH):
             x = backlit.take(torch.arange(start, min(start + INFERENCE_BATCH, len(backlit))))
-            enhanced.append(to_png_levels(light_to_output(x, net(x))))  # the authors' inference: no eps
+            # the authors' inference (no eps), stored as their PNG round trip stores it
+            enhanced.append(quantise(light_to_output(x, net(x)), 255).to(torch.uint8))
         self._outputs[slot] = (round_, torch.cat(enhanced))
         get_root_logger().info(
             f'Enhanced {len(self._outputs[slot][1])} backlit images with the best network of round {round_} '

@@ -22,7 +22,7 @@ from basicsr.data.data_sampler import EnlargedSampler
 
 from cliplit_basicsr.data.loaders import build_training_loader
 from cliplit_basicsr.data.prompt_init_pool import PromptInitPool
-from cliplit_basicsr.errors import OptionError
+from cliplit_basicsr.errors import OptionError, require_positive_int
 
 from .schedule import Phase
 
@@ -37,9 +37,7 @@ class PromptLoaders:
         if not isinstance(dataset_opt, dict):
             raise OptionError('prompt_dataset: missing (backlit and well-lit images for the prompt phases)')
         dataset_opt = dict(deepcopy(dataset_opt), phase='train')
-        batch = dataset_opt.get('batch_size_per_gpu')
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise OptionError(f'prompt_dataset.batch_size_per_gpu: expected a positive integer, got {batch!r}')
+        require_positive_int(dataset_opt.get('batch_size_per_gpu'), 'prompt_dataset.batch_size_per_gpu')
         self.seed = int(opt['manual_seed'])
         self.pairs = build_dataset(dataset_opt)
         if not getattr(self.pairs, 'use_welllit', False):
