@@ -21,7 +21,8 @@ Variants, each run in its own process so that its peak RSS (VmHWM: models + acti
 * ``authors``: the same maths structured as the authors' code: one image at a time through CLIP (ViT and
   RN101 ``encode_image`` per image, the input side too), text features recomputed for every prompt
   call (full 77 tokens), per-image similarity loops, autograd left on, and the five ViT-B/32 copies
-  their modules each load (train.py, clip_score.py and three data loaders) held in memory;
+  their modules each load (train.py, clip_score.py and three data loaders) held in memory; on a GPU
+  the identity loss's RN101 in OpenAI's fp16 weights, as ``clip.load`` gave it to them there;
 * ``ours``: this package's losses and prompt pair (one batched CLIP pass per image set, image features
   without autograd, text transformer up to the pooled token, one shared ViT and RN101), and the
   network as the training model builds it; the enhancement step runs
@@ -135,10 +136,14 @@ class AuthorsStyle:
         return score / images.shape[0]
 
     def identity(self, pred, inp, weights):
+        """Their RN101 ran in OpenAI's fp16 weights on a GPU (``clip.load`` on CUDA), in fp32 on a CPU."""
+        from cliplit_basicsr.clip.loading import fp16_weights_tower
+
+        tower, dtype = (fp16_weights_tower(self.rn), self.torch.float16) if pred.is_cuda else (self.rn.visual, None)
         score = 0
         for p, i in zip(pred, inp):
-            pred_out = self.rn.visual.forward_intermediates(self._pre(p))
-            inp_out = self.rn.visual.forward_intermediates(self._pre(i))
+            pred_out = tower.forward_intermediates(self._pre(p).to(dtype))
+            inp_out = tower.forward_intermediates(self._pre(i).to(dtype))
             score = score + sum(
                 w * self.torch.nn.functional.mse_loss(a.squeeze(0), b.squeeze(0))
                 for w, a, b in zip(weights, pred_out['image_intermediates'], inp_out['image_intermediates'])
@@ -386,6 +391,9 @@ def _run_variant(args, variant, step, workdir, round_index=0):
     if proc.returncode or line is None:
         sys.exit(f'bench_clip_losses: {variant}/{step} failed: {(proc.stderr.strip().splitlines() or ["?"])[-1]}')
     result = json.loads(line[len('RESULT ') :])
+    # as it comes, so that a run stopped before its table still shows what it measured
+    figures = ', '.join(f'{name} {value:.4g}' for name, value in result.items())
+    print(f'  measured {step} {variant}: {figures}', file=sys.stderr, flush=True)
     result['grads'] = grads
     return result
 

@@ -295,9 +295,11 @@ def main():
         args.photo_size, args.images = [96, 128], 8
 
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
-    restart_keeping_freed_memory()  # as the training commands start (no-op once done, or where it does not apply)
-    import basicsr.train
     import torch
+
+    if not torch.cuda.is_available():  # as cliplit-train starts a CPU run (no-op once done)
+        restart_keeping_freed_memory()
+    import basicsr.train
 
     if args.cuda_graphs and not torch.cuda.is_available():
         parser.error('--cuda-graphs: CUDA graphs need a CUDA GPU')
@@ -312,6 +314,8 @@ def main():
 
     records, warmup = defaultdict(list), warmup_iterations(args)
     instrument(records, warmup, args.no_loss_only)
+    if torch.cuda.is_available():
+        warm_patch_embedding(args.vit_model)
     memory_file = work / 'memory.json'
     watcher = subprocess.Popen([sys.executable, __file__, '--watch', str(os.getpid()), str(memory_file)])
     os.chdir(work)
@@ -356,6 +360,24 @@ def main():
         f'peak RSS of the process tree: {memory["rss"]:.2f} GiB (this process first, then its children: '
         f'{by_process}), sampled every 0.5 s; peak PSS: {memory["pss"]:.2f} GiB, sampled every 5 s'
     )
+
+
+def warm_patch_embedding(model_name: str) -> None:
+    """Run the ViT's patch embedding once for every batch size a prompt step can encode (1 to 64), under
+    ``cudnn.benchmark`` as BasicSR's ``train_pipeline`` sets it. cuDNN times its algorithms at the first batch
+    of each shape; a prompt step encodes only the images whose features are not kept, so a long run meets
+    each size once, and the few timed steps here would otherwise pay for several (the steady state is what
+    counts, as ``bench_clip_losses.py`` makes oneDNN's kernels first on a CPU)."""
+    import open_clip
+    import torch
+
+    vision = open_clip.get_model_config(model_name)['vision_cfg']
+    patch, size = vision['patch_size'], vision['image_size']
+    conv = torch.nn.Conv2d(3, vision['width'], patch, patch, bias=False).cuda()
+    torch.backends.cudnn.benchmark = True
+    with torch.no_grad():
+        for batch in range(1, 65):
+            conv(torch.zeros(batch, 3, size, size, device='cuda'))
 
 
 def projected_default_run(seconds_per_iter: dict) -> str:
