@@ -3,9 +3,10 @@
 Workloads: the public sample photos (``cliplit_basicsr/samples``) and a synthetic 24 MP image. Each
 (precision, workload) runs in a fresh subprocess so that its peak resident memory (``ru_maxrss``:
 interpreter, torch and the image arrays included) is its own. Timing covers ``enhance()`` only, after a
-small warm-up; images are read beforehand. The bf16 error against the fp32 path is measured on the 8-bit
-outputs of the samples (max and mean, in 1/255 units). Example: ``python scripts/bench_enhance.py``.
-``--device cuda`` times the GPU path (synchronised; peak GPU memory in the last column).
+warm-up (a small crop on a CPU, the whole image on a GPU); images are read beforehand. The bf16 error
+against the fp32 path is measured on the 8-bit outputs of the samples (max and mean, in 1/255 units).
+Example: ``python scripts/bench_enhance.py``. ``--device cuda`` times the GPU path (synchronised; peak GPU
+memory in the last column).
 
 The speed of a shared CPU drifts by 2x within minutes, so the measurements run in ``--rounds`` rounds,
 each of which measures every (precision, workload) once; the table gives medians over rounds, and the

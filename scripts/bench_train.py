@@ -12,8 +12,8 @@ I_{t-1}) with ``--iters`` + 1 iterations per network phase (the first is warm-up
 which sets ``train.cuda_graphs``, also the eager steps before the capture) and ``--prompt-iters`` timed ones
 per prompt phase after ``--warmup-epochs`` epochs of its loader (kept CLIP features of recurring
 images fill up over a long run, so the steady state is what counts),
-then runs ``basicsr.train.train_pipeline`` in this process (restarted first as the training commands are,
-with glibc keeping freed memory) with timers around the model's steps and data
+then runs ``basicsr.train.train_pipeline`` in this process (on a CPU restarted first as the training
+commands are, with glibc keeping freed memory) with timers around the model's steps and data
 fetches. Printed per phase:
 
 * s/iteration and iterations/s of the whole BasicSR iteration (data fetch + step + bookkeeping);
@@ -316,6 +316,7 @@ def main():
     instrument(records, warmup, args.no_loss_only)
     if torch.cuda.is_available():
         warm_patch_embedding(args.vit_model)
+        torch.cuda.reset_peak_memory_stats()  # the peak printed is the training's
     memory_file = work / 'memory.json'
     watcher = subprocess.Popen([sys.executable, __file__, '--watch', str(os.getpid()), str(memory_file)])
     os.chdir(work)

@@ -10,22 +10,23 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${OUT:-device_check}"
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1 CLIPLIT_REQUIRE_REFERENCE=1 CLIPLIT_REFERENCE_DIR="$PWD/.device/reference" PYTHONUNBUFFERED=1
-# the package is imported from this tree, whatever wheel of it a warm machine still has installed
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # into site-packages (or the user's, where it is not writable): the start-up hook is a .pth file, which
 # PYTHONPATH folders do not run
 wheels=(.device/wheels/*.whl)
 python3 -m pip install -q --no-index --no-deps --no-compile --force-reinstall "${wheels[@]}" \
     || python3 -m pip install -q --user --no-index --no-deps --no-compile --force-reinstall "${wheels[@]}" || exit 1
+# the package is imported from this tree, whatever wheel of it a warm machine still has installed
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c 'import torch, basicsr, cliplit_basicsr; print("torch", torch.__version__, "cuda", torch.version.cuda)' || exit 1
 
-status=()
+status=() failed=()
 step() {  # name, timeout in seconds, command...
     local name=$1 limit=$2; shift 2
     local start=$SECONDS
     timeout "$limit" "$@" > "$out/$name.log" 2>&1
     local rc=$?
+    [ $rc -eq 0 ] || failed+=("$name")
     status+=("$(printf '%-34s %-6s %5ss' "$name" "$([ $rc -eq 0 ] && echo ok || echo "rc=$rc")" $((SECONDS - start)))")
     tail -25 "$out/$name.log"
 }
@@ -46,4 +47,7 @@ step bench_train_modes_cuda 55 python3 scripts/bench_train.py --images 16 --warm
     --no-loss-only --cuda-graphs --network-amp bf16
 echo; echo "device check on $(cat "$out/gpu.txt")"
 printf '%s\n' "${status[@]}" | tee "$out/summary.txt"
-grep -hv '^  measured ' "$out"/bench_*.log | grep -A12 '^precision \|^phase \|^step ' | tee -a "$out/summary.txt"
+for log in "$out"/bench_*.log; do  # each bench's table; a step stopped early: the figures it measured
+    grep -v '^  measured ' "$log" | grep -A12 '^precision \|^phase \|^step '
+    if [[ " ${failed[*]} " == *" $(basename "$log" .log) "* ]]; then grep '^  measured ' "$log"; fi
+done | tee -a "$out/summary.txt"

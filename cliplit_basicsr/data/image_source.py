@@ -62,8 +62,8 @@ _lmdb_clients_lock = threading.Lock()  # resident sets are decoded by several th
 def _lmdb_client(root: str, backend: dict) -> FileClient:
     """The process's one FileClient for the LMDB at ``root``, shared by every dataset reading it: py-lmdb
     refuses a second handle on an environment that is open in the process. Only the training process reads
-    images (they are decoded once and kept resident; loader workers handle indices), so no handle crosses
-    a fork."""
+    images (they are decoded once and kept resident; the loaders run no workers), so no handle crosses a
+    fork."""
     key = os.path.realpath(root)
     with _lmdb_clients_lock:
         if key not in _lmdb_clients:
